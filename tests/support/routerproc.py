@@ -62,18 +62,19 @@ class RouterProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.log(8000)}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
                     if r.status == 200:
                         return self
             except OSError:
                 time.sleep(0.05)
-        raise TimeoutError(f"router not ready in {timeout} s:\n{self.log()}")
+        raise TimeoutError(f"router not ready in {timeout} s:\n{self.log(8000)}")
 
-    def log(self) -> str:
+    def log(self, tail: int | None = None) -> str:
         self._log.flush()
-        return self.log_path.read_text(errors="replace")[-8000:]
+        text = self.log_path.read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def children(self) -> list[psutil.Process]:
         try:
