@@ -86,3 +86,15 @@ def test_default_config_comes_from_the_user_config_folder(tmp_path, monkeypatch)
     (tmp_path / "llama-router" / "config.yaml").write_text("router: {port: 9321}")
     c = load_from_args(build_parser().parse_args([]))
     assert c.router.port == 9321
+
+
+def test_example_catalogue_is_valid():
+    from pathlib import Path
+    c = load_config(Path(__file__).resolve().parents[1] / "config.example.yaml")
+    assert "qwen-small" in c.models and c.resolve("qwen").name == "qwen-small"
+
+
+def test_demo_catalogue_is_valid():
+    from pathlib import Path
+    c = load_config(Path(__file__).resolve().parents[1] / "demo" / "config.yaml")
+    assert set(c.models) == {"gemma", "gemma-creative"}
