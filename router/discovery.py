@@ -23,7 +23,8 @@ from .gguf_meta import GGUFError, GGUFMeta, read_gguf_meta
 
 __all__ = [
     "DiscoveredModel", "ScanResult", "scan_models_dir", "scan_import_dir", "scan_hf_cache",
-    "slugify", "safe_name", "quant_label", "hf_model_name", "split_parts", "default_hf_cache_dir",
+    "slugify", "safe_name", "quant_label", "projector_fits", "hf_model_name", "split_parts", "unique_name",
+    "default_hf_cache_dir",
 ]
 
 Source = Literal["dir", "import", "hf"]
@@ -109,7 +110,8 @@ def hf_model_name(repo_id: str, filename: str) -> str:
     return slugify(f"{user}-{repo}-{tail}")
 
 
-def _unique(name: str, taken: set[str], alt: str | None = None) -> str:
+def unique_name(name: str, taken: set[str], alt: str | None = None) -> str:
+    """`name`, else `alt`, else `name-2`, `name-3`...: the first one not in `taken`."""
     if name not in taken:
         return name
     if alt and alt not in taken:
@@ -156,6 +158,12 @@ def _projector_rank(p: Path, meta: GGUFMeta) -> tuple[int, str]:
     return _PROJECTOR_RANK.get(ftype.upper().replace("FP", "F"), 3), p.name
 
 
+def projector_fits(model: GGUFMeta, projector: GGUFMeta) -> bool:
+    """False only when both sizes are known and differ (llama-server rejects that pair)."""
+    return not (projector.projection_dim and model.embedding_length
+                and projector.projection_dim != model.embedding_length)
+
+
 def _pick_projector(model: GGUFMeta, projectors: list[tuple[Path, GGUFMeta]]) -> Path | None:
     """Best projector for `model`: BF16 > F16 > F32 > anything else.
 
@@ -163,10 +171,7 @@ def _pick_projector(model: GGUFMeta, projectors: list[tuple[Path, GGUFMeta]]) ->
     is skipped - llama-server refuses that pair, so attaching it to every
     model of a mixed folder would make the others unloadable.
     """
-    fitting = [
-        (p, m) for p, m in projectors
-        if not (m.projection_dim and model.embedding_length and m.projection_dim != model.embedding_length)
-    ]
+    fitting = [(p, m) for p, m in projectors if projector_fits(model, m)]
     if not fitting:
         return None
     return min(fitting, key=lambda pm: _projector_rank(*pm))[0]
@@ -174,7 +179,7 @@ def _pick_projector(model: GGUFMeta, projectors: list[tuple[Path, GGUFMeta]]) ->
 
 def _analyze_folder(
     files: Iterable[Path], skipped: list[tuple[Path, str]], attach_projectors: bool = True
-) -> tuple[list[_Unit], list[Path]]:
+) -> tuple[list[_Unit], list[tuple[Path, GGUFMeta]]]:
     """Models and projectors of one folder (all `files` share a directory)."""
     metas: dict[Path, GGUFMeta] = {}
     for f in sorted(files, key=lambda p: p.name):
@@ -223,7 +228,7 @@ def _analyze_folder(
     if attach_projectors:
         for u in units:
             u.mmproj = _pick_projector(u.meta, projectors)
-    return units, sorted(proj_paths)
+    return units, sorted(projectors, key=lambda pm: pm[0].name)
 
 
 def _model(name: str, u: _Unit, source: Source, repo_id: str | None = None) -> DiscoveredModel:
@@ -291,7 +296,7 @@ def scan_models_dir(dir: str | os.PathLike[str]) -> ScanResult:
 
     units, loose = _analyze_folder(top_files, res.skipped, attach_projectors=False)
     found: list[tuple[str, _Unit]] = [(safe_name(model_stem(u.path.name)), u) for u in units]
-    for f in loose:
+    for f, _ in loose:
         res.skipped.append((f, "projector at the top level of a models dir; move it into a folder with its model"))
 
     for d in subdirs:
@@ -306,7 +311,7 @@ def scan_models_dir(dir: str | os.PathLike[str]) -> ScanResult:
 
     taken: set[str] = set()
     for name, u in sorted(found, key=lambda nu: nu[0]):
-        unique = _unique(name, taken)
+        unique = unique_name(name, taken)
         taken.add(unique)
         res.models.append(_model(unique, u, "dir"))
     return res
@@ -359,7 +364,7 @@ def scan_import_dir(dir: str | os.PathLike[str]) -> ScanResult:
                 continue
             real_seen[real] = u.path
             base = slugify(model_stem(u.path.name))
-            name = _unique(base, taken, alt=f"{slugify(folder.name)}-{base}")
+            name = unique_name(base, taken, alt=f"{slugify(folder.name)}-{base}")
             taken.add(name)
             res.models.append(_model(name, u, "import"))
     return res
@@ -396,9 +401,16 @@ def scan_hf_cache(cache_dir: str | os.PathLike[str] | None = None) -> ScanResult
             rel = f.file_path.relative_to(rev.snapshot_path)
             if _is_gguf_name(f.file_path.name) and not any(part.startswith(".") for part in rel.parts):
                 by_dir[f.file_path.parent].append(f.file_path)
-        for d in sorted(by_dir):
-            for u in _analyze_folder(by_dir[d], res.skipped)[0]:
-                name = _unique(hf_model_name(repo.repo_id, u.path.name), taken)
+        root_projectors: list[tuple[Path, GGUFMeta]] = []
+        for d in sorted(by_dir):  # the snapshot root sorts first
+            units, projectors = _analyze_folder(by_dir[d], res.skipped)
+            if d == rev.snapshot_path:
+                root_projectors = projectors
+            for u in units:
+                if u.mmproj is None and d != rev.snapshot_path:
+                    # Repos keep split quants in sub-folders and one projector at the top.
+                    u.mmproj = _pick_projector(u.meta, root_projectors)
+                name = unique_name(hf_model_name(repo.repo_id, u.path.name), taken)
                 taken.add(name)
                 res.models.append(_model(name, u, "hf", repo.repo_id))
     return res

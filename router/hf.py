@@ -23,9 +23,10 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from .discovery import (
-    DiscoveredModel, default_hf_cache_dir, hf_model_name, model_stem, quant_label, scan_hf_cache, split_parts,
+    DiscoveredModel, default_hf_cache_dir, hf_model_name, model_stem, projector_fits, quant_label, scan_hf_cache,
+    split_parts,
 )
-from .gguf_meta import GGUFError, read_gguf_meta
+from .gguf_meta import GGUFError, GGUFMeta, read_gguf_meta
 
 __all__ = ["HFError", "parse_hf_ref", "download_gguf", "DEFAULT_QUANT"]
 
@@ -61,7 +62,8 @@ def parse_hf_ref(ref: str) -> tuple[str, str | None]:
     elif sep and not _QUANT_ARG_RE.fullmatch(quant):
         problem = "the quant after ':' must be a name like Q4_K_M"
     if problem:
-        raise ValueError(f"invalid Hugging Face reference {ref!r}: {problem} (e.g. 'ggml-org/gemma-3-270m-GGUF:Q8_0')")
+        raise ValueError(f"invalid Hugging Face reference {ref!r}: {problem}; expected 'user/repo' or "
+                         "'user/repo:QUANT', e.g. 'ggml-org/gemma-3-270m-GGUF:Q8_0'")
     return repo, (quant or None)
 
 
@@ -130,17 +132,21 @@ def _choose(cands: list[_Candidate], quant: str | None, repo_id: str) -> _Candid
 
 
 def _best_projector(projectors: list[str], model_file: str) -> str | None:
-    """Same folder as the model first, then BF16 > F16 > F32 > others by file name."""
-    if not projectors:
+    """The model's own folder first, else the repo root; then BF16 > F16 > F32 > others by name.
+
+    Same rule as `scan_hf_cache`, so a download and a later scan agree.
+    """
+    folder = PurePosixPath(model_file).parent
+    here = [f for f in projectors if PurePosixPath(f).parent == folder]
+    pool = here or [f for f in projectors if PurePosixPath(f).parent == PurePosixPath(".")]
+    if not pool:
         return None
-    folder = str(PurePosixPath(model_file).parent)
 
-    def rank(f: str) -> tuple[int, int, str]:
-        p = PurePosixPath(f)
-        label = (quant_label(model_stem(p.name)) or "").upper().replace("FP", "F")
-        return (0 if str(p.parent) == folder else 1, _PROJECTOR_RANK.get(label, 3), f)
+    def rank(f: str) -> tuple[int, str]:
+        label = (quant_label(model_stem(PurePosixPath(f).name)) or "").upper().replace("FP", "F")
+        return _PROJECTOR_RANK.get(label, 3), f
 
-    return min(projectors, key=rank)
+    return min(pool, key=rank)
 
 
 @contextlib.contextmanager
@@ -170,6 +176,13 @@ def _from_cache(repo_id: str, quant: str | None, cache: Path) -> DiscoveredModel
         return by_file[_choose(cands, quant, repo_id).files[0]]
     except HFError:
         return None
+
+
+def _projector_fits(model: GGUFMeta, mmproj: Path) -> bool:
+    try:
+        return projector_fits(model, read_gguf_meta(mmproj))
+    except GGUFError:
+        return False
 
 
 def _snapshot_commit(path: str, storage: Path) -> str | None:
@@ -265,6 +278,8 @@ def download_gguf(
         meta = read_gguf_meta(model_paths[0])
     except GGUFError as e:
         raise HFError(f"{repo_id}: downloaded {chosen.files[0]} is not usable: {e.reason}") from None
+    if mmproj is not None and not _projector_fits(meta, mmproj):
+        mmproj = None  # kept in the cache, but llama-server would refuse the pair
     size = sum(p.stat().st_size for p in model_paths)
     return DiscoveredModel(
         name=hf_model_name(repo_id, chosen.files[0]),

@@ -26,7 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from .discovery import DiscoveredModel
+from .discovery import DiscoveredModel, unique_name
 
 __all__ = [
     "CatalogueWriteError", "ImportReport", "RescanPlan", "import_models", "rescan", "apply_rescan", "model_entry",
@@ -91,15 +91,6 @@ def _names_in_use(models: Mapping[str, Any], exclude: Iterable[str] = ()) -> set
         elif isinstance(aliases, list):
             taken.update(str(a) for a in aliases)
     return taken
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}-{n}" in taken:
-        n += 1
-    return f"{name}-{n}"
 
 
 def _entry_path(entry: Any) -> str | None:
@@ -248,7 +239,7 @@ def import_models(
         if p in known or os.path.realpath(p) in known:
             report.existing.append(m.name)
             continue
-        name = _unique(m.name, taken)
+        name = unique_name(m.name, taken)
         if name != m.name:
             report.renamed[m.name] = name
         catalogue[name] = CommentedMap(model_entry(m, state))
@@ -289,7 +280,7 @@ def rescan(catalogue_models: Mapping[str, Mapping[str, Any]], found: Iterable[Di
         p = _abs(m.path)
         if p in catalogued:
             continue
-        name = _unique(m.name, taken)
+        name = unique_name(m.name, taken)
         taken.add(name)
         catalogued.add(p)
         plan.added[name] = model_entry(m, "auto")

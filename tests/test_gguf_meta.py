@@ -242,16 +242,18 @@ def test_missing_file_directory_and_fifo_raise_gguferror(tmp_path):
 def test_every_truncation_and_random_corruption_raises_only_gguferror(tmp_path):
     (src,) = write_gguf(tmp_path / "m.gguf", sliding_window=64, extra={"general.description": "d" * 40})
     good = src.read_bytes()
-    p = tmp_path / "bad.gguf"
+    # A new file per case: rewriting one file in place makes ext4 flush on every truncate.
     for n in range(1, len(good)):
+        p = tmp_path / f"cut{n}.gguf"
         p.write_bytes(good[:n])
         with pytest.raises(GGUFError):
             read_gguf_meta(p)
     rng = random.Random(1234)
-    for _ in range(400):
+    for i in range(400):
         data = bytearray(good)
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(4, len(data))] = rng.randrange(256)
+        p = tmp_path / f"flip{i}.gguf"
         p.write_bytes(bytes(data))
         try:
             read_gguf_meta(p)
