@@ -18,6 +18,7 @@ from .errors import HTTPError, error_response
 from .manager import ModelManager, ModelUnavailable
 from .proxy import ModelRewriter, forward
 from .scheduler import State
+from .sources import model_card
 
 # POST endpoints of llama-server that carry the model in the body.
 POST_ROUTES = (
@@ -170,9 +171,12 @@ def model_entry(manager: ModelManager, spec: ModelSpec, now: int) -> dict[str, A
     }
     if spec.group:
         entry["group"] = spec.group
+    entry.update(model_card(spec))
     if child is not None and state is State.READY:
         for k, v in child.ready_info.items():
-            if k not in entry and k not in ("aliases", "tags"):
+            if k == "meta" and isinstance(v, dict):
+                entry["meta"] = {**entry.get("meta", {}), **v}
+            elif k not in entry and k not in ("aliases", "tags", "id"):
                 entry[k] = v
     return entry
 

@@ -8,11 +8,17 @@ import logging
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
 from . import __version__
 from .config import Config, ConfigError, default_config_path, load_config
+from .sources import discover
 
 EPILOG = """\
 examples:
+  llama-router --import-dir ~/models         add every model found there to the catalogue, serve them
+  llama-router --models-dir ~/models         serve a folder as it is (rescanned on /admin/rescan)
+  llama-router -hf ggml-org/gemma-3-270m-it-GGUF:Q8_0   download a model and serve it
   llama-router --config config.yaml          serve the models in a catalogue
   llama-router --port 9000 --models-max 2    override the file's settings
 
@@ -35,21 +41,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8082)")
     p.add_argument("--models-max", type=int, metavar="N", help="models loaded at once, 0 = no limit (default 1)")
+    p.add_argument("--models-dir", metavar="DIR", action="append", default=[],
+                   help="serve every model in DIR (llama.cpp --models-dir layout: name.gguf, or name/ with "
+                        "shards and a projector); repeatable; found again on every rescan")
+    p.add_argument("--import-dir", metavar="DIR", action="append", default=[],
+                   help="find every GGUF model under DIR (recursively) and write it into the catalogue "
+                        "file as a manual entry, then serve; safe to repeat")
+    p.add_argument("-hf", "--hf", metavar="USER/REPO[:QUANT]", action="append", default=[],
+                   help="download a GGUF model from Hugging Face into its cache (resumable) and add it "
+                        "to the catalogue file, then serve")
+    p.add_argument("--no-serve", action="store_true",
+                   help="with --import-dir or -hf: update the catalogue and exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="log verbosity; debug also shows every child's output (default info)")
+                   help="log verbosity; child output is logged at info, prefixed with the model name (default info)")
     p.add_argument("--version", action="version", version=f"llama-router {__version__}")
     return p
 
 
+def config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config).expanduser() if args.config else default_config_path()
+
+
 def load_from_args(args: argparse.Namespace) -> Config:
-    path = Path(args.config).expanduser() if args.config else default_config_path()
+    path = config_path(args)
     if args.config or path.exists():
         config = load_config(path)
     else:
         config = Config(source="<defaults>")
     if args.models_max is not None and args.models_max < 0:
         raise ConfigError("--models-max", "models_max", "expected a number >= 0")
+    dirs = tuple(str(Path(d).expanduser().absolute()) for d in getattr(args, "models_dir", []))
+    if dirs:
+        config = replace(config, sources=replace(config.sources, dirs=config.sources.dirs + dirs))
     return config.with_router(host=args.host, port=args.port, models_max=args.models_max)
+
+
+def import_into_catalogue(args: argparse.Namespace) -> int:
+    """--import-dir and -hf: write what they find into the catalogue file."""
+    from .discovery import scan_import_dir
+    from .hf import HFError, download_gguf
+    from .importer import CatalogueWriteError, import_models
+
+    path = config_path(args)
+    found = []
+    for d in args.import_dir:
+        result = scan_import_dir(d)
+        for skipped, reason in result.skipped:
+            print(f"skipped {skipped}: {reason}", file=sys.stderr)
+        found += result.models
+    for ref in args.hf:
+        try:
+            found.append(download_gguf(ref, progress=sys.stderr.isatty()))
+        except HFError as e:
+            print(f"llama-router: {e}", file=sys.stderr)
+            return 1
+    try:
+        report = import_models(path, found)
+    except CatalogueWriteError as e:
+        print(f"llama-router: {e}", file=sys.stderr)
+        return 2
+    for name in report.added:
+        print(f"added {name}")
+    for old, new in report.renamed.items():
+        print(f"  ({old} was taken: added as {new})")
+    print(f"{path}: {len(report.added)} model(s) added, {len(report.existing)} already there")
+    return 0
 
 
 def setup_logging(level: str) -> None:
@@ -61,8 +117,12 @@ def setup_logging(level: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    if args.import_dir or args.hf:
+        code = import_into_catalogue(args)
+        if code or args.no_serve:
+            return code
     try:
-        config = load_from_args(args)
+        config, _ = discover(load_from_args(args))
     except ConfigError as e:
         print(f"llama-router: configuration error: {e}", file=sys.stderr)
         return 2

@@ -73,10 +73,19 @@ class RouterSettings:
 
 
 @dataclass(frozen=True)
+class SourcesSpec:
+    """Where models are discovered besides the `models:` list."""
+
+    dirs: tuple[str, ...] = ()
+    hf_cache: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     router: RouterSettings = field(default_factory=RouterSettings)
     spawn: SpawnSpec = field(default_factory=SpawnSpec)
     models: dict[str, ModelSpec] = field(default_factory=dict)
+    sources: SourcesSpec = field(default_factory=SourcesSpec)
     source: str = "<defaults>"
 
     def resolve(self, name: str) -> ModelSpec | None:
@@ -267,6 +276,12 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
     )
 
 
+def _parse_sources(data: Any, source: str) -> SourcesSpec:
+    r = _Reader(data, source, "sources", {"dirs", "hf_cache"})
+    dirs = tuple(str(Path(d).expanduser()) for d in r.str_list("dirs"))
+    return SourcesSpec(dirs=dirs, hf_cache=r.bool("hf_cache", True))
+
+
 def parse_config(data: Any, source: str = "<config>") -> Config:
     top = _Reader(data, source, "", {"router", "spawn", "models", "sources"})
     router = _parse_router(top.data.get("router"), source)
@@ -283,7 +298,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
                 raise ConfigError(source, f"models.{name}", f"name or alias {n!r} is already used by {seen[n]!r}")
             seen[n] = spec.name
         models[spec.name] = spec
-    return Config(router=router, spawn=spawn, models=models, source=source)
+    return Config(router=router, spawn=spawn, models=models,
+                  sources=_parse_sources(top.data.get("sources"), source), source=source)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -250,6 +250,16 @@ class ModelManager:
                 del self.children[model]
             self._emit(model, "unloaded", reason=reason, exit_code=code)
         self._apply(self.scheduler.stopped(model))
+        self.scheduler.forget_removed(self._groups(self.config))
+
+    # ----- catalogue changes -------------------------------------------------
+    def apply_config(self, config: Config) -> None:
+        """Serve a new catalogue: new models appear; removed ones stop once idle."""
+        self.config = config
+        for name in config.models:
+            self.status.setdefault(name, ModelStatus())
+        groups = self._groups(config)
+        self._apply(self.scheduler.set_models(groups, config.router.models_max))
 
     # ----- shutdown --------------------------------------------------------
     async def shutdown(self) -> None:
