@@ -13,11 +13,13 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
-from .config import Config, ModelSpec
+from .config import NAME_RE, Config, ModelSpec
 from .errors import HTTPError, error_response
-from .manager import ModelManager, ModelUnavailable
+from .manager import Lease, ModelManager, ModelUnavailable
 from .proxy import ModelRewriter, forward
+from .requestargs import load_overrides, refuse_launch_keys
 from .scheduler import State
+from .swapnotify import wants_progress, with_progress
 
 # POST endpoints of llama-server that carry the model in the body.
 POST_ROUTES = (
@@ -47,6 +49,10 @@ def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
         raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
     if not isinstance(name, str):
         raise HTTPError(400, "'model' must be a string", code="invalid_model")
+    if not NAME_RE.match(name):
+        # Never echoed, never looked up on disk: '/', '..', NUL and control characters stop here.
+        raise HTTPError(400, "invalid model name: use letters, digits and . _ : + - (at most 128 characters)",
+                        code="invalid_model")
     spec = manager.config.resolve(name)
     if spec is None:
         raise HTTPError(404, f"model '{_short(name)}' not found", "invalid_request_error", "model_not_found")
@@ -93,24 +99,32 @@ async def model_from_request(request: web.Request, body: bytes) -> str | None:
         return multipart_model(request.headers.get("Content-Type", ""), body) or request.query.get("model")
     if not body.strip() and "model" in request.query:
         return request.query["model"]
-    return parse_json_object(body).get("model") or request.query.get("model")
+    data = parse_json_object(body)
+    refuse_launch_keys(data)
+    return data.get("model") or request.query.get("model")
 
 
 async def _proxy(request: web.Request, spec: ModelSpec, requested: str, path: str,
                  body: bytes | None) -> web.StreamResponse:
     manager = _manager(request)
+
+    async def relay(lease: Lease, into: web.StreamResponse | None = None) -> web.StreamResponse:
+        async with lease:
+            child = lease.child
+            child_id = child.ready_info.get("id") if child.plan.native else None
+            rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
+            r = manager.config.router
+            return await forward(request, manager.session, child.base_url, path, body,
+                                 connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
+                                 rewriter=rewriter, into=into)
+
+    if wants_progress(manager, request, spec, body):
+        return await with_progress(request, manager, spec, requested, relay)
     try:
         lease = await manager.acquire(spec.name)
     except ModelUnavailable as e:
         raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
-    async with lease:
-        child = lease.child
-        child_id = child.ready_info.get("id") if child.plan.native else None
-        rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
-        r = manager.config.router
-        return await forward(request, manager.session, child.base_url, path, body,
-                             connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
-                             rewriter=rewriter)
+    return await relay(lease)
 
 
 async def handle_inference(request: web.Request) -> web.StreamResponse:
@@ -189,8 +203,14 @@ async def _model_action_target(request: web.Request) -> ModelSpec:
 
 
 async def handle_models_load(request: web.Request) -> web.Response:
-    spec = await _model_action_target(request)
-    _manager(request).load(spec.name)
+    body = await read_body(request)
+    manager = _manager(request)
+    spec = resolve_model(manager, parse_json_object(body).get("model"))
+    extra = load_overrides(spec, body)
+    if extra and manager.state(spec.name) is not State.STOPPED:
+        raise HTTPError(409, f"model '{spec.name}' is running; unload it before loading it with other args",
+                        code="model_running")
+    manager.load(spec.name, extra)
     return web.json_response({"success": True})
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, default_config_path, load_config
+from .config import MIN_SECRET_LEN, Config, ConfigError, default_config_path, load_config
 
 EPILOG = """\
 examples:
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8082)")
     p.add_argument("--models-max", type=int, metavar="N", help="models loaded at once, 0 = no limit (default 1)")
+    p.add_argument("--admin-token", metavar="TOKEN",
+                   help="enable the /admin API with this token (prefer router.admin_token: ${ENV} in the "
+                        "file keeps the token out of the process list)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log verbosity; debug also shows every child's output (default info)")
     p.add_argument("--version", action="version", version=f"llama-router {__version__}")
@@ -49,13 +52,17 @@ def load_from_args(args: argparse.Namespace) -> Config:
         config = Config(source="<defaults>")
     if args.models_max is not None and args.models_max < 0:
         raise ConfigError("--models-max", "models_max", "expected a number >= 0")
-    return config.with_router(host=args.host, port=args.port, models_max=args.models_max)
+    if args.admin_token is not None and len(args.admin_token) < MIN_SECRET_LEN:
+        raise ConfigError("--admin-token", "admin_token", f"expected a secret of at least {MIN_SECRET_LEN} characters")
+    return config.with_router(host=args.host, port=args.port, models_max=args.models_max,
+                              admin_token=args.admin_token)
 
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every filtered-out change
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             "the catalogue %s lists no models; add some under `models:` (see config.example.yaml)", config.source)
     from .server import serve
 
-    return asyncio.run(serve(config))
+    return asyncio.run(serve(config, loader=lambda: load_from_args(args)))
 
 
 if __name__ == "__main__":

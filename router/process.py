@@ -142,7 +142,8 @@ class Child:
                 continue
             text = line.decode("utf-8", "replace").rstrip()
             self.logs.append(text)
-            log.info("[%s] %s", self.name, text)
+            self._on_event("log", {"line": text})
+            log.debug("[%s] %s", self.name, text)
 
     def _on_state(self, raw: bytes) -> None:
         try:
