@@ -15,6 +15,7 @@ from aiohttp import web
 from . import __version__
 from .config import NAME_RE, Config, ModelSpec
 from .errors import HTTPError, error_response
+from .jsonbody import parse_json_object
 from .manager import Lease, ModelManager, ModelUnavailable
 from .proxy import ModelRewriter, forward
 from .requestargs import load_overrides, refuse_launch_keys
@@ -64,18 +65,6 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as e:
         raise HTTPError(413, f"request body too large (limit {e.max_size} bytes)", code="body_too_large") from None
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        raise HTTPError(400, "request body is empty; expected a JSON object", code="invalid_json")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPError(400, f"request body is not valid JSON: {e}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise HTTPError(400, "request body must be a JSON object", code="invalid_json")
-    return data
 
 
 def multipart_model(content_type: str, body: bytes) -> str | None:

@@ -11,11 +11,11 @@ request.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .config import RESERVED_FLAGS, ModelSpec
 from .errors import HTTPError
+from .jsonbody import parse_json_object
 
 ARG_KEYS = ("args", "extra_args")
 # Body keys that only make sense as launch settings; never forwarded.
@@ -60,12 +60,7 @@ def load_overrides(spec: ModelSpec, body: bytes) -> tuple[str, ...]:
     """The whitelisted extra args of a load request's JSON body (may be empty)."""
     if not body.strip():
         return ()
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPError(400, f"request body is not valid JSON: {e}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise HTTPError(400, "request body must be a JSON object", code="invalid_json")
+    data = parse_json_object(body)
     present = [k for k in ARG_KEYS if k in data]
     if len(present) > 1:
         raise _bad("send 'args' only once")
