@@ -3,10 +3,13 @@ waits, and a background reader for server-sent events."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
+import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,17 +63,21 @@ class SSEReader:
 
     def __init__(self, url: str, headers: dict[str, str] | None = None):
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._resp = requests.get(url, headers=headers, stream=True, timeout=(5, 60))
-        self._resp.raise_for_status()
+        parts = urllib.parse.urlsplit(url)
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        self._conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers or {})
+        self._resp = self._conn.getresponse()
+        if self._resp.status != 200:
+            raise AssertionError(f"{url}: HTTP {self._resp.status}: {self._resp.read()[:300]!r}")
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            for line in self._resp.iter_lines():
+            for line in self._resp:
                 if line.startswith(b"data: "):
                     self.events.put(json.loads(line[6:]))
-        except (requests.RequestException, ValueError, AttributeError):
+        except (OSError, ValueError, http.client.HTTPException):
             pass
 
     def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> dict[str, Any]:
@@ -91,5 +98,9 @@ class SSEReader:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._resp.close()
+        try:
+            self._conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader at once
+        except (OSError, AttributeError):
+            pass
         self._thread.join(5)
+        self._conn.close()
