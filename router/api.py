@@ -11,6 +11,7 @@ from email.policy import HTTP
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from . import __version__
 from .config import NAME_RE, Config, ModelSpec
@@ -63,8 +64,12 @@ def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
 async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
-    except web.HTTPRequestEntityTooLarge as e:
-        raise HTTPError(413, f"request body too large (limit {e.max_size} bytes)", code="body_too_large") from None
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MANAGER].config.router.max_body_bytes
+        raise HTTPError(413, f"request body too large (limit {limit} bytes, router.max_body_bytes)",
+                        code="body_too_large") from None
+    except RequestPayloadError as e:  # e.g. Content-Encoding: gzip on a body that is not gzip
+        raise HTTPError(400, f"request body cannot be read: {e.__cause__ or e}", code="invalid_body") from None
 
 
 def multipart_model(content_type: str, body: bytes) -> str | None:
