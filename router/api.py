@@ -65,7 +65,8 @@ async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[MANAGER].config.router.max_body_bytes
+        # The limit the server enforces (fixed at start), not a value reloaded since.
+        limit = getattr(request, "_client_max_size", None) or request.app[MANAGER].config.router.max_body_bytes
         raise HTTPError(413, f"request body too large (limit {limit} bytes, router.max_body_bytes)",
                         code="body_too_large") from None
     except RequestPayloadError as e:  # e.g. Content-Encoding: gzip on a body that is not gzip

@@ -10,7 +10,7 @@ and the exact error is logged and returned. Otherwise:
 - changed models that are running restart once idle;
 - removed models stop once idle; requests already waiting for them fail.
 
-Settings that only apply at start-up (host, port) are reported, not applied.
+Settings that only apply at start-up (RESTART_ONLY) are reported, not applied.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .manager import ModelManager
 log = logging.getLogger("router.reload")
 
 Loader = Callable[[], Config]
-RESTART_ONLY = ("host", "port")
+RESTART_ONLY = ("host", "port", "max_body_bytes", "drain_timeout", "watch_config")
 
 
 @dataclass

@@ -34,8 +34,8 @@ Relay = Callable[[Lease, web.StreamResponse], Awaitable[web.StreamResponse]]
 def wants_progress(manager: ModelManager, request: web.Request, spec: ModelSpec, body: bytes | None) -> bool:
     if not manager.config.router.notify_model_swap or request.path not in CHAT_PATHS:
         return False
-    if manager.state(spec.name) is State.READY and manager.scheduler.swap_target is None:
-        return False  # served at once: nothing to tell
+    if manager.state(spec.name) is State.READY:
+        return False  # served at once (or after a short drain): nothing to tell
     try:
         return json.loads(body or b"{}").get("stream") is True
     except (ValueError, AttributeError):
