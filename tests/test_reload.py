@@ -102,3 +102,22 @@ def test_sighup_reloads_and_a_removed_model_stops(tmp_path, llama_server, tiny_d
         assert old_b not in [p.pid for p in r.children()]
         assert chat(r.url, "tiny-b").status_code == 404 and chat(r.url, "tiny-a").status_code == 200
         assert r.proc.poll() is None
+
+
+@pytest.mark.gemma
+def test_changed_model_restarts_only_after_its_request_in_flight(tmp_path, llama_server, gemma):
+    with tiny_router(tmp_path, llama_server, {"gemma": {"path": str(gemma)}}, admin_token=TOKEN) as r:
+        body = {"model": "gemma", "stream": True, "max_tokens": 12, "ignore_eos": True,
+                "messages": [{"role": "user", "content": "Tell me a story."}]}
+        with requests.post(r.url + "/v1/chat/completions", json=body, stream=True, timeout=TIMEOUT) as s:
+            lines = s.iter_lines()
+            assert next(lines).startswith(b"data: ")
+            old = pids(r)["gemma"]
+            edit(r, lambda data: data["models"]["gemma"].update(args=["--top-k", "3"]))
+            resp = requests.post(r.url + "/admin/reload", headers=AUTH, timeout=TIMEOUT).json()
+            assert resp["changed"] == ["gemma"] and resp["restarting"] == ["gemma"]
+            assert pids(r)["gemma"] == old, "a busy model is not restarted under its request"
+            rest = [line for line in lines if line]
+        assert rest[-1] == b"data: [DONE]" and len(rest) >= 12
+        wait_until(lambda: pids(r).get("gemma") not in (None, old), timeout=60, what="gemma restarted")
+        assert chat(r.url, "gemma").status_code == 200
