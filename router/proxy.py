@@ -82,7 +82,7 @@ async def forward(
     the child's stream continues it, and a child error becomes an error event."""
     url = base_url + path
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
-    resp: web.StreamResponse | None = None
+    resp: web.StreamResponse | None = into
     try:
         async with session.request(request.method, url, params=request.query, data=body,
                                    headers=_request_headers(request), timeout=timeout,
