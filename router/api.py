@@ -11,14 +11,18 @@ from email.policy import HTTP
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from . import __version__
-from .config import Config, ModelSpec
+from .config import NAME_RE, Config, ModelSpec
 from .errors import HTTPError, error_response
-from .manager import ModelManager, ModelUnavailable
+from .jsonbody import parse_json_object
+from .manager import Lease, ModelManager, ModelUnavailable
 from .proxy import ModelRewriter, forward
+from .requestargs import load_overrides, refuse_launch_keys
 from .scheduler import State
 from .sources import model_card
+from .swapnotify import wants_progress, with_progress
 
 # POST endpoints of llama-server that carry the model in the body.
 POST_ROUTES = (
@@ -48,6 +52,10 @@ def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
         raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
     if not isinstance(name, str):
         raise HTTPError(400, "'model' must be a string", code="invalid_model")
+    if not NAME_RE.match(name):
+        # Never echoed, never looked up on disk: '/', '..', NUL and control characters stop here.
+        raise HTTPError(400, "invalid model name: use letters, digits and . _ : + - (at most 128 characters)",
+                        code="invalid_model")
     spec = manager.config.resolve(name)
     if spec is None:
         raise HTTPError(404, f"model '{_short(name)}' not found", "invalid_request_error", "model_not_found")
@@ -57,20 +65,13 @@ def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
 async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
-    except web.HTTPRequestEntityTooLarge as e:
-        raise HTTPError(413, f"request body too large (limit {e.max_size} bytes)", code="body_too_large") from None
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        raise HTTPError(400, "request body is empty; expected a JSON object", code="invalid_json")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPError(400, f"request body is not valid JSON: {e}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise HTTPError(400, "request body must be a JSON object", code="invalid_json")
-    return data
+    except web.HTTPRequestEntityTooLarge:
+        # The limit the server enforces (fixed at start), not a value reloaded since.
+        limit = getattr(request, "_client_max_size", None) or request.app[MANAGER].config.router.max_body_bytes
+        raise HTTPError(413, f"request body too large (limit {limit} bytes, router.max_body_bytes)",
+                        code="body_too_large") from None
+    except RequestPayloadError as e:  # e.g. Content-Encoding: gzip on a body that is not gzip
+        raise HTTPError(400, f"request body cannot be read: {e.__cause__ or e}", code="invalid_body") from None
 
 
 def multipart_model(content_type: str, body: bytes) -> str | None:
@@ -94,24 +95,32 @@ async def model_from_request(request: web.Request, body: bytes) -> str | None:
         return multipart_model(request.headers.get("Content-Type", ""), body) or request.query.get("model")
     if not body.strip() and "model" in request.query:
         return request.query["model"]
-    return parse_json_object(body).get("model") or request.query.get("model")
+    data = parse_json_object(body)
+    refuse_launch_keys(data)
+    return data.get("model") or request.query.get("model")
 
 
 async def _proxy(request: web.Request, spec: ModelSpec, requested: str, path: str,
                  body: bytes | None) -> web.StreamResponse:
     manager = _manager(request)
+
+    async def relay(lease: Lease, into: web.StreamResponse | None = None) -> web.StreamResponse:
+        async with lease:
+            child = lease.child
+            child_id = child.ready_info.get("id") if child.plan.native else None
+            rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
+            r = manager.config.router
+            return await forward(request, manager.session, child.base_url, path, body,
+                                 connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
+                                 rewriter=rewriter, into=into)
+
+    if wants_progress(manager, request, spec, body):
+        return await with_progress(request, manager, spec, requested, relay)
     try:
         lease = await manager.acquire(spec.name)
     except ModelUnavailable as e:
         raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
-    async with lease:
-        child = lease.child
-        child_id = child.ready_info.get("id") if child.plan.native else None
-        rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
-        r = manager.config.router
-        return await forward(request, manager.session, child.base_url, path, body,
-                             connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
-                             rewriter=rewriter)
+    return await relay(lease)
 
 
 async def handle_inference(request: web.Request) -> web.StreamResponse:
@@ -193,8 +202,14 @@ async def _model_action_target(request: web.Request) -> ModelSpec:
 
 
 async def handle_models_load(request: web.Request) -> web.Response:
-    spec = await _model_action_target(request)
-    _manager(request).load(spec.name)
+    body = await read_body(request)
+    manager = _manager(request)
+    spec = resolve_model(manager, parse_json_object(body).get("model"))
+    extra = load_overrides(spec, body)
+    if extra and manager.state(spec.name) is not State.STOPPED:
+        raise HTTPError(409, f"model '{spec.name}' is running; unload it before loading it with other args",
+                        code="model_running")
+    manager.load(spec.name, extra)
     return web.json_response({"success": True})
 
 

@@ -10,11 +10,16 @@ from typing import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from .admin import RELOADER, add_admin_routes
 from .api import MANAGER, SHUTDOWN, add_routes
-from .config import Config
+from .auth import require_auth
+from .config import Config, load_config
 from .errors import HTTPError, error_response
 from .events import EventBus
+from .lifecycle import unload_idle
+from .logs import add_log_routes
 from .manager import ModelManager
+from .reload import Loader, Reloader
 
 log = logging.getLogger("router.app")
 
@@ -40,8 +45,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal router error (see the router log)")
 
 
-def create_app(config: Config, router_port: int | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=config.router.max_body_bytes)
+def default_loader(config: Config) -> Loader | None:
+    if config.source.startswith("<"):
+        return None
+    return lambda: load_config(config.source)
+
+
+def create_app(config: Config, router_port: int | None = None, loader: Loader | None = None) -> web.Application:
+    """`loader` re-reads the catalogue for a reload (the CLI's applies its overrides too)."""
+    app = web.Application(middlewares=[json_errors, require_auth], client_max_size=config.router.max_body_bytes)
     events = EventBus()
 
     async def lifetime(app: web.Application):
@@ -49,9 +61,14 @@ def create_app(config: Config, router_port: int | None = None) -> web.Applicatio
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         manager = ModelManager(config, session, router_port or config.router.port, events)
         app[MANAGER] = manager
+        app[RELOADER] = Reloader(manager, loader or default_loader(config))
+        idle = asyncio.create_task(unload_idle(manager))
         try:
             yield
         finally:
+            idle.cancel()
+            await asyncio.gather(idle, return_exceptions=True)
+            await app[RELOADER].close()
             await manager.shutdown()
             await session.close()
 
@@ -62,5 +79,7 @@ def create_app(config: Config, router_port: int | None = None) -> web.Applicatio
 
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(lifetime)
+    add_admin_routes(app)
+    add_log_routes(app)
     add_routes(app)
     return app

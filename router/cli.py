@@ -11,7 +11,7 @@ from pathlib import Path
 from dataclasses import replace
 
 from . import __version__
-from .config import Config, ConfigError, default_config_path, load_config
+from .config import MIN_SECRET_LEN, Config, ConfigError, default_config_path, load_config
 from .sources import discover
 
 EPILOG = """\
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "to the catalogue file, then serve")
     p.add_argument("--no-serve", action="store_true",
                    help="with --import-dir or -hf: update the catalogue and exit")
+    p.add_argument("--admin-token", metavar="TOKEN",
+                   help="enable the /admin API with this token (prefer router.admin_token: ${ENV} in the "
+                        "file keeps the token out of the process list)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log verbosity; child output is logged at info, prefixed with the model name (default info)")
     p.add_argument("--version", action="version", version=f"llama-router {__version__}")
@@ -70,10 +73,23 @@ def load_from_args(args: argparse.Namespace) -> Config:
         config = Config(source="<defaults>")
     if args.models_max is not None and args.models_max < 0:
         raise ConfigError("--models-max", "models_max", "expected a number >= 0")
+    if args.admin_token is not None and len(args.admin_token) < MIN_SECRET_LEN:
+        raise ConfigError("--admin-token", "admin_token", f"expected a secret of at least {MIN_SECRET_LEN} characters")
     dirs = tuple(str(Path(d).expanduser().absolute()) for d in getattr(args, "models_dir", []))
     if dirs:
         config = replace(config, sources=replace(config.sources, dirs=config.sources.dirs + dirs))
-    return config.with_router(host=args.host, port=args.port, models_max=args.models_max)
+    return config.with_router(host=args.host, port=args.port, models_max=args.models_max,
+                              admin_token=args.admin_token)
+
+
+def load_catalogue(args: argparse.Namespace) -> Config:
+    """The file, the command line, and what the sources hold now (start-up, reload, rescan)."""
+    config, _ = discover(load_from_args(args))
+    startup = config.router.startup_model
+    if startup is not None and config.resolve(startup) is None:
+        raise ConfigError(config.source, "router.startup_model",
+                          f"expected the name of a model in the catalogue, got {startup!r}")
+    return config
 
 
 def import_into_catalogue(args: argparse.Namespace) -> int:
@@ -112,6 +128,7 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every filtered-out change
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if code or args.no_serve:
             return code
     try:
-        config, _ = discover(load_from_args(args))
+        config = load_catalogue(args)
     except ConfigError as e:
         print(f"llama-router: configuration error: {e}", file=sys.stderr)
         return 2
@@ -131,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "the catalogue %s lists no models; add some under `models:` (see config.example.yaml)", config.source)
     from .server import serve
 
-    return asyncio.run(serve(config))
+    return asyncio.run(serve(config, loader=lambda: load_catalogue(args)))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ class ModelSpec:
     state: str = "manual"
     ttl: float | None = None
     unlisted: bool = False
+    allow_args: tuple[str, ...] = ()  # flags a load request may add to the command line
+
+    def launch_key(self) -> tuple:
+        """What a running child was started from: a change here needs a restart."""
+        return (self.path, self.args, self.env, self.spawn, self.mmproj)
 
     @property
     def group_key(self) -> str:
@@ -70,6 +75,14 @@ class RouterSettings:
     read_timeout: float = 600.0
     max_body_bytes: int = 64 * 1024 * 1024
     log_lines: int = 500
+    # Secrets: never part of repr(), so a logged config cannot leak them.
+    admin_token: str | None = field(default=None, repr=False)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    notify_model_swap: bool = False
+    startup_model: str | None = None
+    ttl: float = 0.0  # idle seconds before a model unloads; 0 = never (a model's own ttl wins)
+    drain_timeout: float = 30.0
+    watch_config: bool = True
 
 
 @dataclass(frozen=True)
@@ -192,11 +205,19 @@ def _kind(v: Any) -> str:
 
 _ROUTER_KEYS = {
     "host", "port", "models_max", "port_range", "health_timeout", "stop_timeout",
-    "connect_timeout", "read_timeout", "max_body_bytes", "log_lines",
+    "connect_timeout", "read_timeout", "max_body_bytes", "log_lines", "admin_token", "api_keys",
+    "notify_model_swap", "startup_model", "ttl", "drain_timeout", "watch_config",
 }
 _MODEL_KEYS = {
-    "path", "aliases", "group", "args", "env", "spawn", "mmproj", "state", "ttl", "unlisted",
+    "path", "aliases", "group", "args", "env", "spawn", "mmproj", "state", "ttl", "unlisted", "allow_args",
 }
+# Flags the router itself sets; no request may ever supply them.
+RESERVED_FLAGS = frozenset({
+    "-m", "--model", "--host", "--port", "-a", "--alias", "-mm", "--mmproj", "--api-key",
+    "--api-key-file", "--path", "--models-dir", "--models-preset", "-hf", "--hf-repo", "-mu",
+    "--model-url", "--ssl-key-file", "--ssl-cert-file", "--log-file", "--slot-save-path",
+})
+MIN_SECRET_LEN = 8
 
 
 def _parse_router(data: Any, source: str) -> RouterSettings:
@@ -210,6 +231,14 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
     port = r.number("port", d.port, integer=True)
     if not 0 <= port <= 65535:
         raise r.fail("port", f"expected a port number 0-65535, got {port}")
+    admin_token = r.str("admin_token")
+    if admin_token is not None and len(admin_token) < MIN_SECRET_LEN:
+        raise r.fail("admin_token", f"expected a secret of at least {MIN_SECRET_LEN} characters")
+    api_keys = r.str_list("api_keys")
+    for i, k in enumerate(api_keys):
+        if len(k) < MIN_SECRET_LEN or any(c.isspace() for c in k):
+            raise ConfigError(source, f"router.api_keys[{i}]",
+                              f"expected a key of at least {MIN_SECRET_LEN} characters without spaces")
     return RouterSettings(
         host=r.str("host", d.host, allow_none=False),
         port=port,
@@ -221,6 +250,13 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         read_timeout=float(r.number("read_timeout", d.read_timeout, minimum=0.1)),
         max_body_bytes=r.number("max_body_bytes", d.max_body_bytes, integer=True, minimum=1024),
         log_lines=r.number("log_lines", d.log_lines, integer=True, minimum=1),
+        admin_token=admin_token,
+        api_keys=api_keys,
+        notify_model_swap=r.bool("notify_model_swap", d.notify_model_swap),
+        startup_model=r.str("startup_model"),
+        ttl=float(r.number("ttl", d.ttl)),
+        drain_timeout=float(r.number("drain_timeout", d.drain_timeout)),
+        watch_config=r.bool("watch_config", d.watch_config),
     )
 
 
@@ -261,6 +297,11 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
         if not NAME_RE.match(a):
             raise r.fail("aliases", f"alias {a!r} is not a valid model name")
     ttl = r.data.get("ttl")
+    allow_args = r.str_list("allow_args")
+    for i, flag in enumerate(allow_args):
+        if not re.fullmatch(r"--?[A-Za-z0-9][A-Za-z0-9-]*", flag) or flag in RESERVED_FLAGS:
+            raise ConfigError(source, f"{key}.allow_args[{i}]",
+                              f"expected a llama-server flag such as --temp (not one the router sets), got {flag!r}")
     return ModelSpec(
         name=name,
         path=str(Path(path).expanduser()) if path else None,
@@ -273,6 +314,7 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
         state=state,
         ttl=None if ttl is None else float(r.number("ttl", 0)),
         unlisted=r.bool("unlisted", False),
+        allow_args=allow_args,
     )
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import aiohttp
 
@@ -71,9 +72,13 @@ class ModelManager:
         self.after_ready: list[Hook] = []
         self.before_stop: list[Hook] = []
         self.last_spawned: str | None = None
+        # Each model's output outlives its child (a crash's last words stay readable).
+        self.logs: dict[str, deque[str]] = {}
+        self.log_events = EventBus()
         self._futures: dict[int, asyncio.Future[Child]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._extra_args: dict[str, tuple[str, ...]] = {}
 
     @staticmethod
     def _groups(config: Config) -> dict[str, str]:
@@ -104,11 +109,29 @@ class ModelManager:
     def _release(self, ticket: int) -> None:
         self._apply(self.scheduler.release(ticket, time.monotonic()))
 
-    def load(self, model: str) -> None:
+    def load(self, model: str, extra_args: tuple[str, ...] = ()) -> None:
+        """Load without a request; `extra_args` (already whitelisted) apply to this child only."""
+        if extra_args:
+            self._extra_args[model] = extra_args
+        else:
+            self._extra_args.pop(model, None)
         self._apply(self.scheduler.load(model))
 
     def unload(self, model: str, reason: str = "unload") -> None:
         self._apply(self.scheduler.unload(model, reason))
+
+    def set_config(self, config: Config, restart: Iterable[str] = ()) -> None:
+        """Switch to a new catalogue (hot reload) without dropping traffic: new
+        models appear, removed ones stop once idle, and `restart` ones stop
+        once idle and load again (requests meanwhile wait for the new child)."""
+        self.config = config
+        for name in config.models:
+            self.status.setdefault(name, ModelStatus())
+        self._apply(self.scheduler.set_models(self._groups(config), config.router.models_max))
+        for name in restart:
+            if name in config.models and self.state(name) in (State.READY, State.STARTING):
+                self._apply(self.scheduler.unload(name, "reload"))
+                self._apply(self.scheduler.load(name))
 
     def state(self, model: str) -> State:
         try:
@@ -168,13 +191,14 @@ class ModelManager:
         self._emit(model, "loading", progress=0.0)
         error: Exception | None = None
         child: Child | None = None
+        extra = self._extra_args.pop(model, ())
         try:
             if spec is None:
                 raise SpawnError(f"model {model!r} is not in the catalogue")
             used = {c.port for c in self.children.values()}
             for attempt in range(BIND_RETRIES):
                 port = free_port(*self.config.router.port_range, avoid=used)
-                plan = build_launch(self.config, spec, port)
+                plan = build_launch(self.config, spec, port, extra_args=extra)
                 child = Child(model, plan, port, self.config.router.log_lines,
                               on_event=lambda kind, data: self._on_child_event(model, kind, data))
                 self.children[model] = child
@@ -218,7 +242,13 @@ class ModelManager:
         self._apply(self.scheduler.loaded(model, time.monotonic()))
 
     def _on_child_event(self, model: str, kind: str, data: dict[str, Any]) -> None:
-        if kind == "loading":
+        if kind == "log":
+            ring = self.logs.get(model)
+            if ring is None or ring.maxlen != self.config.router.log_lines:
+                ring = self.logs[model] = deque(ring or (), maxlen=self.config.router.log_lines)
+            ring.append(data["line"])
+            self.log_events.emit(model, "log", data)
+        elif kind == "loading":
             value = data.get("value")
             self._emit(model, "loading", progress=value if isinstance(value, (int, float)) else None)
 
@@ -250,16 +280,8 @@ class ModelManager:
                 del self.children[model]
             self._emit(model, "unloaded", reason=reason, exit_code=code)
         self._apply(self.scheduler.stopped(model))
-        self.scheduler.forget_removed(self._groups(self.config))
-
-    # ----- catalogue changes -------------------------------------------------
-    def apply_config(self, config: Config) -> None:
-        """Serve a new catalogue: new models appear; removed ones stop once idle."""
-        self.config = config
-        for name in config.models:
-            self.status.setdefault(name, ModelStatus())
-        groups = self._groups(config)
-        self._apply(self.scheduler.set_models(groups, config.router.models_max))
+        if model not in self.config.models:
+            self.scheduler.forget_removed(self._groups(self.config))
 
     # ----- shutdown --------------------------------------------------------
     async def shutdown(self) -> None:

@@ -142,6 +142,7 @@ class Child:
                 continue
             text = line.decode("utf-8", "replace").rstrip()
             self.logs.append(text)
+            self._on_event("log", {"line": text})
             log.info("[%s] %s", self.name, text)
 
     def _on_state(self, raw: bytes) -> None:

@@ -76,23 +76,30 @@ async def forward(
     connect_timeout: float,
     read_timeout: float,
     rewriter: ModelRewriter | None = None,
+    into: web.StreamResponse | None = None,
 ) -> web.StreamResponse:
+    """`into`: an event stream already sent to the client (swap progress);
+    the child's stream continues it, and a child error becomes an error event."""
     url = base_url + path
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
-    resp: web.StreamResponse | None = None
+    resp: web.StreamResponse | None = into
     try:
         async with session.request(request.method, url, params=request.query, data=body,
                                    headers=_request_headers(request), timeout=timeout,
                                    allow_redirects=False, auto_decompress=False) as up:
             headers = _response_headers(up)
             ctype = up.headers.get("Content-Type", "")
-            if not ctype.startswith("text/event-stream") and up.content_length is not None:
+            if into is not None and (up.status != 200 or not ctype.startswith("text/event-stream")):
+                await _write_error_event(into, up.status, await up.read())
+                return into
+            if into is None and not ctype.startswith("text/event-stream") and up.content_length is not None:
                 data = await up.read()
                 if rewriter is not None and ctype.startswith("application/json"):
                     data = rewriter.whole(data)
                 return web.Response(status=up.status, body=data, headers=headers)
-            resp = web.StreamResponse(status=up.status, headers=headers)
-            await resp.prepare(request)
+            resp = into or web.StreamResponse(status=up.status, headers=headers)
+            if not resp.prepared:
+                await resp.prepare(request)
             try:
                 async for chunk in up.content.iter_any():
                     await resp.write(rewriter.feed(chunk) if rewriter else chunk)
@@ -118,3 +125,16 @@ async def forward(
         except (ConnectionError, RuntimeError):
             pass
         return resp
+
+
+async def _write_error_event(resp: web.StreamResponse, status: int, data: bytes) -> None:
+    """A child's non-streaming error, told inside an event stream that already began."""
+    try:
+        err = json.loads(data)["error"]
+        if not isinstance(err, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        err = {"message": data.decode("utf-8", "replace")[:500] or f"HTTP {status}", "type": "upstream_error"}
+    err.setdefault("code", status)
+    await resp.write(b"data: " + json.dumps({"error": err}).encode() + b"\n\n")
+    await resp.write_eof()

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, ModelSpec
+from .config import RESERVED_FLAGS, Config, ModelSpec
 
 LLAMA_SERVER = "llama-server"
 
@@ -62,7 +62,15 @@ def resolve_program(program: str) -> str:
     raise SpawnError(f"spawn command {program!r} not found on PATH")
 
 
-def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.0.1") -> LaunchPlan:
+def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.0.1",
+                 extra_args: tuple[str, ...] = ()) -> LaunchPlan:
+    """`extra_args` come from a load request and must already be whitelisted;
+    they are checked again here, the last stop before a command line."""
+    for arg in extra_args:
+        flag = arg.split("=", 1)[0]
+        numeric = flag.lstrip("-").replace(".", "", 1).isdigit()
+        if flag.startswith("-") and not numeric and (flag not in spec.allow_args or flag in RESERVED_FLAGS):
+            raise SpawnError(f"arg {flag!r} is not in allow_args of model {spec.name!r}")
     spawn = config.spawn_for(spec)
     values = {
         "$path": spec.path or "",
@@ -80,6 +88,7 @@ def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.
             continue
         argv.append(values.get(arg, arg))
     argv.extend(spec.args)
+    argv.extend(extra_args)
     if spec.mmproj and "$mmproj" not in spawn.command and _is_llama_server(argv[0]):
         argv.extend(["--mmproj", spec.mmproj])
     argv[0] = resolve_program(argv[0])

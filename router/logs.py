@@ -1,0 +1,72 @@
+"""Each model's own output over HTTP: the recent lines, or a live stream.
+
+The lines come from the manager's per-model ring (router.log_lines long),
+which outlives the child, so the last words of a crashed model stay
+readable. The model name only selects a ring in memory; it never reaches
+the filesystem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from .api import MANAGER, SHUTDOWN, resolve_model
+
+KEEPALIVE_S = 15.0
+
+
+def _lines(request: web.Request) -> tuple[str, list[str]]:
+    manager = request.app[MANAGER]
+    spec = resolve_model(manager, request.match_info["model"])
+    return spec.name, list(manager.logs.get(spec.name, ()))
+
+
+async def handle_logs(request: web.Request) -> web.Response:
+    """Plain text by default (for curl); JSON with ?format=json."""
+    name, lines = _lines(request)
+    if request.query.get("format") == "json":
+        return web.json_response({"model": name, "lines": lines})
+    return web.Response(text="".join(line + "\n" for line in lines))
+
+
+async def handle_logs_stream(request: web.Request) -> web.StreamResponse:
+    """SSE: the lines kept so far (unless ?tail=0), then each new line as it comes."""
+    manager = request.app[MANAGER]
+    name, lines = _lines(request)
+    q = manager.log_events.subscribe()  # before sending the backlog, so no line falls in between
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    shutdown = request.app[SHUTDOWN]
+    try:
+        await resp.prepare(request)
+        if request.query.get("tail") != "0":
+            for line in lines:
+                await resp.write(b"data: " + json.dumps({"model": name, "line": line}).encode() + b"\n\n")
+        while not shutdown.is_set():
+            getter = asyncio.ensure_future(q.get())
+            closing = asyncio.ensure_future(shutdown.wait())
+            done, _ = await asyncio.wait({getter, closing}, timeout=KEEPALIVE_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            closing.cancel()
+            if getter not in done:
+                getter.cancel()
+                if not shutdown.is_set():
+                    await resp.write(b": keep-alive\n\n")
+                continue
+            msg = getter.result()
+            if msg["model"] == name:
+                payload = {"model": name, "line": msg["data"]["line"]}
+                await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        manager.log_events.unsubscribe(q)
+    return resp
+
+
+def add_log_routes(app: web.Application) -> None:
+    app.router.add_get("/logs/{model}", handle_logs)
+    app.router.add_get("/logs/stream/{model}", handle_logs_stream)
