@@ -14,6 +14,7 @@ from .api import MANAGER, SHUTDOWN, add_routes
 from .config import Config
 from .errors import HTTPError, error_response
 from .events import EventBus
+from .kvcache import KVPersistence
 from .manager import ModelManager
 
 log = logging.getLogger("router.app")
@@ -48,6 +49,7 @@ def create_app(config: Config, router_port: int | None = None) -> web.Applicatio
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         manager = ModelManager(config, session, router_port or config.router.port, events)
+        KVPersistence(manager).install()
         app[MANAGER] = manager
         try:
             yield

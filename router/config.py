@@ -70,6 +70,11 @@ class RouterSettings:
     read_timeout: float = 600.0
     max_body_bytes: int = 64 * 1024 * 1024
     log_lines: int = 500
+    # KV cache persistence (router/kvcache.py): None = on for llama-server children.
+    kv_persistence: bool | None = None
+    slot_save_path: str | None = None  # None = <cache folder>/slots
+    slot_save_max_bytes: int = 4 * 1024 ** 3
+    slot_save_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,7 @@ def _kind(v: Any) -> str:
 _ROUTER_KEYS = {
     "host", "port", "models_max", "port_range", "health_timeout", "stop_timeout",
     "connect_timeout", "read_timeout", "max_body_bytes", "log_lines",
+    "kv_persistence", "slot_save_path", "slot_save_max_bytes", "slot_save_timeout",
 }
 _MODEL_KEYS = {
     "path", "aliases", "group", "args", "env", "spawn", "mmproj", "state", "ttl", "unlisted",
@@ -212,7 +218,15 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         read_timeout=float(r.number("read_timeout", d.read_timeout, minimum=0.1)),
         max_body_bytes=r.number("max_body_bytes", d.max_body_bytes, integer=True, minimum=1024),
         log_lines=r.number("log_lines", d.log_lines, integer=True, minimum=1),
+        kv_persistence=None if r.data.get("kv_persistence") is None else r.bool("kv_persistence", True),
+        slot_save_path=_opt_path(r.str("slot_save_path")),
+        slot_save_max_bytes=r.number("slot_save_max_bytes", d.slot_save_max_bytes, integer=True),
+        slot_save_timeout=float(r.number("slot_save_timeout", d.slot_save_timeout, minimum=0.1)),
     )
+
+
+def _opt_path(value: str | None) -> str | None:
+    return str(Path(value).expanduser()) if value else None
 
 
 def _parse_spawn(data: Any, source: str, prefix: str) -> SpawnSpec:
@@ -304,6 +318,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def default_config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "llama-router" / "config.yaml"
+
+
+def default_slot_save_path() -> Path:
+    return default_cache_dir() / "slots"
 
 
 def default_cache_dir() -> Path:
