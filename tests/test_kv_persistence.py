@@ -144,3 +144,53 @@ def test_persistence_off_passes_no_slot_flags_and_saves_nothing(start_router):
     assert not start_router.slots.exists() or not any(start_router.slots.iterdir())
     assert "kv" not in model_entry(r.url, "tiny-a")
     assert "--slot-save-path" not in r.log()
+
+
+@pytest.mark.gemma
+def test_long_gemma_conversation_survives_a_swap(tmp_path, llama_server, gemma, tiny_dir):
+    """The issue's acceptance test: ~2,000 tokens of chat with the real Gemma 3
+    (a sliding-window model), a swap to another model and back: the next reply
+    reads the whole previous context from the restored cache."""
+    slots = tmp_path / "slots"
+
+    def config(name: str, ctx: int) -> Path:
+        return write_config(tmp_path / name, {
+            "gemma": {"path": str(gemma), "spawn": {"command": child_command(llama_server, ctx=ctx)}},
+            "tiny-b": {"path": str(tiny_dir / "tiny-b.gguf")},
+        }, router={"slot_save_path": str(slots)}, spawn={"command": child_command(llama_server)})
+
+    facts = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(150))
+    messages = [{"role": "user", "content": facts + " Which fact mentions the number 7?"}]
+    with RouterProcess(config("a.yaml", 4096), tmp_path / "router-a.log") as r:
+        status, first = post(r.url, "/v1/chat/completions", {"model": "gemma", "messages": messages,
+                                                             "max_tokens": 12, "temperature": 0}, timeout=240)
+        assert status == 200, first
+        context = first["timings"]["prompt_n"] + first["timings"].get("cache_n", 0)
+        assert context >= 1500  # a long conversation, not a toy one
+        assert "--swa-full" in r.log() and "sliding-window attention" in r.log()
+
+        status, _ = post(r.url, "/completion", {"model": "tiny-b", "prompt": "hi", "n_predict": 1})
+        assert status == 200
+        saved = model_entry(r.url, "gemma")["kv"]["last_save"]
+        assert saved["tokens"] >= context
+
+        messages += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+                     {"role": "user", "content": "And which one mentions 8?"}]
+        status, second = post(r.url, "/v1/chat/completions", {"model": "gemma", "messages": messages,
+                                                              "max_tokens": 4, "temperature": 0}, timeout=240)
+        assert status == 200, second
+        assert second["timings"]["cache_n"] >= context, second["timings"]  # the whole previous prompt
+        assert second["timings"]["prompt_n"] < 60, second["timings"]        # only the new turn was read
+        kv = model_entry(r.url, "gemma")["kv"]
+        assert kv["last_restore"]["tokens"] == saved["tokens"]
+
+    # Another context size: the saved file does not fit and is left alone.
+    with RouterProcess(config("b.yaml", 4352), tmp_path / "router-b.log") as r:
+        status, _ = post(r.url, "/models/load", {"model": "gemma"})
+        assert status == 200
+        deadline = time.monotonic() + 60
+        while model_entry(r.url, "gemma")["status"]["value"] != "loaded":
+            assert time.monotonic() < deadline, r.log()
+            time.sleep(0.1)
+        kv = model_entry(r.url, "gemma")["kv"]
+        assert kv["restores"] == 0 and kv["not_restored"] == 1
