@@ -112,7 +112,7 @@ def test_a_file_saved_with_other_settings_is_never_restored(start_router, tiny_d
     assert again["cache_n"] == 0 and again["prompt_n"] >= n, again
     kv = model_entry(r.url, "tiny-a")["kv"]
     assert kv["restores"] == 0 and kv["not_restored"] == 1
-    assert "made with other settings" in r.log()
+    assert "made with other settings" in r.log_path.read_text()
 
 
 def test_a_crashed_child_saves_nothing_and_its_last_good_file_is_used(start_router):
@@ -143,7 +143,7 @@ def test_persistence_off_passes_no_slot_flags_and_saves_nothing(start_router):
     assert again["cache_n"] == 0, again  # what a swap costs without persistence
     assert not start_router.slots.exists() or not any(start_router.slots.iterdir())
     assert "kv" not in model_entry(r.url, "tiny-a")
-    assert "--slot-save-path" not in r.log()
+    assert "--slot-save-path" not in r.log_path.read_text()
 
 
 @pytest.mark.gemma
@@ -167,7 +167,7 @@ def test_long_gemma_conversation_survives_a_swap(tmp_path, llama_server, gemma, 
         assert status == 200, first
         context = first["timings"]["prompt_n"] + first["timings"].get("cache_n", 0)
         assert context >= 1500  # a long conversation, not a toy one
-        assert "--swa-full" in r.log() and "sliding-window attention" in r.log()
+        assert "--swa-full" in r.log_path.read_text() and "sliding-window attention" in r.log_path.read_text()
 
         status, _ = post(r.url, "/completion", {"model": "tiny-b", "prompt": "hi", "n_predict": 1})
         assert status == 200
