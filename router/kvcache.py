@@ -165,7 +165,7 @@ class KVPersistence:
                         saved, tokens, size = saved + 1, tokens + n, size + b
         except (asyncio.TimeoutError, TimeoutError):
             self._fail(model, "save", f"gave up after {limit:g} s (router.slot_save_timeout)")
-        except (aiohttp.ClientError, OSError, ValueError) as e:
+        except Exception as e:  # a failed save loses a cache, never blocks the stop
             self._fail(model, "save", e)
         if saved:
             self._record(model, "save", t0, saved, tokens, size)
@@ -215,9 +215,9 @@ class KVPersistence:
                         data = await self._action(child, f.slot, "restore", f.path.name,
                                                   max(0.1, deadline - time.monotonic()))
                     except SlotError as e:
-                        # Same fingerprint yet refused: the file is damaged; drop it.
+                        # Kept: llama-server says "no space or invalid file" alike, and the
+                        # next save of this slot replaces a damaged file anyway.
                         self._fail(model, "restore", f"{f.path.name}: {e}")
-                        f.path.unlink(missing_ok=True)
                         continue
                     restored += 1
                     tokens += int(data.get("n_restored") or 0)
@@ -225,7 +225,7 @@ class KVPersistence:
                     os.utime(f.path)  # just used: the last to go under the disk budget
         except (asyncio.TimeoutError, TimeoutError):
             self._fail(model, "restore", f"gave up after {limit:g} s (router.slot_save_timeout)")
-        except (aiohttp.ClientError, OSError, ValueError) as e:
+        except Exception as e:  # a failed restore is an empty cache, never a failed load
             self._fail(model, "restore", e)
         if restored:
             self._record(model, "restore", t0, restored, tokens, size)

@@ -120,15 +120,16 @@ async def test_a_save_replaces_the_file_and_reports_it(setup, tmp_path):
     assert manager.status["m"].kv.last_save.tokens == 100
 
 
-async def test_a_file_llama_server_rejects_is_dropped_and_the_load_goes_on(setup, tmp_path):
+async def test_a_refused_restore_is_reported_and_the_load_goes_on(setup, tmp_path):
     manager, kv, child = await setup(StandIn(restore="refuse"))
     fp = await kv._fingerprint(child)
     bad = tmp_path / slot_file_name("m", fp, 0)
     bad.write_bytes(b"garbage")
     await kv.restore("m", child)  # must not raise: a failed restore is no failed load
-    assert not bad.exists()
     st = manager.status["m"].kv
     assert st.restores == 0 and "invalid slot save file" in st.last_error
+    await kv.save("m", child)  # the next save of that slot replaces the bad file
+    assert bad.read_bytes() == b"new"
 
 
 async def test_only_files_with_the_childs_fingerprint_are_restored(setup, tmp_path):
