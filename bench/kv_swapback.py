@@ -51,6 +51,9 @@ class Result:
     cache_n: int | None   # of the swap-back turn, as llama-server reports it
     prompt_n: int | None
     prompt_ms: float | None  # the child's own prompt-processing time for that turn
+    kv_save_ms: float | None = None     # the router's save before the swap (kv mode)
+    kv_restore_ms: float | None = None  # and its restore after the swap back
+    kv_bytes: int | None = None
 
 
 def free_port() -> int:
@@ -174,8 +177,15 @@ def run_mode(mode: str, model: Path, tokens: int, ctx: int) -> Result:
                          {"role": "user", "content": "And which one mentions 8?"}]
             ttft, _, timings = chat(url, "a", messages, 8)  # swap back
             prompt_ms = timings.get("prompt_ms")
-            return Result(mode, context, round(first_turn_s, 2), round(ttft, 3), timings.get("cache_n"),
-                          timings.get("prompt_n"), round(prompt_ms, 1) if prompt_ms is not None else None)
+            result = Result(mode, context, round(first_turn_s, 2), round(ttft, 3), timings.get("cache_n"),
+                            timings.get("prompt_n"), round(prompt_ms, 1) if prompt_ms is not None else None)
+            if mode == "kv":
+                with urllib.request.urlopen(url + "/models", timeout=30) as r:
+                    kv = next(m for m in json.load(r)["data"] if m["id"] == "a").get("kv") or {}
+                save, restore = kv.get("last_save") or {}, kv.get("last_restore") or {}
+                result.kv_save_ms, result.kv_restore_ms = save.get("ms"), restore.get("ms")
+                result.kv_bytes = save.get("bytes")
+            return result
         finally:
             stop(proc)
 
@@ -197,7 +207,8 @@ def main() -> int:
         r = run_mode(mode, args.model, args.tokens, args.ctx)
         print(f"{r.mode:9s} context {r.context_tokens:5d} tok  first turn {r.first_turn_s:6.2f} s  "
               f"swap-back TTFT {r.swap_back_ttft_s:7.3f} s  cache_n {r.cache_n}  prompt_n {r.prompt_n}  "
-              f"prompt_ms {r.prompt_ms}", flush=True)
+              f"prompt_ms {r.prompt_ms}" + (f"  save {r.kv_save_ms} ms  restore {r.kv_restore_ms} ms  "
+                                         f"{(r.kv_bytes or 0) / 1e6:.1f} MB" if r.mode == "kv" else ""), flush=True)
         results.append(r)
     by_mode = {r.mode: r for r in results}
     summary: dict[str, object] = {"results": [asdict(r) for r in results]}
