@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import asdict
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -181,6 +182,8 @@ def model_entry(manager: ModelManager, spec: ModelSpec, now: int) -> dict[str, A
     if spec.group:
         entry["group"] = spec.group
     entry.update(model_card(spec))
+    if st and st.kv.enabled:
+        entry["kv"] = asdict(st.kv)  # KV cache persistence: last save/restore, see docs/kv-persistence.md
     if child is not None and state is State.READY:
         for k, v in child.ready_info.items():
             if k == "meta" and isinstance(v, dict):

@@ -18,6 +18,7 @@ from .errors import HTTPError, error_response
 from .events import EventBus
 from .lifecycle import unload_idle
 from .logs import add_log_routes
+from .kvcache import KVPersistence
 from .manager import ModelManager
 from .reload import Loader, Reloader
 
@@ -60,6 +61,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         manager = ModelManager(config, session, router_port or config.router.port, events)
+        KVPersistence(manager).install()
         app[MANAGER] = manager
         app[RELOADER] = Reloader(manager, loader or default_loader(config))
         idle = asyncio.create_task(unload_idle(manager))

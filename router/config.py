@@ -83,6 +83,11 @@ class RouterSettings:
     ttl: float = 0.0  # idle seconds before a model unloads; 0 = never (a model's own ttl wins)
     drain_timeout: float = 30.0
     watch_config: bool = True
+    # KV cache persistence (router/kvcache.py): None = on for llama-server children.
+    kv_persistence: bool | None = None
+    slot_save_path: str | None = None  # None = <cache folder>/slots
+    slot_save_max_bytes: int = 4 * 1024 ** 3
+    slot_save_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,7 @@ _ROUTER_KEYS = {
     "host", "port", "models_max", "port_range", "health_timeout", "stop_timeout",
     "connect_timeout", "read_timeout", "max_body_bytes", "log_lines", "admin_token", "api_keys",
     "notify_model_swap", "startup_model", "ttl", "drain_timeout", "watch_config",
+    "kv_persistence", "slot_save_path", "slot_save_max_bytes", "slot_save_timeout",
 }
 _MODEL_KEYS = {
     "path", "aliases", "group", "args", "env", "spawn", "mmproj", "state", "ttl", "unlisted", "allow_args",
@@ -257,7 +263,15 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         ttl=float(r.number("ttl", d.ttl)),
         drain_timeout=float(r.number("drain_timeout", d.drain_timeout)),
         watch_config=r.bool("watch_config", d.watch_config),
+        kv_persistence=None if r.data.get("kv_persistence") is None else r.bool("kv_persistence", True),
+        slot_save_path=_opt_path(r.str("slot_save_path")),
+        slot_save_max_bytes=r.number("slot_save_max_bytes", d.slot_save_max_bytes, integer=True),
+        slot_save_timeout=float(r.number("slot_save_timeout", d.slot_save_timeout, minimum=0.1)),
     )
+
+
+def _opt_path(value: str | None) -> str | None:
+    return str(Path(value).expanduser()) if value else None
 
 
 def _parse_spawn(data: Any, source: str, prefix: str) -> SpawnSpec:
@@ -362,6 +376,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def default_config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "llama-router" / "config.yaml"
+
+
+def default_slot_save_path() -> Path:
+    return default_cache_dir() / "slots"
 
 
 def default_cache_dir() -> Path:

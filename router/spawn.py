@@ -6,12 +6,17 @@ without a shell, so nothing in a model entry can inject a command.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RESERVED_FLAGS, Config, ModelSpec
+from .config import RESERVED_FLAGS, Config, ModelSpec, default_slot_save_path
+from .gguf_meta import GGUFError, read_gguf_meta
+from .slotfiles import SAVE_PATH_FLAG, SWA_FULL_FLAG, arg_value, has_flag
+
+log = logging.getLogger("router.spawn")
 
 LLAMA_SERVER = "llama-server"
 
@@ -93,9 +98,50 @@ def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.
         argv.extend(["--mmproj", spec.mmproj])
     argv[0] = resolve_program(argv[0])
     native = _is_llama_server(argv[0])
+    if native:
+        argv.extend(_kv_persistence_args(config, spec, argv))
     env = dict(os.environ)
     env.update(dict(spec.env))
     return LaunchPlan(tuple(argv), env, spawn.health_endpoint, native)
+
+
+def slot_save_dir(config: Config) -> Path:
+    return Path(config.router.slot_save_path or default_slot_save_path())
+
+
+def _kv_persistence_args(config: Config, spec: ModelSpec, argv: list[str]) -> list[str]:
+    """`--slot-save-path` (and `--swa-full` for sliding-window models) when the
+    router saves KV caches across swaps; see router/kvcache.py and
+    docs/kv-persistence.md. Arguments the user already gave win."""
+    if config.router.kv_persistence is False:
+        return []
+    extra: list[str] = []
+    if not has_flag(argv, SAVE_PATH_FLAG):
+        directory = slot_save_dir(config)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            log.warning("[%s] KV persistence is off for this start: cannot create %s: %s",
+                        spec.name, directory, e.strerror or e)
+            return []
+        extra += [SAVE_PATH_FLAG, str(directory)]
+    model_path = spec.path or arg_value(argv, "-m", "--model")
+    window = _sliding_window(model_path)
+    if window and not has_flag(argv, SWA_FULL_FLAG):
+        log.info("[%s] adding %s: the model uses sliding-window attention (window %d), and llama-server "
+                 "reuses a restored KV cache only with a full-size SWA cache", spec.name, SWA_FULL_FLAG, window)
+        extra.append(SWA_FULL_FLAG)
+    return extra
+
+
+def _sliding_window(path: str | None) -> int | None:
+    if not path:
+        return None
+    try:
+        return read_gguf_meta(path).sliding_window or None
+    except (GGUFError, OSError) as e:
+        log.debug("cannot read GGUF metadata of %s: %s", path, e)
+        return None
 
 
 def _is_llama_server(program: str) -> bool:

@@ -33,7 +33,9 @@ def child_command(binary: str | os.PathLike[str], *extra: str, ctx: int = 512) -
 
 def write_config(path: Path, models: dict[str, Any], *, router: dict[str, Any] | None = None,
                  spawn: dict[str, Any] | None = None, **top: Any) -> Path:
-    data: dict[str, Any] = {"router": {"port": free_port(), "port_range": [51000, 51999], **(router or {})},
+    # Saved KV caches go next to the config, never into the user's cache folder.
+    data: dict[str, Any] = {"router": {"port": free_port(), "port_range": [51000, 51999],
+                                       "slot_save_path": str(path.parent / "slots"), **(router or {})},
                             "models": models, **top}
     if spawn:
         data["spawn"] = spawn

@@ -1,0 +1,227 @@
+"""Swap-back time-to-first-token: a long conversation on model A, a swap to B,
+then the next turn on A - with the router's KV persistence, without it, and
+with llama.cpp's own router mode (`llama-server --models-dir`) side by side.
+
+    .venv/bin/python bench/kv_swapback.py                 # all three, ~3,200 tokens
+    .venv/bin/python bench/kv_swapback.py --tokens 6000 --modes kv,nokv --json out.json
+
+A and B are the same GGUF under two names (default: the Gemma 3 270M the tests
+use), so the swap costs a real model load. Each mode runs in its own fresh
+process tree and temporary folder; every process this script starts is
+stopped by its process group id before it exits. Time-to-first-token is
+measured on the client, from sending the streamed request for A (which
+triggers the swap back) to the first content token, so it includes the
+child's start, the restore and the prompt processing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from router.spawn import find_llama_server  # noqa: E402
+
+DEFAULT_MODEL = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
+    "llama-router" / "models" / "gemma-3-270m-it-Q4_K_M.gguf"
+MODES = ("kv", "nokv", "llamacpp")
+START_TIMEOUT_S = 60
+REQUEST_TIMEOUT_S = 600
+
+
+@dataclass
+class Result:
+    mode: str
+    context_tokens: int   # what turn 1 left in the cache
+    first_turn_s: float
+    swap_back_ttft_s: float
+    cache_n: int | None   # of the swap-back turn, as llama-server reports it
+    prompt_n: int | None
+    prompt_ms: float | None  # the child's own prompt-processing time for that turn
+    kv_save_ms: float | None = None     # the router's save before the swap (kv mode)
+    kv_restore_ms: float | None = None  # and its restore after the swap back
+    kv_bytes: int | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_health(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not healthy in {START_TIMEOUT_S} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group we created, then SIGKILL what is left."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+def chat(url: str, model: str, messages: list[dict], max_tokens: int) -> tuple[float, str, dict]:
+    """Stream one chat turn; returns (time to first token, text, timings)."""
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    t0 = time.monotonic()
+    ttft: float | None = None
+    text, timings = "", {}
+    with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as r:
+        for raw in r:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            timings = chunk.get("timings") or timings
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    if ttft is None:
+                        ttft = time.monotonic() - t0
+                    text += piece
+    return (ttft if ttft is not None else time.monotonic() - t0), text, timings
+
+
+def conversation(tokens: int) -> list[dict]:
+    """About `tokens` tokens of Gemma chat (13-14 tokens a fact)."""
+    facts = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}."
+                     for i in range(max(10, tokens // 13)))
+    return [{"role": "user", "content": facts + " Which fact mentions the number 7?"}]
+
+
+def start_router(mode: str, model: Path, ctx: int, work: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = ["llama-server", "--model", "$path", "--alias", "$name", "--host", "$host", "--port", "$port",
+               "--ctx-size", str(ctx), "-np", "1"]
+    config = {
+        "router": {"port": port, "models_max": 1, "kv_persistence": mode == "kv",
+                   "slot_save_path": str(work / "slots")},
+        "spawn": {"command": command},
+        "models": {"a": {"path": str(model)}, "b": {"path": str(model)}},
+    }
+    cfg = work / "config.json"  # JSON is YAML
+    cfg.write_text(json.dumps(config))
+    log = work / "router.log"
+    proc = subprocess.Popen([sys.executable, "-m", "router", "-c", str(cfg)], cwd=ROOT,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_health(url, proc, log)
+    return proc, url
+
+
+def start_llamacpp(model: Path, ctx: int, work: Path) -> tuple[subprocess.Popen, str]:
+    models = work / "models"
+    models.mkdir()
+    for name in ("a", "b"):
+        (models / f"{name}.gguf").symlink_to(model)
+    port = free_port()
+    binary = find_llama_server()
+    if binary is None:
+        raise RuntimeError("llama-server not found")
+    log = work / "llamacpp.log"
+    proc = subprocess.Popen([binary, "--models-dir", str(models), "--models-max", "1", "--host", "127.0.0.1",
+                             "--port", str(port), "--ctx-size", str(ctx), "-np", "1"],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_health(url, proc, log)
+    return proc, url
+
+
+def run_mode(mode: str, model: Path, tokens: int, ctx: int) -> Result:
+    with tempfile.TemporaryDirectory(prefix=f"kv-swapback-{mode}-") as tmp:
+        work = Path(tmp)
+        proc, url = start_llamacpp(model, ctx, work) if mode == "llamacpp" else start_router(mode, model, ctx, work)
+        try:
+            messages = conversation(tokens)
+            t0 = time.monotonic()
+            _, answer, timings = chat(url, "a", messages, 16)
+            first_turn_s = time.monotonic() - t0
+            context = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
+            chat(url, "b", [{"role": "user", "content": "Hi"}], 4)  # swap A out
+            messages += [{"role": "assistant", "content": answer},
+                         {"role": "user", "content": "And which one mentions 8?"}]
+            ttft, _, timings = chat(url, "a", messages, 8)  # swap back
+            prompt_ms = timings.get("prompt_ms")
+            result = Result(mode, context, round(first_turn_s, 2), round(ttft, 3), timings.get("cache_n"),
+                            timings.get("prompt_n"), round(prompt_ms, 1) if prompt_ms is not None else None)
+            if mode == "kv":
+                with urllib.request.urlopen(url + "/models", timeout=30) as r:
+                    kv = next(m for m in json.load(r)["data"] if m["id"] == "a").get("kv") or {}
+                save, restore = kv.get("last_save") or {}, kv.get("last_restore") or {}
+                result.kv_save_ms, result.kv_restore_ms = save.get("ms"), restore.get("ms")
+                result.kv_bytes = save.get("bytes")
+            return result
+        finally:
+            stop(proc)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="GGUF used for both A and B")
+    p.add_argument("--tokens", type=int, default=3200, help="length of the conversation (default 3200)")
+    p.add_argument("--ctx", type=int, default=8192, help="context size of each child (default 8192)")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args()
+    if not args.model.is_file():
+        p.error(f"model not found: {args.model} (run `make setup`)")
+    results = []
+    for mode in args.modes.split(","):
+        if mode not in MODES:
+            p.error(f"unknown mode {mode!r}")
+        r = run_mode(mode, args.model, args.tokens, args.ctx)
+        print(f"{r.mode:9s} context {r.context_tokens:5d} tok  first turn {r.first_turn_s:6.2f} s  "
+              f"swap-back TTFT {r.swap_back_ttft_s:7.3f} s  cache_n {r.cache_n}  prompt_n {r.prompt_n}  "
+              f"prompt_ms {r.prompt_ms}" + (f"  save {r.kv_save_ms} ms  restore {r.kv_restore_ms} ms  "
+                                         f"{(r.kv_bytes or 0) / 1e6:.1f} MB" if r.mode == "kv" else ""), flush=True)
+        results.append(r)
+    by_mode = {r.mode: r for r in results}
+    summary: dict[str, object] = {"results": [asdict(r) for r in results]}
+    if "kv" in by_mode:
+        for other in ("nokv", "llamacpp"):
+            if other in by_mode:
+                ratio = by_mode[other].swap_back_ttft_s / by_mode["kv"].swap_back_ttft_s
+                summary[f"ttft_ratio_{other}_over_kv"] = round(ratio, 1)
+                print(f"swap-back TTFT, {other} / kv: {ratio:.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
