@@ -104,3 +104,8 @@ class SSEReader:
             pass
         self._thread.join(5)
         self._conn.close()
+
+
+def has_pair(argv: list[str], flag: str, value: str) -> bool:
+    """`flag value` appear next to each other in a command line."""
+    return any(a == flag and b == value for a, b in zip(argv, argv[1:]))
