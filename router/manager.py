@@ -291,15 +291,21 @@ class ModelManager:
         self._emit(model, "unloaded", failed=True, exit_code=code, reason="crash")
         self._apply(self.scheduler.stopped(model))
 
+    async def _before_stop(self, model: str, child: Child) -> None:
+        """Run the before-stop hooks (KV cache save) of a child that is still healthy."""
+        if child.returncode is not None or not child.ready.is_set():
+            return
+        for hook in self.before_stop:
+            try:
+                await hook(model, child)
+            except Exception as e:  # a failed hook must never block a stop
+                log.warning("[%s] before-stop hook failed: %s", model, e)
+
     async def _stop(self, model: str, reason: str) -> None:
         child = self.children.get(model)
         if child is not None:
             child.stopping = True
-            for hook in self.before_stop:
-                try:
-                    await hook(model, child)
-                except Exception as e:  # a failed hook must never block a stop
-                    log.warning("[%s] before-stop hook failed: %s", model, e)
+            await self._before_stop(model, child)
             code = await child.stop(self.config.router.stop_timeout)
             log.info("[%s] stopped (%s), exit code %s", model, reason, code)
             if self.children.get(model) is child:
@@ -325,6 +331,7 @@ class ModelManager:
         async def stop(name: str, child: Child) -> None:
             child.stopping = True
             try:
+                await self._before_stop(name, child)  # conversations survive a router restart too
                 await child.stop(self.config.router.stop_timeout)
             except Exception as e:
                 log.warning("[%s] stop failed (%s); killing", name, e)

@@ -93,6 +93,15 @@ def test_swap_back_restores_the_conversation(start_router):
     assert kv["last_restore"]["ms"] < 5000
 
 
+def test_a_conversation_survives_a_router_restart(start_router):
+    r = start_router()
+    n = complete(r.url, "tiny-a", PROMPT)["prompt_n"]
+    assert r.stop(signal.SIGTERM) == 0  # graceful shutdown saves the running model's slots
+    r = start_router()
+    again = complete(r.url, "tiny-a", PROMPT + " item 25 is red;")
+    assert again["cache_n"] >= n - 1, again
+
+
 @pytest.mark.parametrize("change", ["context size", "model file"])
 def test_a_file_saved_with_other_settings_is_never_restored(start_router, tiny_dir, tmp_path, change):
     model_a = tmp_path / "tiny-a.gguf"
