@@ -4,7 +4,6 @@ llama.cpp router-mode model API (/models, /models/load, /props...)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import asdict
 from email.parser import BytesParser
@@ -23,6 +22,7 @@ from .proxy import ModelRewriter, forward
 from .requestargs import load_overrides, refuse_launch_keys
 from .scheduler import State
 from .sources import model_card
+from .sse import relay
 from .swapnotify import wants_progress, with_progress
 
 # POST endpoints of llama-server that carry the model in the body.
@@ -227,29 +227,12 @@ async def handle_models_unload(request: web.Request) -> web.Response:
 
 async def handle_models_sse(request: web.Request) -> web.StreamResponse:
     manager = _manager(request)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await resp.prepare(request)
     q = manager.events.subscribe()
-    shutdown = request.app[SHUTDOWN]
     try:
-        while not shutdown.is_set():
-            getter = asyncio.ensure_future(q.get())
-            closing = asyncio.ensure_future(shutdown.wait())
-            done, _ = await asyncio.wait({getter, closing}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-            closing.cancel()
-            if getter not in done:
-                getter.cancel()
-                if not shutdown.is_set():
-                    await resp.write(b": keep-alive\n\n")
-                continue
-            msg = getter.result()
-            payload = {"model": msg["model"], "event": msg["event"], "data": msg["data"]}
-            await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
-    except (ConnectionError, asyncio.CancelledError):
-        pass
+        return await relay(request, q, request.app[SHUTDOWN],
+                           lambda msg: {"model": msg["model"], "event": msg["event"], "data": msg["data"]})
     finally:
         manager.events.unsubscribe(q)
-    return resp
 
 
 async def handle_health(request: web.Request) -> web.Response:

@@ -8,14 +8,10 @@ the filesystem.
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 from aiohttp import web
 
 from .api import MANAGER, SHUTDOWN, resolve_model
-
-KEEPALIVE_S = 15.0
+from .sse import relay
 
 
 def _lines(request: web.Request) -> tuple[str, list[str]]:
@@ -37,34 +33,13 @@ async def handle_logs_stream(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     name, lines = _lines(request)
     q = manager.log_events.subscribe()  # before sending the backlog, so no line falls in between
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "X-Accel-Buffering": "no"})
-    shutdown = request.app[SHUTDOWN]
+    backlog = [] if request.query.get("tail") == "0" else [{"model": name, "line": line} for line in lines]
     try:
-        await resp.prepare(request)
-        if request.query.get("tail") != "0":
-            for line in lines:
-                await resp.write(b"data: " + json.dumps({"model": name, "line": line}).encode() + b"\n\n")
-        while not shutdown.is_set():
-            getter = asyncio.ensure_future(q.get())
-            closing = asyncio.ensure_future(shutdown.wait())
-            done, _ = await asyncio.wait({getter, closing}, timeout=KEEPALIVE_S,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            closing.cancel()
-            if getter not in done:
-                getter.cancel()
-                if not shutdown.is_set():
-                    await resp.write(b": keep-alive\n\n")
-                continue
-            msg = getter.result()
-            if msg["model"] == name:
-                payload = {"model": name, "line": msg["data"]["line"]}
-                await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
-    except (ConnectionError, asyncio.CancelledError):
-        pass
+        return await relay(request, q, request.app[SHUTDOWN],
+                           lambda msg: {"model": name, "line": msg["data"]["line"]} if msg["model"] == name else None,
+                           backlog)
     finally:
         manager.log_events.unsubscribe(q)
-    return resp
 
 
 def add_log_routes(app: web.Application) -> None:
