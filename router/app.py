@@ -12,9 +12,12 @@ from aiohttp import web
 
 from .api import MANAGER, SHUTDOWN, add_routes
 from .config import Config
+from .dashboard import add_dashboard_routes
 from .errors import HTTPError, error_response
 from .events import EventBus
 from .manager import ModelManager
+from .streams import add_stream_routes
+from .webui import add_webui_routes
 
 log = logging.getLogger("router.app")
 
@@ -63,4 +66,7 @@ def create_app(config: Config, router_port: int | None = None) -> web.Applicatio
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(lifetime)
     add_routes(app)
+    add_stream_routes(app)
+    add_dashboard_routes(app)
+    add_webui_routes(app, config)  # last: its catch-all serves the WebUI's files
     return app

@@ -70,6 +70,7 @@ class RouterSettings:
     read_timeout: float = 600.0
     max_body_bytes: int = 64 * 1024 * 1024
     log_lines: int = 500
+    ui_path: str | None = None  # a built llama.cpp WebUI (folder with index.html) served at "/"
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def _kind(v: Any) -> str:
 
 _ROUTER_KEYS = {
     "host", "port", "models_max", "port_range", "health_timeout", "stop_timeout",
-    "connect_timeout", "read_timeout", "max_body_bytes", "log_lines",
+    "connect_timeout", "read_timeout", "max_body_bytes", "log_lines", "ui_path",
 }
 _MODEL_KEYS = {
     "path", "aliases", "group", "args", "env", "spawn", "mmproj", "state", "ttl", "unlisted",
@@ -201,6 +202,14 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
     port = r.number("port", d.port, integer=True)
     if not 0 <= port <= 65535:
         raise r.fail("port", f"expected a port number 0-65535, got {port}")
+    ui_path = r.str("ui_path")
+    if ui_path is not None:
+        ui_dir = Path(ui_path).expanduser()
+        if not ui_dir.is_absolute() and not source.startswith("<"):
+            ui_dir = Path(source).expanduser().parent / ui_dir
+        if not (ui_dir / "index.html").is_file():
+            raise r.fail("ui_path", f"expected a folder holding a built WebUI (index.html), got {ui_path!r}")
+        ui_path = str(ui_dir.resolve())
     return RouterSettings(
         host=r.str("host", d.host, allow_none=False),
         port=port,
@@ -212,6 +221,7 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         read_timeout=float(r.number("read_timeout", d.read_timeout, minimum=0.1)),
         max_body_bytes=r.number("max_body_bytes", d.max_body_bytes, integer=True, minimum=1024),
         log_lines=r.number("log_lines", d.log_lines, integer=True, minimum=1),
+        ui_path=ui_path,
     )
 
 

@@ -78,6 +78,7 @@ class Child:
         self.name, self.plan, self.port = name, plan, port
         self.proc: asyncio.subprocess.Process | None = None
         self.logs: deque[str] = deque(maxlen=log_lines)
+        self.log_count = 0  # lines ever appended to `logs`, so readers can follow the ring
         self.ready = asyncio.Event()
         self.ready_info: dict[str, Any] = {}
         self.progress: float | None = None
@@ -142,6 +143,7 @@ class Child:
                 continue
             text = line.decode("utf-8", "replace").rstrip()
             self.logs.append(text)
+            self.log_count += 1
             log.info("[%s] %s", self.name, text)
 
     def _on_state(self, raw: bytes) -> None:
