@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -46,9 +46,8 @@ class Page:
         self._ws = ws
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self.responses: list[tuple[str, str, int]] = []  # (method, url, status) of every response
+        self.requests: dict[str, dict[str, Any]] = {}  # requestId -> method, url, body, status, mime, done
         self.console: list[str] = []
-        self._methods: dict[str, str] = {}
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -66,16 +65,28 @@ class Page:
                 continue
             method, params = data.get("method"), data.get("params", {})
             if method == "Network.requestWillBeSent":
-                self._methods[params["requestId"]] = params["request"]["method"]
-            elif method == "Network.responseReceived":
+                r = params["request"]
+                self.requests[params["requestId"]] = {"method": r["method"], "url": r["url"],
+                                                      "body": r.get("postData"), "status": None,
+                                                      "mime": None, "done": False}
+            elif method == "Network.responseReceived" and params["requestId"] in self.requests:
                 r = params["response"]
-                self.responses.append((self._methods.get(params["requestId"], "?"), r["url"], r["status"]))
+                self.requests[params["requestId"]].update(status=r["status"], mime=r.get("mimeType"))
+            elif method in ("Network.loadingFinished", "Network.loadingFailed"):
+                if params["requestId"] in self.requests:
+                    self.requests[params["requestId"]]["done"] = True
             elif method == "Runtime.consoleAPICalled":
                 text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
                 self.console.append(f"{params.get('type')}: {text}")
             elif method == "Runtime.exceptionThrown":
                 d = params.get("exceptionDetails", {})
                 self.console.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
+
+    def calls(self, path: str, method: str | None = None) -> list[dict[str, Any]]:
+        """Requests to `path` on any host, in order."""
+        return [r for r in self.requests.values()
+                if r["url"].split("://", 1)[-1].split("/", 1)[-1].split("?")[0] == path.lstrip("/")
+                and (method is None or r["method"] == method)]
 
     async def send(self, method: str, timeout: float = 30, **params: Any) -> dict[str, Any]:
         msg_id = next(self._ids)
@@ -105,6 +116,15 @@ class Page:
                 raise TimeoutError(f"waited {timeout} s for {what} ({expression})")
             await asyncio.sleep(0.2)
 
+    async def until(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        """Like wait_for, for a condition on what the page has done (requests, console)."""
+        deadline = time.monotonic() + timeout
+        while not (value := check()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {timeout} s for {what}")
+            await asyncio.sleep(0.2)
+        return value
+
     async def click(self, selector_js: str) -> None:
         """Click the centre of the element `selector_js` (a JS expression) evaluates to."""
         box = await self.eval(f"""(() => {{ const el = {selector_js};
@@ -125,6 +145,11 @@ class Page:
         await self.send("Input.dispatchKeyEvent", type="keyDown", text="\r", **key)
         await self.send("Input.dispatchKeyEvent", type="keyUp", **key)
 
+    async def press_escape(self) -> None:
+        key = {"key": "Escape", "code": "Escape", "windowsVirtualKeyCode": 27}
+        await self.send("Input.dispatchKeyEvent", type="keyDown", **key)
+        await self.send("Input.dispatchKeyEvent", type="keyUp", **key)
+
     async def screenshot(self, path: Path) -> Path:
         r = await self.send("Page.captureScreenshot", format="png")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,8 +164,9 @@ class Page:
 class Chromium:
     """A headless Chromium with a throw-away profile; stopped by pid on exit."""
 
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, failure_shots: Path | None = None):
         self.binary = binary
+        self.failure_shots = failure_shots
         self._profile = tempfile.TemporaryDirectory(prefix="llama-router-chromium-")
         self.proc: subprocess.Popen[bytes] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -175,7 +201,13 @@ class Chromium:
         self.pages.append(page)
         return page
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and self.failure_shots is not None:
+            for i, page in enumerate(self.pages):  # what each page showed when the test failed
+                try:
+                    await page.screenshot(self.failure_shots / f"failure-page{i + 1}.png")
+                except Exception:
+                    pass
         for page in self.pages:
             await page.close()
         if self._session:
