@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .config import Config, default_cache_dir
+from .dashboard import handle_page as dashboard_page
 from .errors import error_response
 
 log = logging.getLogger("router.webui")
@@ -98,6 +99,13 @@ _MISSING_UI = """<!doctype html><meta charset="utf-8"><title>llama-router</title
 <code>router.ui_path</code> at a built WebUI folder.</p>
 <p>The <a href="/dashboard">dashboard</a> and the API work without it.</p>
 </body>"""
+
+
+def is_public_page(request: web.Request) -> bool:
+    """For an API-key check: the WebUI's files and the dashboard page load without a
+    key (both then ask the user for one); every API call they make still needs it."""
+    handler = request.match_info.handler
+    return request.method in ("GET", "HEAD") and handler in (handle_ui, dashboard_page)
 
 
 def add_webui_routes(app: web.Application, config: Config) -> None:

@@ -126,3 +126,31 @@ def test_relative_ui_path_is_read_from_the_config_folder(tmp_path: Path) -> None
     fake_ui(tmp_path / "ui")
     config = parse_config({"router": {"ui_path": "ui"}}, str(tmp_path / "config.yaml"))
     assert config.router.ui_path == str((tmp_path / "ui").resolve())
+
+
+async def test_only_the_pages_themselves_are_public(tmp_path: Path) -> None:
+    """What an API-key check may let through without a key: pages, never API calls."""
+    from aiohttp import web
+
+    from router.webui import is_public_page
+
+    seen: dict[str, bool] = {}
+
+    @web.middleware
+    async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        seen[f"{request.method} {request.path}"] = is_public_page(request)
+        return await handler(request)
+
+    app = create_app(parse_config({"router": {"ui_path": str(fake_ui(tmp_path / "ui"))}}, "<test>"))
+    app.middlewares.append(record)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        for method, path in (("GET", "/"), ("GET", "/_app/immutable/bundle.abc123.js"), ("GET", "/dashboard"),
+                             ("GET", "/models"), ("GET", "/props"), ("GET", "/dashboard/api/models"),
+                             ("POST", "/models/load"), ("GET", "/logs/stream/x"), ("POST", "/v1/chat/completions")):
+            await client.request(method, path)
+    finally:
+        await client.close()
+    assert {k for k, v in seen.items() if v} == {"GET /", "GET /_app/immutable/bundle.abc123.js", "GET /dashboard"}
+    assert len(seen) == 9

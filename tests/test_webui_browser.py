@@ -172,6 +172,9 @@ async def test_chat_in_the_webui_then_manage_models_on_the_dashboard(
 
         dash = await browser.new_page()
         await dash.goto(router.url + "/dashboard")
+        # A key entered once is kept for this tab only and sent with every call the page makes.
+        await dash.eval("sessionStorage.setItem('llama-router-key', 'dash-key'); true")
+        await dash.goto(router.url + "/dashboard")
         await dash.wait_for(f"{state_cell('tiny')} === 'loaded'", 30, "tiny shown loaded")
         assert await dash.eval(f"{state_cell('gemma')}") == "unloaded"  # swapped out by the switch
         pid = await dash.eval("document.querySelector('tr[data-model=\"tiny\"] td:nth-child(5)').textContent")
@@ -194,3 +197,9 @@ async def test_chat_in_the_webui_then_manage_models_on_the_dashboard(
         assert states == {"gemma": "unloaded", "tiny": "unloaded"}
         assert router.children() == []
         assert_router_answered_everything(dash, "dashboard")
+        for path, method in (("/dashboard/api/models", "GET"), ("/models/sse", "GET"), ("/models/load", "POST"),
+                             ("/models/unload", "POST"), ("/logs/stream/gemma", "GET")):
+            sent = [r["headers"].get("Authorization") for r in dash.calls(path, method)]
+            assert sent and sent[-1] == "Bearer dash-key", (path, sent)
+        # Never persisted beyond the tab (the WebUI's own settings share this origin's localStorage).
+        assert not await dash.eval("Object.values(localStorage).some(v => v.includes('dash-key'))")

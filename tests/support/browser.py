@@ -67,6 +67,7 @@ class Page:
             if method == "Network.requestWillBeSent":
                 r = params["request"]
                 self.requests[params["requestId"]] = {"method": r["method"], "url": r["url"],
+                                                      "headers": r.get("headers", {}),
                                                       "body": r.get("postData"), "status": None,
                                                       "mime": None, "done": False}
             elif method == "Network.responseReceived" and params["requestId"] in self.requests:
