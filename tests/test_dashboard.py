@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -97,3 +98,18 @@ def test_log_stream_replays_the_buffer_then_follows_a_restart(router: RouterProc
 def test_log_stream_of_an_unknown_model_is_a_404(router: RouterProcess) -> None:
     status, body = call(router.url + "/logs/stream/nope")
     assert status == 404 and body["error"]["code"] == "model_not_found"
+
+
+async def test_gpu_memory_is_read_per_process_from_nvidia_smi(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.dashboard import VramProbe
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\n"
+                    "[ \"$1\" = --query-compute-apps=pid,used_memory ] || exit 2\n"
+                    "printf '4242, 512\\n4243, 1024\\n4242, 256\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert await VramProbe().by_pid() == {4242: 768 * 2**20, 4243: 1024 * 2**20}
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert await VramProbe().by_pid() is None  # no nvidia-smi: no GPU column, not zeros
