@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -23,7 +24,12 @@ from .errors import error_response
 
 log = logging.getLogger("router.webui")
 
-UI_DIR = web.AppKey("ui_dir", object)
+@dataclass(frozen=True)
+class WebUI:
+    root: Path | None  # the built UI folder (resolved), or None when there is none
+
+
+WEBUI = web.AppKey("webui", WebUI)
 
 # Files the UI revalidates on every load (as llama-server serves them).
 _NO_CACHE = {"index.html", "sw.js", "manifest.webmanifest", "_app/version.json", "build.json"}
@@ -45,10 +51,10 @@ def default_ui_dir() -> Path | None:
 def find_ui_dir(config: Config) -> Path | None:
     """`router.ui_path` when set (validated at load), else the cached build if there is one."""
     if config.router.ui_path:
-        return Path(config.router.ui_path)
+        return Path(config.router.ui_path).resolve()
     d = default_ui_dir()
     if d is not None and (d / "index.html").is_file():
-        return d
+        return d.resolve()
     return None
 
 
@@ -67,14 +73,14 @@ def _file_for(root: Path, tail: str) -> Path | None:
 
 async def handle_ui(request: web.Request) -> web.StreamResponse:
     """Static files of the WebUI; anything else that reached no route is a JSON 404."""
-    root: Path | None = request.app[UI_DIR]  # type: ignore[assignment]
+    root = request.app[WEBUI].root
     tail = request.match_info.get("tail", "")
     if request.method in ("GET", "HEAD"):
         if root is None and tail in ("", "index.html"):
             return web.Response(status=404, content_type="text/html", text=_MISSING_UI)
         path = _file_for(root, tail) if root is not None else None
-        if path is not None:
-            rel = path.relative_to(root).as_posix()  # type: ignore[arg-type]
+        if root is not None and path is not None:
+            rel = path.relative_to(root).as_posix()
             if rel in _NO_CACHE:
                 cache = "no-cache"
             elif rel.startswith("_app/immutable/"):
@@ -111,7 +117,7 @@ def is_public_page(request: web.Request) -> bool:
 def add_webui_routes(app: web.Application, config: Config) -> None:
     """Register last: the catch-all must only see paths no API route took."""
     ui_dir = find_ui_dir(config)
-    app[UI_DIR] = ui_dir
+    app[WEBUI] = WebUI(ui_dir)
     if ui_dir is None:
         log.info("no WebUI build found (run `make webui`); '/' shows how to build one")
     else:
