@@ -76,6 +76,7 @@ async def forward(
     connect_timeout: float,
     read_timeout: float,
     rewriter: ModelRewriter | None = None,
+    retry: bool = True,
 ) -> web.StreamResponse:
     url = base_url + path
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
@@ -106,6 +107,12 @@ async def forward(
             await resp.write_eof()
             return resp
     except _UPSTREAM_ERRORS as e:
+        if isinstance(e, aiohttp.ServerDisconnectedError) and resp is None and retry:
+            # A pooled keep-alive connection that llama-server closed as we reused it: the
+            # child never answered, so send the request once more on another connection.
+            log.debug("upstream closed a reused connection for %s; retrying once", path)
+            return await forward(request, session, base_url, path, body, connect_timeout=connect_timeout,
+                                 read_timeout=read_timeout, rewriter=rewriter, retry=False)
         reason = f"{type(e).__name__}: {e}".rstrip(": ")
         if resp is None or not resp.prepared:
             return error_response(502, f"upstream model server failed: {reason}", "upstream_error")

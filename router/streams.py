@@ -10,6 +10,8 @@ llama-server's own router does.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -20,6 +22,8 @@ from .conversations import CONVERSATIONS, ConversationMap
 from .errors import HTTPError
 from .proxy import forward
 from .scheduler import State
+
+log = logging.getLogger("router.streams")
 
 def _ready_child(request: web.Request, conv_id: str) -> Any:
     manager = request.app[MANAGER]
@@ -77,17 +81,28 @@ async def handle_streams_lookup(request: web.Request) -> web.Response:
                 per_child.setdefault(model, (child, []))[1].append(cid)
     merged: list[Any] = []
     session = request.app[MANAGER].session
-    for child, owned in per_child.values():
-        try:
-            async with session.post(child.base_url + "/v1/streams/lookup",
-                                    json={"conversation_ids": owned},
-                                    timeout=aiohttp.ClientTimeout(total=5)) as r:
-                data = await r.json() if r.status == 200 else []
-        except Exception:  # a child that cannot answer owns nothing resumable
-            continue
-        if isinstance(data, list):
+    for model, (child, owned) in per_child.items():
+        data = await _child_lookup(session, child.base_url, owned)
+        if data is None:
+            log.info("[%s] did not answer a stream lookup", model)
+        elif isinstance(data, list):
             merged.extend(e for e in data if isinstance(e, dict))
     return web.json_response(merged)
+
+
+async def _child_lookup(session: aiohttp.ClientSession, base_url: str, owned: list[str]) -> Any:
+    """One child's answer, or None; a lookup only reads, so a connection llama-server
+    closed as it was reused (ServerDisconnected) is simply tried once more."""
+    for _ in range(2):
+        try:
+            async with session.post(base_url + "/v1/streams/lookup", json={"conversation_ids": owned},
+                                    timeout=aiohttp.ClientTimeout(total=5)) as r:
+                return await r.json() if r.status == 200 else []
+        except aiohttp.ServerDisconnectedError:
+            continue
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
+    return None
 
 
 def add_stream_routes(app: web.Application) -> None:

@@ -72,3 +72,15 @@ def test_a_conversation_can_be_looked_up_replayed_and_stopped_on_its_own_child(r
 def test_stream_routes_need_a_conversation_id(router: RouterProcess) -> None:
     status, body = call(router.url + "/v1/stream")
     assert status == 400 and body["error"]["code"] == "conv_id_required"
+
+
+def test_a_request_right_after_a_streamed_reply_is_answered(router: RouterProcess) -> None:
+    """The WebUI asks for /props, /slots... the moment a reply ends. llama-server may
+    close the connection the router pooled just then; that must not surface as a 502."""
+    failures = []
+    for i in range(40):
+        _chat(router, "tiny-a", f"burst-{i}")
+        status, body = call(router.url + "/tokenize", {"model": "tiny-a", "content": "hello"})
+        if status != 200:
+            failures.append((status, body))
+    assert failures == []
