@@ -126,13 +126,15 @@ class Page:
             await asyncio.sleep(0.2)
         return value
 
-    async def click(self, selector_js: str) -> None:
-        """Click the centre of the element `selector_js` (a JS expression) evaluates to."""
-        box = await self.eval(f"""(() => {{ const el = {selector_js};
+    async def click(self, selector_js: str, timeout: float = 15) -> None:
+        """Click the centre of the element `selector_js` (a JS expression) evaluates to,
+        once nothing (a toast, a closing menu) covers it there, as a user would wait."""
+        box = await self.wait_for(f"""(() => {{ const el = {selector_js};
             if (!el) return null; el.scrollIntoView({{block: 'center'}});
-            const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
-        if not box:
-            raise LookupError(f"nothing to click: {selector_js}")
+            const r = el.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
+            const top = document.elementFromPoint(x, y);
+            return top && (top === el || el.contains(top)) ? [x, y] : null; }})()""",
+                                  timeout, f"{selector_js} to be clickable")
         x, y = box
         await self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
         for kind in ("mousePressed", "mouseReleased"):
