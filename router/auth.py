@@ -16,6 +16,7 @@ from aiohttp import web
 
 from .api import MANAGER
 from .errors import error_response
+from .webui import is_public_page
 
 log = logging.getLogger("router.auth")
 
@@ -63,7 +64,7 @@ async def require_auth(request: web.Request, handler: Handler) -> web.StreamResp
                                   "or X-Admin-Token", code="invalid_admin_token",
                                   headers={"WWW-Authenticate": 'Bearer realm="llama-router admin"'})
         return await handler(request)
-    if settings.api_keys and request.path not in OPEN_PATHS:
+    if settings.api_keys and request.path not in OPEN_PATHS and not is_public_page(request):
         key = _bearer(request) or request.headers.get("x-api-key")
         if not matches(key, settings.api_keys):
             log.warning("rejected request from %s to %s: %s API key", request.remote, request.path,

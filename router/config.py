@@ -89,6 +89,8 @@ class RouterSettings:
     slot_save_max_bytes: int = 4 * 1024 ** 3
     slot_save_timeout: float = 30.0
 
+    ui_path: str | None = None  # a built llama.cpp WebUI (folder with index.html) served at "/"
+
 
 @dataclass(frozen=True)
 class SourcesSpec:
@@ -213,6 +215,7 @@ _ROUTER_KEYS = {
     "connect_timeout", "read_timeout", "max_body_bytes", "log_lines", "admin_token", "api_keys",
     "notify_model_swap", "startup_model", "ttl", "drain_timeout", "watch_config",
     "kv_persistence", "slot_save_path", "slot_save_max_bytes", "slot_save_timeout",
+    "ui_path",
 }
 _MODEL_KEYS = {
     "path", "aliases", "group", "args", "env", "spawn", "mmproj", "state", "ttl", "unlisted", "allow_args",
@@ -245,6 +248,14 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         if len(k) < MIN_SECRET_LEN or any(c.isspace() for c in k):
             raise ConfigError(source, f"router.api_keys[{i}]",
                               f"expected a key of at least {MIN_SECRET_LEN} characters without spaces")
+    ui_path = r.str("ui_path")
+    if ui_path is not None:
+        ui_dir = Path(ui_path).expanduser()
+        if not ui_dir.is_absolute() and not source.startswith("<"):
+            ui_dir = Path(source).expanduser().parent / ui_dir
+        if not (ui_dir / "index.html").is_file():
+            raise r.fail("ui_path", f"expected a folder holding a built WebUI (index.html), got {ui_path!r}")
+        ui_path = str(ui_dir.resolve())
     return RouterSettings(
         host=r.str("host", d.host, allow_none=False),
         port=port,
@@ -267,6 +278,7 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         slot_save_path=_opt_path(r.str("slot_save_path")),
         slot_save_max_bytes=r.number("slot_save_max_bytes", d.slot_save_max_bytes, integer=True),
         slot_save_timeout=float(r.number("slot_save_timeout", d.slot_save_timeout, minimum=0.1)),
+        ui_path=ui_path,
     )
 
 
