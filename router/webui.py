@@ -89,7 +89,23 @@ async def handle_ui(request: web.Request) -> web.StreamResponse:
                 cache = "public, max-age=3600"
             return web.FileResponse(path, headers={"Cache-Control": cache})
     shown = request.path if len(request.path) <= 120 else request.path[:120] + "..."
+    allowed = await _methods_of_other_routes(request)
+    if allowed:
+        return error_response(405, f"{request.method} is not allowed on {shown}", code="method_not_allowed",
+                              headers={"Allow": ", ".join(sorted(allowed))})
     return error_response(404, f"no route for {request.method} {shown}", code="not_found")
+
+
+async def _methods_of_other_routes(request: web.Request) -> set[str]:
+    """An API path asked with the wrong method is a 405, as it would be without the catch-all."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    return allowed
 
 
 async def handle_feature_disabled(request: web.Request) -> web.Response:
