@@ -9,26 +9,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psutil
 from aiohttp import web
 
 from .api import MANAGER, read_body, resolve_model
 from .errors import HTTPError
 from .manager import ModelManager
+from .process import rss_bytes
 from .reload import Reloader
 from .requestargs import load_overrides
 from .scheduler import State
 
 RELOADER = web.AppKey("reloader", Reloader)
-
-
-def _rss(pid: int | None) -> int | None:
-    if pid is None:
-        return None
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except (psutil.Error, OSError):
-        return None
 
 
 def _inflight(manager: ModelManager, name: str) -> int:
@@ -49,7 +40,7 @@ def model_status(manager: ModelManager, name: str) -> dict[str, Any]:
         "pid": child.pid if child else None,
         "port": child.port if child else None,
         "uptime_s": round(now - child.started_at, 3) if child else None,
-        "rss_bytes": _rss(child.pid) if child else None,
+        "rss_bytes": rss_bytes(child.pid) if child else None,
         "in_flight": _inflight(manager, name),
         "waiting": manager.scheduler.waiting(name),
         "loads": st.loads if st else 0,

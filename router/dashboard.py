@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 from aiohttp import web
 
 from .api import MANAGER
 from .manager import ModelManager
+from .process import rss_bytes
 
 STATIC = Path(__file__).parent / "static"
 VRAM_CACHE_S = 5.0
@@ -64,15 +64,6 @@ class VramProbe:
 VRAM = web.AppKey("vram", VramProbe)
 
 
-def _rss(pid: int | None) -> int | None:
-    if pid is None:
-        return None
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except (psutil.Error, OSError):
-        return None
-
-
 def model_row(manager: ModelManager, name: str, vram: dict[int, int] | None) -> dict[str, Any]:
     spec = manager.config.models[name]
     child = manager.children.get(name)
@@ -89,7 +80,7 @@ def model_row(manager: ModelManager, name: str, vram: dict[int, int] | None) -> 
         "state": manager.state(name).value,
         "port": child.port if child else None,
         "pid": pid,
-        "rss_bytes": _rss(pid),
+        "rss_bytes": rss_bytes(pid),
         "vram_bytes": None if vram is None or pid is None else vram.get(pid, 0),
         "inflight": inflight,
         "waiting": waiting,

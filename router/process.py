@@ -21,6 +21,7 @@ from collections import deque
 from typing import Any, Callable
 
 import aiohttp
+import psutil
 
 from .spawn import LaunchPlan
 
@@ -51,6 +52,16 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except OSError:
         pass
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of a process, or None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except (psutil.Error, OSError):
+        return None
 
 
 def free_port(first: int, last: int, avoid: set[int], start: int | None = None) -> int:
