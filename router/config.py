@@ -83,6 +83,7 @@ class RouterSettings:
     ttl: float = 0.0  # idle seconds before a model unloads; 0 = never (a model's own ttl wins)
     drain_timeout: float = 30.0
     watch_config: bool = True
+    swap_patience: float = 2.0  # seconds a busy model being swapped out keeps taking new requests
     # KV cache persistence (router/kvcache.py): None = on for llama-server children.
     kv_persistence: bool | None = None
     slot_save_path: str | None = None  # None = <cache folder>/slots
@@ -213,7 +214,7 @@ def _kind(v: Any) -> str:
 _ROUTER_KEYS = {
     "host", "port", "models_max", "port_range", "health_timeout", "stop_timeout",
     "connect_timeout", "read_timeout", "max_body_bytes", "log_lines", "admin_token", "api_keys",
-    "notify_model_swap", "startup_model", "ttl", "drain_timeout", "watch_config",
+    "notify_model_swap", "startup_model", "ttl", "drain_timeout", "watch_config", "swap_patience",
     "kv_persistence", "slot_save_path", "slot_save_max_bytes", "slot_save_timeout",
     "ui_path",
 }
@@ -274,6 +275,7 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         ttl=float(r.number("ttl", d.ttl)),
         drain_timeout=float(r.number("drain_timeout", d.drain_timeout)),
         watch_config=r.bool("watch_config", d.watch_config),
+        swap_patience=float(r.number("swap_patience", d.swap_patience)),
         kv_persistence=None if r.data.get("kv_persistence") is None else r.bool("kv_persistence", True),
         slot_save_path=_opt_path(r.str("slot_save_path")),
         slot_save_max_bytes=r.number("slot_save_max_bytes", d.slot_save_max_bytes, integer=True),

@@ -92,7 +92,7 @@ class ModelManager:
         self.session = session
         self.router_port = router_port
         self.events = events or EventBus()
-        self.scheduler = Scheduler(self._groups(config), config.router.models_max)
+        self.scheduler = Scheduler(self._groups(config), config.router.models_max, config.router.swap_patience)
         self.children: dict[str, Child] = {}
         self.status: dict[str, ModelStatus] = {n: ModelStatus() for n in config.models}
         self.after_ready: list[Hook] = []
@@ -118,7 +118,7 @@ class ModelManager:
         ticket = self.scheduler.new_ticket()
         fut: asyncio.Future[Child] = asyncio.get_running_loop().create_future()
         self._futures[ticket] = fut
-        self._apply(self.scheduler.submit(ticket, model))
+        self._apply(self.scheduler.submit(ticket, model, time.monotonic()))
         try:
             child = await fut
         except asyncio.CancelledError:
@@ -151,6 +151,7 @@ class ModelManager:
         models appear, removed ones stop once idle, and `restart` ones stop
         once idle and load again (requests meanwhile wait for the new child)."""
         self.config = config
+        self.scheduler.swap_patience = config.router.swap_patience
         for name in config.models:
             self.status.setdefault(name, ModelStatus())
         self._apply(self.scheduler.set_models(self._groups(config), config.router.models_max))

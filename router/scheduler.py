@@ -15,7 +15,10 @@ Policy:
   are idle, then the target starts. Two loads never race for memory.
 - Every waiting request of a ready model is served before it is swapped
   out, because requests that arrived before the swap was decided are
-  granted first; this keeps the number of swaps low in mixed bursts.
+  granted first. A model that is still busy when a swap away from it is
+  decided also keeps taking new requests for `swap_patience` seconds: the
+  rest of a burst rides along instead of forcing another swap soon after.
+  Past that window new requests wait, so the swap is never starved.
 """
 
 from __future__ import annotations
@@ -104,12 +107,15 @@ class _Model:
 class _Swap:
     target: str
     victims: list[str]
+    decided_at: float = 0.0
     started: bool = False
 
 
 class Scheduler:
-    def __init__(self, groups: dict[str, str], models_max: int):
+    def __init__(self, groups: dict[str, str], models_max: int, swap_patience: float = 0.0):
         self.models_max = models_max
+        self.swap_patience = swap_patience
+        self._now = 0.0
         self._models: dict[str, _Model] = {n: _Model(n, g) for n, g in groups.items()}
         self._waiting: OrderedDict[int, str] = OrderedDict()
         self._granted: dict[int, str] = {}
@@ -152,10 +158,15 @@ class Scheduler:
     def new_ticket(self) -> int:
         return next(self._tickets)
 
-    def submit(self, ticket: int, model: str) -> list[Effect]:
+    def submit(self, ticket: int, model: str, now: float | None = None) -> list[Effect]:
         """A request wants `model`."""
+        self._tick(now)
         self._waiting[ticket] = model
         return self._pump()
+
+    def _tick(self, now: float | None) -> None:
+        if now is not None:
+            self._now = max(self._now, now)
 
     def load(self, model: str) -> list[Effect]:
         """Load without a request (preload, /models/load)."""
@@ -171,6 +182,7 @@ class Scheduler:
 
     def release(self, ticket: int, now: float = 0.0) -> list[Effect]:
         """A granted request finished."""
+        self._tick(now)
         model = self._granted.pop(ticket, None)
         if model is None:
             return self.cancel(ticket)
@@ -183,6 +195,7 @@ class Scheduler:
         return self._pump()
 
     def loaded(self, model: str, now: float = 0.0) -> list[Effect]:
+        self._tick(now)
         m = self._models[model]
         m.state = State.READY
         m.last_used = next(self._clock)
@@ -260,7 +273,14 @@ class Scheduler:
 
     # ----- the decision loop ---------------------------------------------
     def _draining(self, m: _Model) -> bool:
-        return m.unload_reason is not None or bool(self._swap and m.name in self._swap.victims)
+        """Whether new requests for `m` must wait because it is about to stop."""
+        if m.unload_reason is not None:
+            return True
+        swap = self._swap
+        if not swap or m.name not in swap.victims:
+            return False
+        # Busy anyway: let the rest of a burst ride along for a while.
+        return not (m.inflight and self._now - swap.decided_at < self.swap_patience)
 
     def _pump(self) -> list[Effect]:
         effects: list[Effect] = []
@@ -287,7 +307,8 @@ class Scheduler:
                 if m and m.state is not State.READY:
                     views = [ModelView(o.name, o.group, o.last_used, bool(o.inflight))
                              for o in self._models.values() if o.state is not State.STOPPED]
-                    self._swap = _Swap(model, plan_evictions(model, m.group, views, self.models_max))
+                    self._swap = _Swap(model, plan_evictions(model, m.group, views, self.models_max),
+                                       decided_at=self._now)
                     break
         # 4. Advance the swap: stop idle victims, start the target when all are gone.
         swap = self._swap

@@ -202,3 +202,26 @@ def test_plan_evictions_is_a_pure_function_of_what_runs():
     assert plan_evictions("d", "g2", running, 0) == ["a"]
     assert plan_evictions("d", "g2", running, 2) == ["a", "c"]
     assert plan_evictions("d", "g2", running, 1) == ["a", "c", "b"]
+
+
+def test_a_busy_model_being_swapped_out_takes_the_rest_of_a_burst_for_a_while():
+    s = Scheduler({"a": "model:a", "b": "model:b"}, 1, swap_patience=2.0)
+    t_a = s.new_ticket()
+    s.submit(t_a, "a", now=0)
+    s.loaded("a", now=0.5)
+    assert s.submit(s.new_ticket(), "b", now=1.0) == []  # swap decided; a is busy
+    rider = s.new_ticket()
+    assert s.submit(rider, "a", now=2.5) == [Grant(rider, "a")]  # within the window: rides along
+    late = s.new_ticket()
+    assert s.submit(late, "a", now=3.5) == []  # past the window: waits, so b is not starved
+    s.release(t_a, now=3.6)
+    assert s.release(rider, now=3.7) == [Stop("a", "swap")]
+    assert s.waiting("a") == 1
+
+
+def test_patience_never_delays_the_swap_away_from_an_idle_model():
+    s = Scheduler({"a": "model:a", "b": "model:b"}, 1, swap_patience=60.0)
+    load(s, "a")
+    assert s.submit(s.new_ticket(), "b", now=1.0) == [Stop("a", "swap")]
+    later = s.new_ticket()
+    assert s.submit(later, "a", now=1.1) == []  # a is stopping: the request waits its turn
