@@ -218,7 +218,7 @@ def conversation(url: str, model: str, tokens: int) -> tuple[list[dict], int]:
         msgs.append({"role": "user", "content": f"Log entry {i}: {facts} Please remember this."})
         msgs.append({"role": "assistant", "content": f"Noted entry {i}: eight crates recorded."})
         i += 1
-        if i % 4 == 0 or n == 0:
+        if i % 2 == 0 or n == 0:
             n = _count_tokens(url, model, msgs)
     msgs.append({"role": "user", "content": "Which dock did crate 3 leave from? Answer in one word."})
     return msgs, _count_tokens(url, model, msgs)

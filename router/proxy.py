@@ -103,6 +103,10 @@ async def forward(
             except asyncio.CancelledError:
                 up.close()  # the client left: make the child stop generating
                 raise
+            # llama-server closes its side after a streamed reply although it
+            # announces keep-alive; a pooled reuse of this connection would then
+            # fail the next request with "Server disconnected". Drop it here.
+            up.close()
             await resp.write_eof()
             return resp
     except _UPSTREAM_ERRORS as e:
