@@ -98,8 +98,10 @@ def ratio(row: Row, cpp: float | None, ours: float | None) -> str:
     """llama-router's figure over llama.cpp's: < 1 is better for times, > 1 for throughput."""
     if cpp is None or ours is None or math.isnan(cpp) or math.isnan(ours):
         return "-"
-    if row.kind == "added" and (cpp <= 0 or abs(cpp) < 1e-9):
+    if row.kind == "added" and cpp <= 0:
         return "n/a (llama.cpp adds ~0)"
+    if row.kind == "added" and ours <= 0:
+        return "n/a (llama-router adds ~0)"
     if cpp == 0:
         return "-" if ours == 0 else "n/a"
     return f"{ours / cpp:.2f}x"

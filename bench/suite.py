@@ -40,14 +40,14 @@ class Mode:
     swap_cycles: int = 1
     swapback_reps: int = 1
     burst_reps: int = 1
-    scaling_rounds: int = 1
+    scaling_rounds: int = 3
     scaling_counts: tuple[int, ...] = (1, 8, 32, 128)
     conversation_tokens: int = 3000
 
 
 QUICK = Mode("quick")
 FULL = Mode("full", rounds=5, seq_n=1000, thr_slices=3, thr_tok=400, thr_tok8=60, stream_reps=5, swap_cycles=2,
-            swapback_reps=3, burst_reps=3, scaling_rounds=3)
+            swapback_reps=3, burst_reps=3, scaling_rounds=5)
 
 
 @dataclass
