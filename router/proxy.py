@@ -66,6 +66,19 @@ def _response_headers(up: aiohttp.ClientResponse) -> dict[str, str]:
     return {k: v for k, v in up.headers.items() if k.lower() not in _DROP_RESPONSE}
 
 
+def _no_reuse(up: aiohttp.ClientResponse) -> None:
+    """Keep this connection out of the pool once the reply ends.
+
+    llama-server closes its side after a streamed reply although it announces
+    keep-alive; reusing the connection then fails the next request with
+    "Server disconnected" (502). aiohttp hands the connection back to the
+    pool as soon as the body ends, so it has to be marked before that.
+    """
+    conn = up.connection
+    if conn is not None and conn.protocol is not None:
+        conn.protocol.force_close()
+
+
 async def forward(
     request: web.Request,
     session: aiohttp.ClientSession,
@@ -99,6 +112,7 @@ async def forward(
                 if rewriter is not None and ctype.startswith("application/json"):
                     data = rewriter.whole(data)
                 return web.Response(status=up.status, body=data, headers=headers)
+            _no_reuse(up)
             resp = into or web.StreamResponse(status=up.status, headers=headers)
             if not resp.prepared:
                 await resp.prepare(request)

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: direct llama-server, llama.cpp router mode, llama-router."""
