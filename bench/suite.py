@@ -17,7 +17,6 @@ import time
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import measure as m
 from .targets import ROOT, Setup, Target, free_port
@@ -268,7 +267,7 @@ async def swapback_rows(targets: dict[str, Target], mode: Mode, res: Results) ->
 def kv_swapback_hook(res: Results, timeout: float = 900) -> None:
     """'With KV persistence': filled by bench/kv_swapback.py once that feature exists.
 
-    Contract: `python -m bench.kv_swapback --json` prints, as its last line, a
+    Contract: `python -m bench.kv_swapback --modes kv --json -` prints, as its last line, a
     JSON object with "ttft_s": a number or a list of numbers (the swap-back
     time to first token of the same kind of >= 3,000-token conversation with
     persistence on). Without the script the row says "not built yet".
@@ -280,7 +279,7 @@ def kv_swapback_hook(res: Results, timeout: float = 900) -> None:
         return
     log("swap-back with KV persistence (bench/kv_swapback.py)")
     try:
-        out = subprocess.run([sys.executable, "-m", "bench.kv_swapback", "--json"], cwd=ROOT, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "bench.kv_swapback", "--modes", "kv", "--json", "-"], cwd=ROOT, capture_output=True,
                              text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         data = json.loads(out.stdout.strip().splitlines()[-1])
         vals = data["ttft_s"] if isinstance(data["ttft_s"], list) else [data["ttft_s"]]
