@@ -208,7 +208,10 @@ def start_llamacpp(s: Setup) -> Target:
 
 def router_config(s: Setup, port: int) -> dict:
     return {
-        "router": {"host": "127.0.0.1", "port": port, "models_max": 1, "port_range": [52000, 52999]},
+        # KV persistence off: children get exactly the arguments the other servers' children get
+        # (no --swa-full); the "with KV persistence" row comes from bench/kv_swapback.py.
+        "router": {"host": "127.0.0.1", "port": port, "models_max": 1, "port_range": [52000, 52999],
+                   "kv_persistence": False},
         "spawn": {"command": [s.binary, "--model", "$path", "--alias", "$name", "--host", "$host",
                               "--port", "$port", *s.child_args]},
         "models": {n: {"path": str(s.path(n))} for n in s.names},
