@@ -78,8 +78,12 @@ async def sequential_latency(url: str, model: str, n: int) -> list[float]:
     return out
 
 
-async def throughput(url: str, path: str, bodies: list[dict], clients: int) -> float:
-    """Requests per second for `bodies` sent by `clients` concurrent workers."""
+async def throughput(url: str, path: str, bodies: list[dict], clients: int,
+                     failures: list[str] | None = None) -> float:
+    """Requests per second for `bodies` sent by `clients` concurrent workers.
+
+    With `failures`, a failed request is recorded there instead of ending the run.
+    """
     q: asyncio.Queue[dict] = asyncio.Queue()
     for b in bodies:
         q.put_nowait(b)
@@ -90,7 +94,12 @@ async def throughput(url: str, path: str, bodies: list[dict], clients: int) -> f
                 b = q.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            await post_json(s, url + path, b)
+            try:
+                await post_json(s, url + path, b)
+            except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                if failures is None:
+                    raise
+                failures.append(str(e)[:200])
 
     async with session() as s:
         t0 = time.perf_counter()

@@ -299,7 +299,11 @@ async def burst_rows(targets: dict[str, Target], mode: Mode, res: Results, n: in
             await warm(t, a)
             off = t.log_size()
             bodies = [m.chat(a if i % 2 == 0 else b, 4) for i in range(n)]
-            rps = await m.throughput(t.url, "/v1/chat/completions", bodies, clients)
+            failures: list[str] = []
+            rps = await m.throughput(t.url, "/v1/chat/completions", bodies, clients, failures)
+            if failures:
+                res.notes.append(f"mixed burst {r + 1}: {t.label} failed {len(failures)} of {n} requests "
+                                 f"(first: {failures[0]})")
             await asyncio.sleep(0.3)
             res.add("burst_time", key, n / rps)
             if t.is_router:
