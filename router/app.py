@@ -61,7 +61,11 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     events = EventBus()
 
     async def lifetime(app: web.Application):
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, enable_cleanup_closed=True)
+        # No idle keep-alive connections to children: llama-server serves HTTP with a small
+        # thread pool (max(parallel + 4, cores - 1)) and an idle kept-alive connection holds
+        # one of its threads for up to 5 s, so a burst of requests stalled behind our own
+        # pooled connections. A fresh loopback connection per request costs far less.
+        connector = aiohttp.TCPConnector(limit=0, force_close=True, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         manager = ModelManager(config, session, router_port or config.router.port, events)
         KVPersistence(manager).install()
