@@ -7,6 +7,7 @@ one every /admin path answers 403 "admin disabled".
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -49,6 +50,8 @@ def model_status(manager: ModelManager, name: str) -> dict[str, Any]:
         "exit_code": st.exit_code if st else None,
         "failed": bool(st and st.failed and state is State.STOPPED),
     }
+    if st is not None and st.kv.enabled:
+        out["kv"] = asdict(st.kv)  # KV cache saves and restores: timings, slots, tokens, bytes
     if child is not None:
         out["argv"] = list(child.plan.argv)
     return out

@@ -78,7 +78,7 @@ def converse_then_swap(r: RouterProcess) -> int:
 
 
 def test_swap_back_restores_the_conversation(start_router):
-    r = start_router()
+    r = start_router(admin_token="kv-admin-token-1")
     n = converse_then_swap(r)
     kv = model_entry(r.url, "tiny-a")["kv"]
     assert kv["saves"] == 1 and kv["last_save"]["tokens"] >= n
@@ -91,6 +91,10 @@ def test_swap_back_restores_the_conversation(start_router):
     kv = model_entry(r.url, "tiny-a")["kv"]
     assert kv["restores"] == 1 and kv["last_restore"]["tokens"] == kv["last_save"]["tokens"]
     assert kv["last_restore"]["ms"] < 5000
+    req = urllib.request.Request(r.url + "/admin/status", headers={"X-Admin-Token": "kv-admin-token-1"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        status = next(m for m in json.loads(resp.read())["models"] if m["model"] == "tiny-a")
+    assert status["kv"] == kv  # the operator sees the same save/restore timings and token counts
 
 
 def test_a_conversation_survives_a_router_restart(start_router):
