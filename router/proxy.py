@@ -66,19 +66,6 @@ def _response_headers(up: aiohttp.ClientResponse) -> dict[str, str]:
     return {k: v for k, v in up.headers.items() if k.lower() not in _DROP_RESPONSE}
 
 
-def _no_reuse(up: aiohttp.ClientResponse) -> None:
-    """Keep this connection out of the pool once the reply ends.
-
-    llama-server closes its side after a streamed reply although it announces
-    keep-alive; reusing the connection then fails the next request with
-    "Server disconnected" (502). aiohttp hands the connection back to the
-    pool as soon as the body ends, so it has to be marked before that.
-    """
-    conn = up.connection
-    if conn is not None and conn.protocol is not None:
-        conn.protocol.force_close()
-
-
 async def forward(
     request: web.Request,
     session: aiohttp.ClientSession,
@@ -90,14 +77,12 @@ async def forward(
     read_timeout: float,
     rewriter: ModelRewriter | None = None,
     into: web.StreamResponse | None = None,
-    retry: bool = True,
 ) -> web.StreamResponse:
     """`into`: an event stream already sent to the client (swap progress);
     the child's stream continues it, and a child error becomes an error event."""
     url = base_url + path
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
     resp: web.StreamResponse | None = into
-    relayed = False  # whether anything of the child's reply reached the client
     try:
         async with session.request(request.method, url, params=request.query, data=body,
                                    headers=_request_headers(request), timeout=timeout,
@@ -112,11 +97,9 @@ async def forward(
                 if rewriter is not None and ctype.startswith("application/json"):
                     data = rewriter.whole(data)
                 return web.Response(status=up.status, body=data, headers=headers)
-            _no_reuse(up)
             resp = into or web.StreamResponse(status=up.status, headers=headers)
             if not resp.prepared:
                 await resp.prepare(request)
-            relayed = True
             try:
                 async for chunk in up.content.iter_any():
                     await resp.write(rewriter.feed(chunk) if rewriter else chunk)
@@ -130,12 +113,6 @@ async def forward(
             await resp.write_eof()
             return resp
     except _UPSTREAM_ERRORS as e:
-        if isinstance(e, aiohttp.ServerDisconnectedError) and not relayed and retry:
-            # A pooled keep-alive connection that llama-server closed as we reused it: the
-            # child never answered, so send the request once more on another connection.
-            log.debug("upstream closed a reused connection for %s; retrying once", path)
-            return await forward(request, session, base_url, path, body, connect_timeout=connect_timeout,
-                                 read_timeout=read_timeout, rewriter=rewriter, into=into, retry=False)
         reason = f"{type(e).__name__}: {e}".rstrip(": ")
         if resp is None or not resp.prepared:
             return error_response(502, f"upstream model server failed: {reason}", "upstream_error")
