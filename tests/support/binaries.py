@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 
 def find_llama_server() -> Path | None:
     """Return the ``llama-server`` executable to test against, or ``None``.
@@ -36,3 +38,10 @@ def find_llama_server() -> Path | None:
     except Exception:  # not installed, or installed without a built binary
         return None
     return p if p.is_file() and os.access(p, os.X_OK) else None
+
+
+def missing(what: str, setup: str = "make setup") -> None:
+    """A requirement of real-part tests is absent: a failure on CI, a skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required on CI (run `{setup}`)")
+    pytest.skip(f"{what} not available")
