@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: setup test demo bench bench-full bench-profile clean webui browser
+.PHONY: setup test lint unit demo bench bench-full bench-profile clean webui browser
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -44,8 +44,17 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
-test: setup webui browser
+# Quality gates first (seconds), then every test: tests/unit (no subprocess, seconds)
+# and tests/e2e (real llama-server children and router processes).
+test: setup webui browser lint
 	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check router
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed
+	$(BIN)/python -m pytest -q tests/unit
 
 demo: setup webui
 	$(BIN)/llama-router --config demo/config.yaml

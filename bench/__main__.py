@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from router.targets import ROOT, make_setup, server_version, start_all, stop_all
+
 from . import report, suite
-from .targets import ROOT, make_setup, server_version, start_all, stop_all
 
 CHILD_ARGS = ("--ctx-size", "4096", "--parallel", "1")
 GROUPS = ("proxy", "swap", "swapback", "burst", "scaling")
@@ -36,7 +37,7 @@ times; above 1 is better for throughput).
 
 
 def find_binary() -> str:
-    from router.spawn import find_llama_server
+    from router.backend.launch import find_llama_server
     found = find_llama_server()
     if not found:
         sys.exit("bench: llama-server not found (run `make setup`)")
@@ -44,7 +45,7 @@ def find_binary() -> str:
 
 
 def find_gemma() -> Path:
-    from router.config import default_cache_dir
+    from router.catalogue.config import default_cache_dir
     path = default_cache_dir() / "models" / GEMMA_FILE
     if not path.exists():
         try:

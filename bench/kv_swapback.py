@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router.spawn import find_llama_server  # noqa: E402
+from router.backend.launch import find_llama_server  # noqa: E402
 
 DEFAULT_MODEL = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
     "llama-router" / "models" / "gemma-3-270m-it-Q4_K_M.gguf"

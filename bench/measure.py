@@ -96,7 +96,7 @@ async def throughput(url: str, path: str, bodies: list[dict], clients: int,
                 return
             try:
                 await post_json(s, url + path, b)
-            except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, RuntimeError, aiohttp.ClientError) as e:
                 if failures is None:
                     raise
                 failures.append(str(e)[:200])
@@ -220,7 +220,7 @@ class Sampler:
         t = psutil.Process(self.pid).cpu_times()
         return t.user + t.system
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._cpu0, self._t0 = self._cpu(), time.perf_counter()
         self._sample()
         self._thread = threading.Thread(target=self._run, daemon=True)

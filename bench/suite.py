@@ -18,8 +18,9 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from router.targets import ROOT, Setup, Target, free_port
+
 from . import measure as m
-from .targets import ROOT, Setup, Target, free_port
 
 KEYS = ("direct", "llamacpp", "router")
 ROUTERS = ("llamacpp", "router")

@@ -5,49 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
-from .admin import RELOADER, add_admin_routes
-from .api import MANAGER, SHUTDOWN, add_routes
-from .auth import require_auth
-from .config import Config, load_config
-from .dashboard import add_dashboard_routes
-from .errors import HTTPError, error_response
-from .events import EventBus
-from .lifecycle import unload_idle
-from .logs import add_log_routes
-from .kvcache import KVPersistence
-from .manager import ModelManager
-from .reload import Loader, Reloader
-from .streams import add_stream_routes
-from .webui import add_webui_routes
+from router.catalogue.config import Config
+from router.catalogue.parse import load_config
+from router.core.events import EventBus
+from router.core.kv_persistence import KVPersistence
+from router.core.lifecycle import unload_idle
+from router.core.manager import ModelManager
+from router.core.reload import Loader, Reloader
+from router.http.admin import add_admin_routes
+from router.http.auth import require_auth
+from router.http.conversations import ConversationMap
+from router.http.errors import json_errors
+from router.http.inference import add_inference_routes
+from router.http.keys import CONVERSATIONS, MANAGER, PUBLIC_PAGES, RELOADER, SHUTDOWN
+from router.http.logs import add_log_routes
+from router.http.model_api import add_model_api_routes
+from router.ui.dashboard import add_dashboard_routes
+from router.ui.streams import add_stream_routes
+from router.ui.webui import add_webui_routes
 
 log = logging.getLogger("router.app")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes an OpenAI-style JSON error; none escapes as a crash."""
-    try:
-        return await handler(request)
-    except HTTPError as e:
-        return e.response()
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return error_response(e.status, e.reason or "error", headers={
-            k: v for k, v in e.headers.items() if k.lower() == "allow"})
-    except (ConnectionError, aiohttp.ClientConnectionError):
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal router error (see the router log)")
-
 
 def default_loader(config: Config) -> Loader | None:
     if config.source.startswith("<"):
@@ -82,6 +63,8 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
             await session.close()
 
     app[SHUTDOWN] = asyncio.Event()
+    app[CONVERSATIONS] = ConversationMap()
+    app[PUBLIC_PAGES] = set()
 
     async def on_shutdown(app: web.Application) -> None:
         app[SHUTDOWN].set()  # ends event streams so the drain does not wait on them
@@ -90,7 +73,8 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     app.cleanup_ctx.append(lifetime)
     add_admin_routes(app)
     add_log_routes(app)
-    add_routes(app)
+    add_model_api_routes(app)
+    add_inference_routes(app)
     add_stream_routes(app)
     add_dashboard_routes(app)
     add_webui_routes(app, config)  # last: its catch-all serves the WebUI's files

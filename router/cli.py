@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from dataclasses import replace
-
-from . import __version__
-from .config import MIN_SECRET_LEN, Config, ConfigError, default_config_path, load_config
-from .sources import discover
+from router import __version__
+from router.catalogue.config import MIN_SECRET_LEN, Config, ConfigError, default_config_path
+from router.catalogue.parse import load_config
+from router.catalogue.sources import discover
 
 EPILOG = """\
 examples:
@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG % default_config_path(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-c", "--config", metavar="PATH", help=f"catalogue YAML file (default: {default_config_path()} if it exists)",
-                   default=None)
+    p.add_argument("-c", "--config", metavar="PATH", default=None,
+                   help=f"catalogue YAML file (default: {default_config_path()} if it exists)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8082)")
     p.add_argument("--models-max", type=int, metavar="N", help="models loaded at once, 0 = no limit (default 1)")
@@ -67,10 +67,7 @@ def config_path(args: argparse.Namespace) -> Path:
 
 def load_from_args(args: argparse.Namespace) -> Config:
     path = config_path(args)
-    if args.config or path.exists():
-        config = load_config(path)
-    else:
-        config = Config(source="<defaults>")
+    config = load_config(path) if args.config or path.exists() else Config(source="<defaults>")
     if args.models_max is not None and args.models_max < 0:
         raise ConfigError("--models-max", "models_max", "expected a number >= 0")
     if args.admin_token is not None and len(args.admin_token) < MIN_SECRET_LEN:
@@ -94,9 +91,9 @@ def load_catalogue(args: argparse.Namespace) -> Config:
 
 def import_into_catalogue(args: argparse.Namespace) -> int:
     """--import-dir and -hf: write what they find into the catalogue file."""
-    from .discovery import scan_import_dir
-    from .hf import HFError, download_gguf
-    from .importer import CatalogueWriteError, import_models
+    from router.catalogue.importer import CatalogueWriteError, import_models
+    from router.discovery.huggingface import HFError, download_gguf
+    from router.discovery.scan import scan_import_dir
 
     path = config_path(args)
     found = []
@@ -146,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if not config.models:
         logging.getLogger("router").warning(
             "the catalogue %s lists no models; add some under `models:` (see config.example.yaml)", config.source)
-    from .server import serve
+    from router.server import serve
 
     return asyncio.run(serve(config, loader=lambda: load_catalogue(args)))
 

@@ -1,6 +1,12 @@
-"""Run the router: load the start-up model, bind, serve, reload on SIGHUP,
-and shut down gracefully on SIGINT/SIGTERM (stop accepting, let requests in
-flight finish up to router.drain_timeout, stop every child, exit 0)."""
+"""Run the router: start up, serve until a signal, shut down gracefully.
+
+`Server` follows uvicorn's shape: `startup()` loads the start-up model and
+binds the port, `main_loop()` waits for SIGINT/SIGTERM (SIGHUP reloads the
+catalogue), and `shutdown()` stops accepting, lets requests in flight finish
+for up to router.drain_timeout, then stops every child. A second
+SIGINT/SIGTERM during the drain forces a fast exit: children are killed at
+once (no KV cache save), but still killed, never left running.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +16,58 @@ import signal
 
 from aiohttp import web
 
-from .admin import RELOADER
-from .api import MANAGER
-from .app import create_app
-from .auth import exposure_warning
-from .config import Config
-from .lifecycle import StartupError, load_startup_model
-from .reload import Loader
+from router.app import create_app
+from router.catalogue.config import Config
+from router.core.lifecycle import StartupError, load_startup_model
+from router.core.reload import Loader
+from router.http.auth import exposure_warning
+from router.http.keys import MANAGER, RELOADER
 
 log = logging.getLogger("router")
 
+FORCED_EXIT_CODE = 130
 
-async def serve(config: Config, stop: asyncio.Event | None = None, loader: Loader | None = None) -> int:
-    """Serve until a signal or `stop`; return the process exit code."""
-    stop = stop or asyncio.Event()
-    app = create_app(config, loader=loader)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=config.router.drain_timeout)
-    await runner.setup()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    reloader = app[RELOADER]
-    reloads: set[asyncio.Task] = set()
 
-    def on_hangup() -> None:
-        task = asyncio.ensure_future(reloader.reload("SIGHUP"))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+class Server:
+    def __init__(self, config: Config, stop: asyncio.Event | None = None, loader: Loader | None = None):
+        self.config = config
+        self.stop = stop or asyncio.Event()
+        self.force_exit = asyncio.Event()
+        self.app = create_app(config, loader=loader)
+        self.runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None,
+                                    shutdown_timeout=config.router.drain_timeout)
+        self._reloads: set[asyncio.Task[object]] = set()
 
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    try:
-        starting = asyncio.ensure_future(load_startup_model(app[MANAGER]))
-        interrupted = asyncio.ensure_future(stop.wait())
+    # ----- signals ---------------------------------------------------------
+    def _on_stop_signal(self) -> None:
+        if self.stop.is_set():
+            log.warning("second signal: exiting now, killing the models without waiting")
+            self.force_exit.set()
+        self.stop.set()
+
+    def _on_hangup(self) -> None:
+        task = asyncio.ensure_future(self.app[RELOADER].reload("SIGHUP"))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    # ----- the three phases ------------------------------------------------
+    async def startup(self) -> int | None:
+        """Load the start-up model, then bind. None when serving; else the exit code."""
+        await self.runner.setup()
+        self._install_signals()
+        starting = asyncio.ensure_future(load_startup_model(self.app[MANAGER]))
+        interrupted = asyncio.ensure_future(self.stop.wait())
         await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
         interrupted.cancel()
         if not starting.done():
@@ -54,31 +79,60 @@ async def serve(config: Config, stop: asyncio.Event | None = None, loader: Loade
         except StartupError as e:
             log.error("cannot start: %s", e)
             return 1
-        site = web.TCPSite(runner, config.router.host, config.router.port, reuse_address=True)
+        r = self.config.router
+        site = web.TCPSite(self.runner, r.host, r.port, reuse_address=True)
         try:
             await site.start()
         except OSError as e:
-            log.error("cannot listen on %s:%d: %s", config.router.host, config.router.port, e.strerror or e)
+            log.error("cannot listen on %s:%d: %s", r.host, r.port, e.strerror or e)
             return 1
-        warning = exposure_warning(config.router.host, config.router.api_keys)
+        warning = exposure_warning(r.host, r.api_keys)
         if warning:
             log.warning("%s", warning)
-        reloader.start_watching()
-        names = ", ".join(config.models) or "(none)"
-        log.info("llama-router listening on http://%s:%d with %d model(s): %s%s",
-                 config.router.host, config.router.port, len(config.models), names,
-                 "; admin API enabled" if config.router.admin_token else "")
-        await stop.wait()
-        log.info("shutting down: finishing requests in flight (up to %g s), then stopping models",
-                 config.router.drain_timeout)
-    finally:
-        loop.remove_signal_handler(signal.SIGHUP)
-        for task in list(reloads):
+        self.app[RELOADER].start_watching()
+        log.info("llama-router listening on http://%s:%d with %d model(s): %s%s", r.host, r.port,
+                 len(self.config.models), ", ".join(self.config.models) or "(none)",
+                 "; admin API enabled" if r.admin_token else "")
+        return None
+
+    async def main_loop(self) -> None:
+        await self.stop.wait()
+        log.info("shutting down: finishing requests in flight (up to %g s), then stopping models "
+                 "(a second Ctrl-C exits at once)", self.config.router.drain_timeout)
+
+    async def shutdown(self) -> int:
+        """Stop accepting, drain, stop the children; a forced exit kills them at once."""
+        for task in list(self._reloads):
             task.cancel()
-        await runner.cleanup()  # stops accepting, drains, then runs the app's cleanup (stops children)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return 0
+        cleanup = asyncio.ensure_future(self.runner.cleanup())  # drains, then stops the children
+        forced = asyncio.ensure_future(self.force_exit.wait())
+        try:
+            await asyncio.wait({cleanup, forced}, return_when=asyncio.FIRST_COMPLETED)
+            if not cleanup.done():
+                manager = self.app.get(MANAGER)
+                if manager is not None:
+                    await manager.kill_all()
+                cleanup.cancel()
+                await asyncio.gather(cleanup, return_exceptions=True)
+                return FORCED_EXIT_CODE
+            cleanup.result()
+            return 0
+        finally:
+            forced.cancel()
+            self._remove_signals()
+
+    async def serve(self) -> int:
+        try:
+            code = await self.startup()
+            if code is None:
+                await self.main_loop()
+        except BaseException:
+            await self.shutdown()
+            raise
+        forced = await self.shutdown()
+        return forced if code is None or forced else code
 
 
-__all__ = ["serve", "MANAGER"]
+async def serve(config: Config, stop: asyncio.Event | None = None, loader: Loader | None = None) -> int:
+    """Serve until a signal or `stop`; return the process exit code."""
+    return await Server(config, stop, loader).serve()

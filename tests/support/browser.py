@@ -18,8 +18,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -175,7 +176,7 @@ class Chromium:
         self._session: aiohttp.ClientSession | None = None
         self.pages: list[Page] = []
 
-    async def __aenter__(self) -> "Chromium":
+    async def __aenter__(self) -> Chromium:
         profile = self._profile.name
         self.proc = subprocess.Popen(
             [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],

@@ -6,7 +6,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def call(url: str, body: Any = None, method: str | None = None, headers: dict[str, str] | None = None,

@@ -10,8 +10,9 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -94,7 +95,7 @@ class SSEReader:
             if match(event):
                 return event
 
-    def __enter__(self) -> "SSEReader":
+    def __enter__(self) -> SSEReader:
         return self
 
     def __exit__(self, *exc: Any) -> None:

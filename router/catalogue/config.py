@@ -1,0 +1,148 @@
+"""The catalogue as typed settings: frozen dataclasses holding every default.
+
+catalogue/parse.py reads the YAML file into these, with errors that name the
+file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_COMMAND = (
+    "llama-server", "--model", "$path", "--alias", "$name",
+    "--host", "$host", "--port", "$port",
+)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """A catalogue that cannot be used, with the place that is wrong."""
+
+    def __init__(self, source: str, key: str, message: str):
+        self.source, self.key = source, key
+        super().__init__(f"{source}: {key}: {message}")
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """How to start a backend: argv template and its health endpoint."""
+
+    command: tuple[str, ...] = DEFAULT_COMMAND
+    health_endpoint: str = "/health"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: str | None = None
+    aliases: tuple[str, ...] = ()
+    group: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    spawn: SpawnSpec | None = None
+    mmproj: str | None = None
+    state: str = "manual"
+    ttl: float | None = None
+    unlisted: bool = False
+    allow_args: tuple[str, ...] = ()  # flags a load request may add to the command line
+
+    def launch_key(self) -> tuple:
+        """What a running child was started from: a change here needs a restart."""
+        return (self.path, self.args, self.env, self.spawn, self.mmproj)
+
+    @property
+    def group_key(self) -> str:
+        """Models share a group only when they name one; otherwise each is alone."""
+        return f"group:{self.group}" if self.group else f"model:{self.name}"
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    host: str = "127.0.0.1"
+    port: int = 8082
+    models_max: int = 1
+    port_range: tuple[int, int] = (50000, 50999)
+    health_timeout: float = 120.0
+    stop_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    log_lines: int = 500
+    # Secrets: never part of repr(), so a logged config cannot leak them.
+    admin_token: str | None = field(default=None, repr=False)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    notify_model_swap: bool = False
+    startup_model: str | None = None
+    ttl: float = 0.0  # idle seconds before a model unloads; 0 = never (a model's own ttl wins)
+    drain_timeout: float = 30.0
+    watch_config: bool = True
+    swap_patience: float = 2.0  # seconds a busy model being swapped out keeps taking new requests
+    # KV cache persistence (router/core/kv_persistence.py): None = on for llama-server children.
+    kv_persistence: bool | None = None
+    slot_save_path: str | None = None  # None = <cache folder>/slots
+    slot_save_max_bytes: int = 4 * 1024 ** 3
+    slot_save_timeout: float = 30.0
+
+    ui_path: str | None = None  # a built llama.cpp WebUI (folder with index.html) served at "/"
+
+
+@dataclass(frozen=True)
+class SourcesSpec:
+    """Where models are discovered besides the `models:` list."""
+
+    dirs: tuple[str, ...] = ()
+    hf_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    router: RouterSettings = field(default_factory=RouterSettings)
+    spawn: SpawnSpec = field(default_factory=SpawnSpec)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    sources: SourcesSpec = field(default_factory=SourcesSpec)
+    source: str = "<defaults>"
+
+    def resolve(self, name: str) -> ModelSpec | None:
+        """Find a model by name or alias."""
+        spec = self.models.get(name)
+        if spec is not None:
+            return spec
+        for spec in self.models.values():
+            if name in spec.aliases:
+                return spec
+        return None
+
+    def spawn_for(self, spec: ModelSpec) -> SpawnSpec:
+        return spec.spawn or self.spawn
+
+    def with_router(self, **changes: Any) -> Config:
+        """Command-line values override the file."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, router=replace(self.router, **changes))
+
+
+# Flags the router itself sets; no request may ever supply them.
+RESERVED_FLAGS = frozenset({
+    "-m", "--model", "--host", "--port", "-a", "--alias", "-mm", "--mmproj", "--api-key",
+    "--api-key-file", "--path", "--models-dir", "--models-preset", "-hf", "--hf-repo", "-mu",
+    "--model-url", "--ssl-key-file", "--ssl-cert-file", "--log-file", "--slot-save-path",
+})
+MIN_SECRET_LEN = 8
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "llama-router" / "config.yaml"
+
+
+def default_slot_save_path() -> Path:
+    return default_cache_dir() / "slots"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llama-router"

@@ -1,0 +1,283 @@
+"""Reading the catalogue file into typed settings (catalogue/config.py).
+
+Every validation error names the file, the key and what was expected, so a
+user can fix a typo without reading code. The keys each section accepts are
+the fields of its dataclass. YAML is read with the same YAML 1.2 library that
+writes the catalogue (catalogue/yamlio.py), so a model named `no` or `on`
+stays a name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from router.catalogue.config import (
+    DEFAULT_COMMAND,
+    MIN_SECRET_LEN,
+    NAME_RE,
+    RESERVED_FLAGS,
+    Config,
+    ConfigError,
+    ModelSpec,
+    RouterSettings,
+    SourcesSpec,
+    SpawnSpec,
+)
+from router.catalogue.yamlio import YAMLReadError, read_yaml
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _keys(cls: type, *, exclude: tuple[str, ...] = ()) -> set[str]:
+    return {f.name for f in fields(cls) if f.name not in exclude}
+
+
+_ROUTER_KEYS = _keys(RouterSettings)
+_MODEL_KEYS = _keys(ModelSpec, exclude=("name",))
+_SPAWN_KEYS = _keys(SpawnSpec)
+_SOURCES_KEYS = _keys(SourcesSpec)
+_TOP_KEYS = _keys(Config, exclude=("source",))
+
+
+def expand_env(value: str, source: str, key: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        var = m.group(1)
+        if var not in os.environ:
+            raise ConfigError(source, key, f"environment variable ${{{var}}} is not set")
+        return os.environ[var]
+
+    return _ENV_RE.sub(sub, value)
+
+
+class _Reader:
+    """Typed getters over one mapping that report the dotted key on error."""
+
+    def __init__(self, data: Any, source: str, prefix: str, allowed: set[str]):
+        self.source, self.prefix = source, prefix
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(source, prefix or "<top>", f"expected a mapping, got {_kind(data)}")
+        unknown = sorted(set(map(str, data)) - allowed)
+        if unknown:
+            raise ConfigError(source, self.key(unknown[0]),
+                              f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        self.data = data
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), message)
+
+    def string(self, name: str, default: Any = None, *, allow_none: bool = True) -> Any:
+        v = self.data.get(name, default)
+        if v is None and allow_none:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise self.fail(name, f"expected a string, got {_kind(v)}")
+        return expand_env(str(v), self.source, self.key(name))
+
+    def number(self, name: str, default: float, *, integer: bool = False, minimum: float = 0) -> Any:
+        v = self.data.get(name, default)
+        if isinstance(v, str):
+            v = expand_env(v, self.source, self.key(name))
+            try:
+                v = int(v) if integer else float(v)
+            except ValueError:
+                raise self.fail(name, f"expected {'an integer' if integer else 'a number'}, got {v!r}") from None
+        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok:
+            raise self.fail(name, f"expected {'an integer' if integer else 'a number'}, got {_kind(v)}")
+        if v < minimum:
+            raise self.fail(name, f"expected a value >= {minimum}, got {v}")
+        return v
+
+    def boolean(self, name: str, default: bool) -> bool:
+        v = self.data.get(name, default)
+        if not isinstance(v, bool):
+            raise self.fail(name, f"expected true or false, got {_kind(v)}")
+        return v
+
+    def str_list(self, name: str) -> tuple[str, ...]:
+        v = self.data.get(name, [])
+        if v is None:
+            return ()
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list):
+            raise self.fail(name, f"expected a list of strings, got {_kind(v)}")
+        out = []
+        for i, item in enumerate(v):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise ConfigError(self.source, f"{self.key(name)}[{i}]", f"expected a string, got {_kind(item)}")
+            out.append(expand_env(str(item), self.source, f"{self.key(name)}[{i}]"))
+        return tuple(out)
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
+
+
+
+
+def _parse_router(data: Any, source: str) -> RouterSettings:
+    r = _Reader(data, source, "router", _ROUTER_KEYS)
+    d = RouterSettings()
+    port_range = r.data.get("port_range", list(d.port_range))
+    if (not isinstance(port_range, list) or len(port_range) != 2
+            or not all(isinstance(p, int) and not isinstance(p, bool) for p in port_range)
+            or not 1024 <= port_range[0] <= port_range[1] <= 65535):
+        raise r.fail("port_range", "expected [first, last] with 1024 <= first <= last <= 65535")
+    port = r.number("port", d.port, integer=True)
+    if not 0 <= port <= 65535:
+        raise r.fail("port", f"expected a port number 0-65535, got {port}")
+    admin_token = r.string("admin_token")
+    if admin_token is not None and len(admin_token) < MIN_SECRET_LEN:
+        raise r.fail("admin_token", f"expected a secret of at least {MIN_SECRET_LEN} characters")
+    api_keys = r.str_list("api_keys")
+    for i, k in enumerate(api_keys):
+        if len(k) < MIN_SECRET_LEN or any(c.isspace() for c in k):
+            raise ConfigError(source, f"router.api_keys[{i}]",
+                              f"expected a key of at least {MIN_SECRET_LEN} characters without spaces")
+    ui_path = r.string("ui_path")
+    if ui_path is not None:
+        ui_dir = Path(ui_path).expanduser()
+        if not ui_dir.is_absolute() and not source.startswith("<"):
+            ui_dir = Path(source).expanduser().parent / ui_dir
+        if not (ui_dir / "index.html").is_file():
+            raise r.fail("ui_path", f"expected a folder holding a built WebUI (index.html), got {ui_path!r}")
+        ui_path = str(ui_dir.resolve())
+    return RouterSettings(
+        host=r.string("host", d.host, allow_none=False),
+        port=port,
+        models_max=r.number("models_max", d.models_max, integer=True),
+        port_range=(port_range[0], port_range[1]),
+        health_timeout=float(r.number("health_timeout", d.health_timeout, minimum=0.1)),
+        stop_timeout=float(r.number("stop_timeout", d.stop_timeout, minimum=0.1)),
+        connect_timeout=float(r.number("connect_timeout", d.connect_timeout, minimum=0.1)),
+        read_timeout=float(r.number("read_timeout", d.read_timeout, minimum=0.1)),
+        max_body_bytes=r.number("max_body_bytes", d.max_body_bytes, integer=True, minimum=1024),
+        log_lines=r.number("log_lines", d.log_lines, integer=True, minimum=1),
+        admin_token=admin_token,
+        api_keys=api_keys,
+        notify_model_swap=r.boolean("notify_model_swap", d.notify_model_swap),
+        startup_model=r.string("startup_model"),
+        ttl=float(r.number("ttl", d.ttl)),
+        drain_timeout=float(r.number("drain_timeout", d.drain_timeout)),
+        watch_config=r.boolean("watch_config", d.watch_config),
+        swap_patience=float(r.number("swap_patience", d.swap_patience)),
+        kv_persistence=None if r.data.get("kv_persistence") is None else r.boolean("kv_persistence", True),
+        slot_save_path=_opt_path(r.string("slot_save_path")),
+        slot_save_max_bytes=r.number("slot_save_max_bytes", d.slot_save_max_bytes, integer=True),
+        slot_save_timeout=float(r.number("slot_save_timeout", d.slot_save_timeout, minimum=0.1)),
+        ui_path=ui_path,
+    )
+
+
+def _opt_path(value: str | None) -> str | None:
+    return str(Path(value).expanduser()) if value else None
+
+
+def _parse_spawn(data: Any, source: str, prefix: str) -> SpawnSpec:
+    r = _Reader(data, source, prefix, _SPAWN_KEYS)
+    command = r.str_list("command") if "command" in r.data else DEFAULT_COMMAND
+    if not command:
+        raise r.fail("command", "expected a non-empty list: the program and its arguments")
+    health = r.string("health_endpoint", "/health", allow_none=False)
+    if not health.startswith("/"):
+        raise r.fail("health_endpoint", f"expected a path starting with '/', got {health!r}")
+    return SpawnSpec(command=command, health_endpoint=health)
+
+
+def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
+    key = f"models.{name}"
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(source, key, "expected a model name of letters, digits and . _ : + - "
+                          "(no '/', spaces or control characters, at most 128 characters)")
+    r = _Reader(data, source, key, _MODEL_KEYS)
+    env_data = r.data.get("env") or {}
+    if not isinstance(env_data, dict):
+        raise r.fail("env", f"expected a mapping of NAME: value, got {_kind(env_data)}")
+    env = []
+    for k, v in env_data.items():
+        if isinstance(v, (dict, list)) or v is None:
+            raise ConfigError(source, f"{key}.env.{k}", f"expected a string, got {_kind(v)}")
+        env.append((str(k), expand_env(str(v), source, f"{key}.env.{k}")))
+    spawn = _parse_spawn(r.data["spawn"], source, f"{key}.spawn") if "spawn" in r.data else None
+    path = r.string("path")
+    if path is None and spawn is None:
+        raise r.fail("path", "expected the path of a GGUF file (or a per-model spawn command)")
+    state = r.string("state", "manual", allow_none=False)
+    if state not in ("manual", "auto"):
+        raise r.fail("state", f"expected 'manual' or 'auto', got {state!r}")
+    aliases = r.str_list("aliases")
+    for a in aliases:
+        if not NAME_RE.match(a):
+            raise r.fail("aliases", f"alias {a!r} is not a valid model name")
+    ttl = r.data.get("ttl")
+    allow_args = r.str_list("allow_args")
+    for i, flag in enumerate(allow_args):
+        if not re.fullmatch(r"--?[A-Za-z0-9][A-Za-z0-9-]*", flag) or flag in RESERVED_FLAGS:
+            raise ConfigError(source, f"{key}.allow_args[{i}]",
+                              f"expected a llama-server flag such as --temp (not one the router sets), got {flag!r}")
+    return ModelSpec(
+        name=name,
+        path=str(Path(path).expanduser()) if path else None,
+        aliases=aliases,
+        group=r.string("group"),
+        args=r.str_list("args"),
+        env=tuple(env),
+        spawn=spawn,
+        mmproj=r.string("mmproj"),
+        state=state,
+        ttl=None if ttl is None else float(r.number("ttl", 0)),
+        unlisted=r.boolean("unlisted", False),
+        allow_args=allow_args,
+    )
+
+
+def _parse_sources(data: Any, source: str) -> SourcesSpec:
+    r = _Reader(data, source, "sources", _SOURCES_KEYS)
+    dirs = tuple(str(Path(d).expanduser()) for d in r.str_list("dirs"))
+    return SourcesSpec(dirs=dirs, hf_cache=r.boolean("hf_cache", True))
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    top = _Reader(data, source, "", _TOP_KEYS)
+    router = _parse_router(top.data.get("router"), source)
+    spawn = _parse_spawn(top.data.get("spawn"), source, "spawn")
+    models_data = top.data.get("models") or {}
+    if not isinstance(models_data, dict):
+        raise ConfigError(source, "models", f"expected a mapping of name: settings, got {_kind(models_data)}")
+    models: dict[str, ModelSpec] = {}
+    seen: dict[str, str] = {}
+    for name, entry in models_data.items():
+        spec = _parse_model(name, entry, source)
+        for n in (spec.name, *spec.aliases):
+            if n in seen:
+                raise ConfigError(source, f"models.{name}", f"name or alias {n!r} is already used by {seen[n]!r}")
+            seen[n] = spec.name
+        models[spec.name] = spec
+    return Config(router=router, spawn=spawn, models=models,
+                  sources=_parse_sources(top.data.get("sources"), source), source=source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    source = str(path)
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(source, "<file>", f"cannot read: {e.strerror or e}") from None
+    try:
+        data = read_yaml(text)
+    except YAMLReadError as e:
+        raise ConfigError(source, e.where, f"invalid YAML: {e.problem}") from None
+    return parse_config(data, source)

@@ -1,0 +1,322 @@
+"""Carries out the scheduler's decisions with real processes.
+
+Longer than 300 lines because it owns every step of a child's life around the
+scheduler's effects (start with bind retries, readiness, hooks, watch, stop,
+shutdown), and those steps share the manager's state.
+
+All scheduler calls happen on the event loop; slow work (spawn, wait for
+ready, stop) runs in tasks that report back as scheduler events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import aiohttp
+
+from router.backend.child import Child, ChildFactory, ChildProcess, LoadError, free_port
+from router.backend.launch import SpawnError, build_launch
+from router.backend.logring import LogRing
+from router.catalogue.config import Config
+from router.catalogue.sources import gguf_meta
+from router.core.events import EventBus
+from router.core.scheduler import Effect, Grant, Reject, Scheduler, Start, State, Stop
+from router.core.status import ModelStatus
+
+log = logging.getLogger("router.manager")
+
+Hook = Callable[[str, ChildProcess], Awaitable[None]]
+BIND_RETRIES = 3
+
+
+class ModelUnavailable(RuntimeError):
+    """A request's model could not be loaded."""
+
+
+class Lease:
+    """A granted request: the child to talk to, released exactly once."""
+
+    def __init__(self, manager: ModelManager, ticket: int, child: ChildProcess):
+        self.manager, self.ticket, self.child = manager, ticket, child
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.manager._release(self.ticket)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class ModelManager:
+    def __init__(self, config: Config, session: aiohttp.ClientSession, router_port: int,
+                 events: EventBus | None = None, child_factory: ChildFactory = Child):
+        self.config = config
+        self.session = session
+        self.router_port = router_port
+        self.events = events or EventBus()
+        self.scheduler = Scheduler(self._groups(config), config.router.models_max, config.router.swap_patience)
+        self.child_factory = child_factory
+        self.children: dict[str, ChildProcess] = {}
+        self.status: dict[str, ModelStatus] = {n: ModelStatus() for n in config.models}
+        self.after_ready: list[Hook] = []
+        self.before_stop: list[Hook] = []
+        self.last_spawned: str | None = None
+        # Each model's output outlives its child (a crash's last words stay readable).
+        self.logs: dict[str, LogRing] = {}
+        self.log_events = EventBus()
+        self._futures: dict[int, asyncio.Future[ChildProcess]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._extra_args: dict[str, tuple[str, ...]] = {}
+
+    @staticmethod
+    def _groups(config: Config) -> dict[str, str]:
+        return {name: spec.group_key for name, spec in config.models.items()}
+
+    # ----- requests --------------------------------------------------------
+    async def acquire(self, model: str) -> Lease:
+        """Wait until `model` is ready for one more request; the lease must be released."""
+        if self._closing:
+            raise ModelUnavailable("router is shutting down")
+        ticket = self.scheduler.new_ticket()
+        fut: asyncio.Future[ChildProcess] = asyncio.get_running_loop().create_future()
+        self._futures[ticket] = fut
+        self._apply(self.scheduler.submit(ticket, model, time.monotonic()))
+        try:
+            child = await fut
+        except asyncio.CancelledError:
+            self._futures.pop(ticket, None)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._apply(self.scheduler.release(ticket, time.monotonic()))
+            else:
+                self._apply(self.scheduler.cancel(ticket))
+            raise
+        finally:
+            self._futures.pop(ticket, None)
+        return Lease(self, ticket, child)
+
+    def _release(self, ticket: int) -> None:
+        self._apply(self.scheduler.release(ticket, time.monotonic()))
+
+    def load(self, model: str, extra_args: tuple[str, ...] = ()) -> None:
+        """Load without a request; `extra_args` (already whitelisted) apply to this child only."""
+        if extra_args:
+            self._extra_args[model] = extra_args
+        else:
+            self._extra_args.pop(model, None)
+        self._apply(self.scheduler.load(model))
+
+    def unload(self, model: str, reason: str = "unload") -> None:
+        self._apply(self.scheduler.unload(model, reason))
+
+    def set_config(self, config: Config, restart: Iterable[str] = ()) -> None:
+        """Switch to a new catalogue (hot reload) without dropping traffic: new
+        models appear, removed ones stop once idle, and `restart` ones stop
+        once idle and load again (requests meanwhile wait for the new child)."""
+        self.config = config
+        self.scheduler.swap_patience = config.router.swap_patience
+        for name in config.models:
+            self.status.setdefault(name, ModelStatus())
+        self._apply(self.scheduler.set_models(self._groups(config), config.router.models_max))
+        for name in restart:
+            if name in config.models and self.state(name) in (State.READY, State.STARTING):
+                self._apply(self.scheduler.unload(name, "reload"))
+                self._apply(self.scheduler.load(name))
+
+    def state(self, model: str) -> State:
+        try:
+            return self.scheduler.state(model)
+        except KeyError:
+            return State.STOPPED
+
+    async def wait_state(self, model: str, states: set[State], timeout: float) -> bool:
+        """For callers that must see a load or unload finish (preload, tests)."""
+        deadline = time.monotonic() + timeout
+        q = self.events.subscribe()
+        try:
+            while self.state(model) not in states:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(q.get(), min(left, 0.5))
+                except TimeoutError:
+                    pass
+            return True
+        finally:
+            self.events.unsubscribe(q)
+
+    # ----- effects ---------------------------------------------------------
+    def _apply(self, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, Grant):
+                fut = self._futures.get(e.ticket)
+                child = self.children.get(e.model)
+                if fut is None or fut.done() or child is None:
+                    # The waiter left between the decision and now.
+                    self._apply(self.scheduler.release(e.ticket, time.monotonic()))
+                else:
+                    fut.set_result(child)
+            elif isinstance(e, Reject):
+                fut = self._futures.get(e.ticket)
+                if fut is not None and not fut.done():
+                    fut.set_exception(ModelUnavailable(e.reason))
+            elif isinstance(e, Start):
+                self._spawn_task(self._start(e.model))
+            elif isinstance(e, Stop):
+                self._spawn_task(self._stop(e.model, e.reason))
+
+    def _spawn_task(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _emit(self, model: str, status: str, **extra: Any) -> None:
+        self.events.emit(model, "status_change", {"status": status, **extra})
+
+    async def _start(self, model: str) -> None:
+        spec = self.config.models.get(model)
+        status = self.status.setdefault(model, ModelStatus())
+        t0 = time.monotonic()
+        self._emit(model, "loading", progress=0.0)
+        error: Exception | None = None
+        child: ChildProcess | None = None
+        extra = self._extra_args.pop(model, ())
+        try:
+            if spec is None:
+                raise SpawnError(f"model {model!r} is not in the catalogue")
+            used = {c.port for c in self.children.values()}
+            for attempt in range(BIND_RETRIES):
+                port = free_port(*self.config.router.port_range, avoid=used)
+                plan = build_launch(self.config, spec, port, extra_args=extra, router_port=self.router_port,
+                                    meta_of=gguf_meta)
+                child = self.child_factory(model, plan, port, self._log_ring(model),
+                                           lambda kind, data: self._on_child_event(model, kind, data))
+                self.children[model] = child
+                await child.start()
+                try:
+                    await child.wait_ready(self.session, self.config.router.health_timeout)
+                    break
+                except LoadError as e:
+                    if e.bind_failed and attempt + 1 < BIND_RETRIES:
+                        log.warning("[%s] port %d was taken; retrying on another", model, port)
+                        used.add(port)
+                        continue
+                    raise
+            assert child is not None
+            for hook in self.after_ready:
+                await hook(model, child)
+        except asyncio.CancelledError:
+            if child:
+                await child.kill()
+            raise
+        except Exception as e:  # any failure to start is a failed load, never a crash
+            error = e
+        if error is not None or child is None or self._closing:
+            if child is not None:
+                await child.kill()
+            self.children.pop(model, None)
+            reason = str(error) if error else "router is shutting down"
+            status.failed, status.last_error = True, reason
+            status.exit_code = child.returncode if child else None
+            log.error("[%s] load failed: %s", model, reason)
+            self._emit(model, "unloaded", failed=True, exit_code=status.exit_code, reason=reason)
+            self._apply(self.scheduler.load_failed(model, f"model {model!r} failed to load: {reason}"))
+            return
+        status.failed, status.last_error, status.exit_code = False, None, None
+        status.loads += 1
+        status.last_load_s = time.monotonic() - t0
+        self.last_spawned = model
+        log.info("[%s] ready in %.2f s (pid %s, port %d)", model, status.last_load_s, child.pid, child.port)
+        self._emit(model, "loaded", load_seconds=round(status.last_load_s, 3))
+        self._spawn_task(self._watch(model, child))
+        self._apply(self.scheduler.loaded(model, time.monotonic()))
+
+    def _log_ring(self, model: str) -> LogRing:
+        ring = self.logs.get(model)
+        if ring is None:
+            ring = self.logs[model] = LogRing(self.config.router.log_lines)
+        ring.resize(self.config.router.log_lines)
+        return ring
+
+    def _on_child_event(self, model: str, kind: str, data: dict[str, Any]) -> None:
+        if kind == "log":
+            self.log_events.emit(model, "log", data)
+        elif kind == "loading":
+            value = data.get("value")
+            self._emit(model, "loading", progress=value if isinstance(value, (int, float)) else None)
+
+    async def _watch(self, model: str, child: ChildProcess) -> None:
+        await child.exited.wait()
+        if child.stopping or self.children.get(model) is not child:
+            return
+        code = child.returncode
+        reason = f"model {model!r} exited unexpectedly with code {code}"
+        log.error("[%s] %s", model, reason)
+        status = self.status.setdefault(model, ModelStatus())
+        status.failed, status.exit_code, status.last_error = True, code, reason
+        self.children.pop(model, None)
+        self._emit(model, "unloaded", failed=True, exit_code=code, reason="crash")
+        self._apply(self.scheduler.stopped(model))
+
+    async def _before_stop(self, model: str, child: ChildProcess) -> None:
+        """Run the before-stop hooks (KV cache save) of a child that is still healthy."""
+        if child.returncode is not None or not child.ready.is_set():
+            return
+        for hook in self.before_stop:
+            try:
+                await hook(model, child)
+            except Exception as e:  # a failed hook must never block a stop
+                log.warning("[%s] before-stop hook failed: %s", model, e)
+
+    async def _stop(self, model: str, reason: str) -> None:
+        child = self.children.get(model)
+        if child is not None:
+            child.stopping = True
+            await self._before_stop(model, child)
+            code = await child.stop(self.config.router.stop_timeout)
+            log.info("[%s] stopped (%s), exit code %s", model, reason, code)
+            if self.children.get(model) is child:
+                del self.children[model]
+            self._emit(model, "unloaded", reason=reason, exit_code=code)
+        self._apply(self.scheduler.stopped(model))
+        if model not in self.config.models:
+            self.scheduler.forget_removed(self._groups(self.config))
+
+    # ----- shutdown --------------------------------------------------------
+    async def shutdown(self) -> None:
+        """Stop every child, by pid; nothing outlives the router."""
+        self._closing = True
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.set_exception(ModelUnavailable("router is shutting down"))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        children = list(self.children.items())
+        self.children.clear()
+
+        async def stop(name: str, child: ChildProcess) -> None:
+            child.stopping = True
+            try:
+                await self._before_stop(name, child)  # conversations survive a router restart too
+                await child.stop(self.config.router.stop_timeout)
+            except Exception as e:
+                log.warning("[%s] stop failed (%s); killing", name, e)
+                await child.kill()
+
+        await asyncio.gather(*(stop(n, c) for n, c in children))
+
+    async def kill_all(self) -> None:
+        """A forced exit: kill every child now (no KV cache save, no drain), by pid."""
+        self._closing = True
+        await asyncio.gather(*(child.kill() for child in list(self.children.values())), return_exceptions=True)

@@ -1,0 +1,67 @@
+"""The one way the router answers with an error: OpenAI's JSON shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+log = logging.getLogger("router.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "unavailable_error",
+}
+
+
+def error_body(status: int, message: str, type_: str | None = None, code: str | int | None = None) -> dict:
+    return {"error": {"message": message, "type": type_ or _TYPES.get(status, "server_error"),
+                      "code": code if code is not None else status}}
+
+
+def error_response(status: int, message: str, type_: str | None = None,
+                   code: str | int | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(status, message, type_, code), status=status, headers=headers)
+
+
+class HTTPError(Exception):
+    """Raised inside handlers; turned into an error response by the middleware."""
+
+    def __init__(self, status: int, message: str, type_: str | None = None, code: str | int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.message, self.type, self.code)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes an OpenAI-style JSON error; none escapes as a crash."""
+    try:
+        return await handler(request)
+    except HTTPError as e:
+        return e.response()
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return error_response(e.status, e.reason or "error", headers={
+            k: v for k, v in e.headers.items() if k.lower() == "allow"})
+    except (ConnectionError, aiohttp.ClientConnectionError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal router error (see the router log)")

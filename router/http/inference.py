@@ -1,0 +1,103 @@
+"""Inference routes: every llama-server endpoint, sent to the child of the
+model the request names, and /upstream/{model}/... straight to one child."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from router.catalogue.config import ModelSpec
+from router.core.manager import Lease, ModelUnavailable
+from router.core.scheduler import State
+from router.http.errors import HTTPError
+from router.http.keys import CONVERSATIONS, MANAGER
+from router.http.model_api import router_props
+from router.http.proxy import ModelRewriter, forward
+from router.http.request import model_from_request, read_body, resolve_model
+from router.http.swap_progress import wants_progress, with_progress
+
+# POST endpoints of llama-server that carry the model in the body.
+POST_ROUTES = (
+    "/completion", "/completions", "/v1/completions", "/chat/completions", "/v1/chat/completions",
+    "/v1/chat/completions/control",
+    "/v1/responses", "/responses", "/v1/messages", "/v1/messages/count_tokens", "/infill",
+    "/embedding", "/embeddings", "/v1/embeddings", "/rerank", "/reranking", "/v1/rerank",
+    "/v1/reranking", "/tokenize", "/detokenize", "/apply-template", "/v1/audio/transcriptions",
+    "/lora-adapters",
+)
+# GET endpoints that take the model from ?model=.
+GET_ROUTES = ("/props", "/slots", "/metrics", "/lora-adapters")
+
+
+async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, path: str,
+                         body: bytes | None) -> web.StreamResponse:
+    """Wait for `spec`'s child (loading it, swapping others out), then relay the request."""
+    manager = request.app[MANAGER]
+
+    async def relay(lease: Lease, into: web.StreamResponse | None = None) -> web.StreamResponse:
+        async with lease:
+            child = lease.child
+            child_id = child.ready_info.get("id") if child.plan.native else None
+            rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
+            r = manager.config.router
+            return await forward(request, manager.session, child.base_url, path, body,
+                                 connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
+                                 rewriter=rewriter, into=into)
+
+    if wants_progress(manager, request, spec, body):
+        return await with_progress(request, manager, spec, requested, relay)
+    try:
+        lease = await manager.acquire(spec.name)
+    except ModelUnavailable as e:
+        raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+    return await relay(lease)
+
+
+async def handle_inference(request: web.Request) -> web.StreamResponse:
+    body = await read_body(request)
+    name = await model_from_request(request, body)
+    if request.method == "GET" and not name:
+        return await _default_get(request)
+    spec = resolve_model(request.app[MANAGER], name)
+    _check_autoload(request, spec)
+    request.app[CONVERSATIONS].remember_request(request, spec.name)
+    assert isinstance(name, str)  # resolve_model accepted it
+    return await proxy_to_model(request, spec, name, request.path, body or None)
+
+
+def _check_autoload(request: web.Request, spec: ModelSpec) -> None:
+    """`?autoload=false` (llama.cpp's router API; the WebUI sends it with /props):
+    answer only from a running model, never load one, and so never evict another."""
+    autoload = request.query.get("autoload")
+    if autoload is None or autoload in ("true", "1"):
+        return
+    if request.app[MANAGER].state(spec.name) is State.STOPPED:
+        raise HTTPError(400, f"model '{spec.name}' is not loaded", code="model_not_loaded")
+
+
+async def _default_get(request: web.Request) -> web.StreamResponse:
+    """GET /props without a model is the router's own; others go to the last model started."""
+    manager = request.app[MANAGER]
+    if request.path == "/props":
+        return web.json_response(router_props(manager))
+    last = manager.last_spawned
+    if last and manager.state(last) is State.READY:
+        return await proxy_to_model(request, manager.config.models[last], last, request.path, None)
+    raise HTTPError(400, "missing 'model': pass ?model=NAME (no model is running)", code="model_required")
+
+
+async def handle_upstream(request: web.Request) -> web.StreamResponse:
+    """/upstream/{model}/{path}: talk to one child directly (its own web UI, debugging)."""
+    name = request.match_info["model"]
+    spec = resolve_model(request.app[MANAGER], name)
+    body = await read_body(request)
+    return await proxy_to_model(request, spec, name, "/" + request.match_info["path"], body or None)
+
+
+def add_inference_routes(app: web.Application) -> None:
+    r = app.router
+    for path in POST_ROUTES:
+        r.add_post(path, handle_inference)
+    r.add_post("/slots/{id}", handle_inference)
+    for path in GET_ROUTES:
+        r.add_get(path, handle_inference)
+    r.add_route("*", "/upstream/{model}/{path:.*}", handle_upstream)

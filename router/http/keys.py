@@ -1,0 +1,23 @@
+"""Every typed key of the aiohttp application, in one place.
+
+Routes reach the router's state only through these: the model manager, the
+reloader, the shutdown signal (ends long-lived event streams), the map of
+WebUI conversations, and the handlers that serve pages without an API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from router.core.manager import ModelManager
+from router.core.reload import Reloader
+from router.http.conversations import ConversationMap
+
+MANAGER = web.AppKey("manager", ModelManager)
+RELOADER = web.AppKey("reloader", Reloader)
+SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+CONVERSATIONS = web.AppKey("conversations", ConversationMap)
+# Handlers whose GET/HEAD pages load without an API key (they ask for one; their API calls still need it).
+PUBLIC_PAGES = web.AppKey("public_pages", set)

@@ -1,0 +1,140 @@
+"""Relay one HTTP request to a child and its reply back, streaming as it comes.
+
+Server-sent events are written to the client chunk by chunk as the child
+sends them; when the client goes away the handler is cancelled, the
+upstream response is closed and llama-server stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from router.http.errors import error_body, error_response
+from router.http.sse import frame
+
+log = logging.getLogger("router.proxy")
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and the ones aiohttp sets itself.
+_DROP_REQUEST = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key",
+    "x-admin-token", "accept-encoding",
+})
+_DROP_RESPONSE = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+    "server", "date", "access-control-allow-origin",
+})
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+
+
+class ModelRewriter:
+    """Replace the child's model id with the name the client asked for.
+
+    llama-server puts its own alias in every reply; clients expect the name
+    (or alias) they sent. Works on whole lines so a chunk boundary never
+    splits the pattern.
+    """
+
+    def __init__(self, child_id: str, requested: str):
+        self.old = b'"model":' + json.dumps(child_id).encode()
+        self.new = b'"model":' + json.dumps(requested).encode()
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        data = self._pending + data
+        cut = data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        return data[:cut].replace(self.old, self.new)
+
+    def flush(self) -> bytes:
+        data, self._pending = self._pending, b""
+        return data.replace(self.old, self.new)
+
+    def whole(self, data: bytes) -> bytes:
+        return data.replace(self.old, self.new)
+
+
+def _request_headers(request: web.Request) -> dict[str, str]:
+    return {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+
+
+def _response_headers(up: aiohttp.ClientResponse) -> dict[str, str]:
+    return {k: v for k, v in up.headers.items() if k.lower() not in _DROP_RESPONSE}
+
+
+async def forward(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    base_url: str,
+    path: str,
+    body: bytes | None,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    rewriter: ModelRewriter | None = None,
+    into: web.StreamResponse | None = None,
+) -> web.StreamResponse:
+    """`into`: an event stream already sent to the client (swap progress);
+    the child's stream continues it, and a child error becomes an error event."""
+    url = base_url + path
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+    resp: web.StreamResponse | None = into
+    try:
+        async with session.request(request.method, url, params=request.query, data=body,
+                                   headers=_request_headers(request), timeout=timeout,
+                                   allow_redirects=False, auto_decompress=False) as up:
+            headers = _response_headers(up)
+            ctype = up.headers.get("Content-Type", "")
+            if into is not None and (up.status != 200 or not ctype.startswith("text/event-stream")):
+                await _write_error_event(into, up.status, await up.read())
+                return into
+            if into is None and not ctype.startswith("text/event-stream") and up.content_length is not None:
+                data = await up.read()
+                if rewriter is not None and ctype.startswith("application/json"):
+                    data = rewriter.whole(data)
+                return web.Response(status=up.status, body=data, headers=headers)
+            resp = into or web.StreamResponse(status=up.status, headers=headers)
+            if not resp.prepared:
+                await resp.prepare(request)
+            try:
+                async for chunk in up.content.iter_any():
+                    await resp.write(rewriter.feed(chunk) if rewriter else chunk)
+                if rewriter:
+                    tail = rewriter.flush()
+                    if tail:
+                        await resp.write(tail)
+            except asyncio.CancelledError:
+                up.close()  # the client left: make the child stop generating
+                raise
+            await resp.write_eof()
+            return resp
+    except _UPSTREAM_ERRORS as e:
+        reason = f"{type(e).__name__}: {e}".rstrip(": ")
+        if resp is None or not resp.prepared:
+            return error_response(502, f"upstream model server failed: {reason}", "upstream_error")
+        log.warning("stream to %s broke: %s", path, reason)
+        err = error_body(502, f"upstream model server failed mid-stream: {reason}", "upstream_error")
+        try:
+            await resp.write(frame(err))
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass
+        return resp
+
+
+async def _write_error_event(resp: web.StreamResponse, status: int, data: bytes) -> None:
+    """A child's non-streaming error, told inside an event stream that already began."""
+    try:
+        err = json.loads(data)["error"]
+        if not isinstance(err, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        err = {"message": data.decode("utf-8", "replace")[:500] or f"HTTP {status}", "type": "upstream_error"}
+    err.setdefault("code", status)
+    await resp.write(frame({"error": err}))
+    await resp.write_eof()

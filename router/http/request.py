@@ -1,0 +1,96 @@
+"""Reading what a request asks for: its body, strictly parsed, and its model.
+
+Strict JSON means: UTF-8 only (what the children expect), no NaN/Infinity
+(not JSON, and llama-server rejects them with a less helpful error), a
+bounded nesting depth, and an object at the top. Every malformed body is a
+clear 400; a model name is checked before it is looked up, and never
+reaches the filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from router.catalogue.config import NAME_RE, ModelSpec
+from router.core.manager import ModelManager
+from router.http.errors import HTTPError
+from router.http.keys import MANAGER
+from router.http.launch_args import refuse_launch_keys
+from router.http.multipart import MultipartError, form_field
+
+
+def short(text: str) -> str:
+    """A name or path as it may be echoed in an error message."""
+    return text if len(text) <= 120 else text[:120] + "..."
+
+
+async def read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        # The limit the server enforces (fixed at start), not a value reloaded since.
+        limit = getattr(request, "_client_max_size", None) or request.app[MANAGER].config.router.max_body_bytes
+        raise HTTPError(413, f"request body too large (limit {limit} bytes, router.max_body_bytes)",
+                        code="body_too_large") from None
+    except RequestPayloadError as e:  # e.g. Content-Encoding: gzip on a body that is not gzip
+        raise HTTPError(400, f"request body cannot be read: {e.__cause__ or e}", code="invalid_body") from None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise HTTPError(400, "request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        text = body.decode("utf-8")  # JSON on the wire is UTF-8 (RFC 8259); the children expect nothing else
+    except UnicodeDecodeError as e:
+        raise HTTPError(400, f"request body is not UTF-8 text (byte {e.start})", code="invalid_encoding") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except ValueError as e:
+        raise HTTPError(400, f"request body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:
+        raise HTTPError(400, "request body is nested too deeply", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise HTTPError(400, "request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+async def model_from_request(request: web.Request, body: bytes) -> str | None:
+    """The model a request names: ?model= for GET, the form field of a multipart
+    body, else the JSON body's "model" (which may not carry launch settings)."""
+    if request.method in ("GET", "HEAD", "DELETE"):
+        return request.query.get("model")
+    if request.content_type.startswith("multipart/"):
+        try:
+            name = await form_field(request.headers.get("Content-Type", ""), body, "model")
+        except MultipartError as e:
+            raise HTTPError(400, f"malformed multipart body: {e}", code="invalid_multipart") from None
+        return name or request.query.get("model")
+    if not body.strip() and "model" in request.query:
+        return request.query["model"]
+    data = parse_json_object(body)
+    refuse_launch_keys(data)
+    return data.get("model") or request.query.get("model")
+
+
+def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
+    """The catalogue entry a request names (by name or alias), or a 400/404."""
+    if name is None or name == "":
+        raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
+    if not isinstance(name, str):
+        raise HTTPError(400, "'model' must be a string", code="invalid_model")
+    if not NAME_RE.match(name):
+        # Never echoed, never looked up on disk: '/', '..', NUL and control characters stop here.
+        raise HTTPError(400, "invalid model name: use letters, digits and . _ : + - (at most 128 characters)",
+                        code="invalid_model")
+    spec = manager.config.resolve(name)
+    if spec is None:
+        raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")
+    return spec

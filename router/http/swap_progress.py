@@ -1,0 +1,112 @@
+"""Swap feedback: tell a streaming chat client what it is waiting for.
+
+With `router.notify_model_swap: true`, a streaming chat request whose model
+is not ready gets its event stream at once. While the router swaps, it
+sends ordinary `chat.completion.chunk`s whose delta carries only
+`reasoning_content` ("unloading A", "loading B 40%", "B ready"), so any
+OpenAI client shows them as thinking and then receives the real reply in
+the same stream. If the load fails, the stream ends with an error event,
+which OpenAI clients raise as an API error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from router.catalogue.config import ModelSpec
+from router.core.manager import Lease, ModelManager, ModelUnavailable
+from router.core.scheduler import State
+from router.http.sse import comment, event_stream, frame
+
+log = logging.getLogger("router.swapnotify")
+
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+KEEPALIVE_S = 10.0
+Relay = Callable[[Lease, web.StreamResponse], Awaitable[web.StreamResponse]]
+
+
+def wants_progress(manager: ModelManager, request: web.Request, spec: ModelSpec, body: bytes | None) -> bool:
+    if not manager.config.router.notify_model_swap or request.path not in CHAT_PATHS:
+        return False
+    if manager.state(spec.name) is State.READY:
+        return False  # served at once (or after a short drain): nothing to tell
+    try:
+        return json.loads(body or b"{}").get("stream") is True
+    except (ValueError, AttributeError):
+        return False
+
+
+class _Chunks:
+    def __init__(self, resp: web.StreamResponse, model: str):
+        self.resp, self.model = resp, model
+        self.id = f"chatcmpl-swap-{uuid.uuid4().hex[:16]}"
+        self.first = True
+
+    async def say(self, text: str) -> None:
+        delta = {"role": "assistant", "content": None} if self.first else {}
+        delta["reasoning_content"] = text + "\n"
+        self.first = False
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        await self.resp.write(frame(chunk))
+
+    async def error(self, message: str) -> None:
+        err = {"error": {"message": message, "type": "unavailable_error", "code": 503}}
+        await self.resp.write(frame(err))
+        await self.resp.write_eof()
+
+
+async def with_progress(request: web.Request, manager: ModelManager, spec: ModelSpec, requested: str,
+                        relay: Relay) -> web.StreamResponse:
+    resp = event_stream()
+    q = manager.events.subscribe()
+    acquire = asyncio.ensure_future(manager.acquire(spec.name))
+    try:
+        await resp.prepare(request)
+        out = _Chunks(resp, requested)
+        going = [v for v in manager.scheduler.evictions_for(spec.name) if manager.state(v) is not State.STOPPED]
+        for name in going:
+            await out.say(f"unloading {name} to make room for {spec.name}")
+        await out.say(f"loading {spec.name}")
+        last_pct = -1
+        while not acquire.done():
+            getter = asyncio.ensure_future(q.get())
+            done, _ = await asyncio.wait({acquire, getter}, timeout=KEEPALIVE_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                if not done:
+                    await resp.write(comment("waiting for the model"))
+                continue
+            msg = getter.result()
+            status = msg["data"].get("status")
+            if msg["model"] != spec.name and status == "unloaded":
+                await out.say(f"{msg['model']} unloaded")
+            elif msg["model"] == spec.name and status == "loading":
+                progress = msg["data"].get("progress")
+                pct = int(progress * 100) if isinstance(progress, (int, float)) else None
+                if pct is not None and pct > last_pct:
+                    last_pct = pct
+                    await out.say(f"loading {spec.name}: {pct}%")
+        try:
+            lease = acquire.result()
+        except ModelUnavailable as e:
+            await out.error(str(e))
+            return resp
+        await out.say(f"{spec.name} ready")
+    except BaseException:
+        if not acquire.done():
+            acquire.cancel()  # the client left: give up the place in the queue
+        elif not acquire.cancelled() and acquire.exception() is None:
+            acquire.result().release()
+        raise
+    finally:
+        manager.events.unsubscribe(q)
+    return await relay(lease, resp)

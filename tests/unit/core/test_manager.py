@@ -1,0 +1,157 @@
+"""The manager's swap, crash, load-failure and stop paths, driven through a
+fake child factory: no subprocess, no sleeps beyond a few milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from router.catalogue.parse import parse_config
+from router.core.manager import ModelManager, ModelUnavailable
+from router.core.scheduler import State
+from tests.unit.core.fakechild import Behaviour, FakeFactory
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def catalogue(models_max: int = 1, stop_timeout: float = 5.0, groups: dict[str, str] | None = None):
+    models = {n: {"path": f"/models/{n}.gguf", **({"group": groups[n]} if groups and n in groups else {})}
+              for n in ("a", "b", "c")}
+    return parse_config({"router": {"models_max": models_max, "stop_timeout": stop_timeout,
+                                    "kv_persistence": False, "swap_patience": 0},
+                         "spawn": {"command": ["/bin/sh", "$path", "$port"]}, "models": models})
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def factory() -> FakeFactory:
+    return FakeFactory()
+
+
+def manager_for(config, session, factory) -> ModelManager:
+    return ModelManager(config, session, 8082, child_factory=factory)
+
+
+async def use(manager: ModelManager, model: str) -> None:
+    async with await manager.acquire(model):
+        pass
+
+
+async def test_swap_stops_the_old_child_before_the_new_one_starts(session, factory):
+    m = manager_for(catalogue(), session, factory)
+    events = m.events.subscribe()
+    await use(m, "a")
+    await use(m, "b")
+    assert [c.name for c in factory.made] == ["a", "b"]
+    a, b = factory.made
+    assert a.returncode == 0 and not a.killed and b.returncode is None
+    statuses = []
+    while not events.empty():
+        msg = events.get_nowait()
+        statuses.append((msg["model"], msg["data"]["status"]))
+    assert statuses.index(("a", "unloaded")) < statuses.index(("b", "loading"))  # never two at once
+    assert m.state("a") is State.STOPPED and m.state("b") is State.READY
+    await m.shutdown()
+
+
+async def test_many_waiters_share_one_load(session, factory):
+    factory.behaviours["a"] = Behaviour(load_delay=0.02)
+    m = manager_for(catalogue(), session, factory)
+    await asyncio.gather(*(use(m, "a") for _ in range(20)))
+    assert len(factory.of("a")) == 1
+    assert m.status["a"].loads == 1
+    await m.shutdown()
+
+
+async def test_a_busy_model_is_not_stopped_until_its_request_ends(session, factory):
+    m = manager_for(catalogue(), session, factory)
+    lease = await m.acquire("a")
+    waiting = asyncio.ensure_future(use(m, "b"))
+    await asyncio.sleep(0.02)
+    assert factory.of("a")[0].returncode is None and not factory.of("b")
+    lease.release()
+    await asyncio.wait_for(waiting, 2)
+    assert factory.of("a")[0].returncode == 0 and factory.alive() == ["b"]
+    await m.shutdown()
+
+
+async def test_a_failed_load_rejects_every_waiter_with_the_reason(session, factory):
+    factory.behaviours["a"] = Behaviour(load="fail", load_delay=0.01)
+    m = manager_for(catalogue(), session, factory)
+    results = await asyncio.gather(*(use(m, "a") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ModelUnavailable) and "out of memory" in str(r) for r in results)
+    assert len(factory.of("a")) == 1
+    st = m.status["a"]
+    assert st.failed and st.exit_code == 1 and "exited with code 1" in (st.last_error or "")
+    assert m.state("a") is State.STOPPED and "a" not in m.children
+    factory.behaviours["a"] = Behaviour()
+    await use(m, "a")  # the next request tries again, and a good load clears the failure
+    assert len(factory.of("a")) == 2 and not m.status["a"].failed
+    await m.shutdown()
+
+
+async def test_a_crash_is_reported_and_the_next_request_starts_a_new_child(session, factory):
+    m = manager_for(catalogue(), session, factory)
+    events = m.events.subscribe()
+    await use(m, "a")
+    first = factory.of("a")[0]
+    first.crash(-11)
+    await m.wait_state("a", {State.STOPPED}, 2)
+    st = m.status["a"]
+    assert st.failed and st.exit_code == -11 and "exited unexpectedly" in (st.last_error or "")
+    seen = []
+    while not events.empty():
+        seen.append(events.get_nowait()["data"])
+    assert {"status": "unloaded", "failed": True, "exit_code": -11, "reason": "crash"} in seen
+    await use(m, "a")
+    assert len(factory.of("a")) == 2 and factory.of("a")[1].returncode is None
+    await m.shutdown()
+
+
+async def test_a_child_that_hangs_on_stop_is_killed_at_the_timeout_and_the_swap_goes_on(session, factory):
+    factory.behaviours["a"] = Behaviour(stop="hang")
+    m = manager_for(catalogue(stop_timeout=0.1), session, factory)
+    await use(m, "a")
+    await asyncio.wait_for(use(m, "b"), 2)
+    a = factory.of("a")[0]
+    assert a.stop_timeouts == [0.1] and a.killed and a.returncode == -9
+    assert factory.alive() == ["b"]
+    await m.shutdown()
+
+
+async def test_models_of_one_group_share_models_max(session, factory):
+    m = manager_for(catalogue(models_max=2, groups={"a": "g", "b": "g"}), session, factory)
+    await use(m, "a")
+    await use(m, "b")
+    assert sorted(factory.alive()) == ["a", "b"]
+    await use(m, "c")  # another group: both stop first
+    assert factory.alive() == ["c"]
+    await m.shutdown()
+
+
+async def test_shutdown_stops_every_child_and_fails_waiters(session, factory):
+    factory.behaviours["b"] = Behaviour(load="hold")
+    m = manager_for(catalogue(models_max=0, groups={"a": "g", "b": "g"}), session, factory)
+    await use(m, "a")
+    waiting = asyncio.ensure_future(use(m, "b"))
+    await asyncio.sleep(0.02)
+    await m.shutdown()
+    with pytest.raises(ModelUnavailable):
+        await waiting
+    assert factory.alive() == [] and all(c.returncode is not None for c in factory.made)
+
+
+async def test_kill_all_kills_at_once(session, factory):
+    factory.behaviours["a"] = Behaviour(stop="hang")
+    m = manager_for(catalogue(stop_timeout=30), session, factory)
+    await use(m, "a")
+    await asyncio.wait_for(m.kill_all(), 1)
+    assert factory.of("a")[0].killed

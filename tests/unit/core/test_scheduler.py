@@ -1,0 +1,226 @@
+"""The scheduler's decisions, driven directly: no processes, no sleeps."""
+
+from __future__ import annotations
+
+from router.core.scheduler import Grant, ModelView, Reject, Scheduler, Start, State, Stop, plan_evictions
+
+
+def make(models_max=1, **groups):
+    names = groups or {"a": None, "b": None, "c": None}
+    return Scheduler({n: (f"group:{g}" if g else f"model:{n}") for n, g in names.items()}, models_max)
+
+
+def ticket(s: Scheduler, model: str):
+    t = s.new_ticket()
+    return t, s.submit(t, model)
+
+
+def load(s: Scheduler, model: str):
+    """Bring `model` to READY through a request, releasing it afterwards."""
+    t, eff = ticket(s, model)
+    assert Start(model) in eff
+    eff = s.loaded(model)
+    assert Grant(t, model) in eff
+    s.release(t)
+
+
+def test_request_for_stopped_model_starts_it_and_is_granted_when_ready():
+    s = make()
+    t, eff = ticket(s, "a")
+    assert eff == [Start("a")]
+    assert s.state("a") is State.STARTING
+    assert s.loaded("a") == [Grant(t, "a")]
+    assert s.state("a") is State.READY
+
+
+def test_many_waiters_for_a_loading_model_cause_one_load():
+    s = make()
+    effects = []
+    tickets = []
+    for _ in range(20):
+        t, eff = ticket(s, "a")
+        tickets.append(t)
+        effects += eff
+    assert effects.count(Start("a")) == 1
+    grants = s.loaded("a")
+    assert grants == [Grant(t, "a") for t in tickets]
+
+
+def test_swap_stops_the_idle_model_before_starting_the_next():
+    s = make()
+    load(s, "a")
+    t, eff = ticket(s, "b")
+    assert eff == [Stop("a", "swap")]  # never two loads at once
+    assert s.state("b") is State.STOPPED
+    assert s.stopped("a") == [Start("b")]
+    assert s.loaded("b") == [Grant(t, "b")]
+
+
+def test_busy_model_is_never_evicted_until_its_requests_finish():
+    s = make()
+    t_a, _ = ticket(s, "a")
+    s.loaded("a")  # t_a granted and in flight
+    t_b, eff = ticket(s, "b")
+    assert eff == []  # a is busy: the swap waits
+    assert s.state("a") is State.READY
+    assert s.release(t_a) == [Stop("a", "swap")]
+
+
+def test_requests_for_a_draining_model_wait_for_the_swap():
+    s = make()
+    t_a, _ = ticket(s, "a")
+    s.loaded("a")
+    ticket(s, "b")  # swap decided, waits for a to drain
+    t_a2, eff = ticket(s, "a")
+    assert eff == []  # not granted: a is being drained
+    assert s.release(t_a) == [Stop("a", "swap")]
+    assert s.stopped("a") == [Start("b")]
+    s.loaded("b")
+    assert s.waiting("a") == 1  # served after b's turn
+
+
+def test_all_waiting_requests_of_the_loaded_model_are_served_before_swapping_back():
+    """Mixed burst: requests queued for the model being loaded all ride on one load."""
+    s = make()
+    load(s, "a")
+    b_tickets = [ticket(s, "b")[0] for _ in range(5)]
+    s.stopped("a")
+    eff = s.loaded("b")
+    assert [e for e in eff if isinstance(e, Grant)] == [Grant(t, "b") for t in b_tickets]
+
+
+def test_models_in_one_group_run_together():
+    s = make(models_max=0, a="light", b="light", c=None)
+    load(s, "a")
+    t, eff = ticket(s, "b")
+    assert eff == [Start("b")]  # a stays
+    s.loaded("b")
+    assert set(s.running()) == {"a", "b"}
+
+
+def test_a_model_of_another_group_unloads_the_whole_group():
+    s = make(models_max=0, a="light", b="light", c=None)
+    load(s, "a")
+    load(s, "b")
+    _, eff = ticket(s, "c")
+    assert set(eff) == {Stop("a", "swap"), Stop("b", "swap")}
+    assert s.stopped("a") == []
+    assert s.stopped("b") == [Start("c")]
+
+
+def test_models_max_evicts_the_least_recently_used_idle_model_of_the_group():
+    s = make(models_max=2, a="g", b="g", c="g")
+    load(s, "a")
+    load(s, "b")
+    t, _ = ticket(s, "a")  # a becomes the most recently used
+    s.release(t)
+    _, eff = ticket(s, "c")
+    assert eff == [Stop("b", "swap")]
+
+
+def test_models_max_prefers_an_idle_victim_over_a_busy_one():
+    s = make(models_max=2, a="g", b="g", c="g")
+    load(s, "a")
+    load(s, "b")
+    busy, _ = ticket(s, "a")  # a in flight, but b is more recent
+    _, eff = ticket(s, "c")
+    assert eff == [Stop("b", "swap")]
+    assert s.inflight("a") == 1
+
+
+def test_failed_load_rejects_its_waiters_and_the_next_swap_proceeds():
+    s = make()
+    t1, _ = ticket(s, "a")
+    t2, _ = ticket(s, "b")
+    eff = s.load_failed("a", "boom")
+    assert Reject(t1, "a", "boom") in eff
+    assert Start("b") in eff
+
+
+def test_crashed_model_is_reloaded_by_the_next_request():
+    s = make()
+    t, _ = ticket(s, "a")
+    s.loaded("a")
+    s.stopped("a")  # the child died with t in flight
+    assert s.state("a") is State.STOPPED
+    s.release(t)  # the failed request finishing later is harmless
+    t2, eff = ticket(s, "a")
+    assert eff == [Start("a")]
+
+
+def test_unload_waits_for_in_flight_requests():
+    s = make()
+    t, _ = ticket(s, "a")
+    s.loaded("a")
+    assert s.unload("a") == []
+    assert s.release(t) == [Stop("a", "unload")]
+    assert s.stopped("a") == []
+    assert s.state("a") is State.STOPPED
+
+
+def test_preload_loads_without_a_request():
+    s = make()
+    assert s.load("a") == [Start("a")]
+    assert s.loaded("a") == []
+    assert s.state("a") is State.READY and s.inflight("a") == 0
+
+
+def test_cancelled_waiter_does_not_hold_a_model():
+    s = make()
+    load(s, "a")
+    t, eff = ticket(s, "b")
+    assert eff == [Stop("a", "swap")]
+    s.cancel(t)
+    s.stopped("a")  # the swap already decided goes on; nothing is granted to a ghost
+    assert all(not isinstance(e, Grant) for e in s.loaded("b"))
+
+
+def test_ttl_expiry_lists_only_idle_ready_models():
+    s = make(models_max=0, a="g", b="g")
+    load(s, "a")
+    t, _ = ticket(s, "b")
+    s.loaded("b", now=0)
+    assert s.expired(now=100, ttls={"a": 10, "b": 10}) == ["a"]
+    s.release(t, now=100)
+    assert s.expired(now=105, ttls={"a": 10, "b": 10}) == ["a"]
+    assert s.expired(now=111, ttls={"a": 10, "b": 10}) == ["a", "b"]
+
+
+def test_removed_model_stops_and_its_waiters_are_rejected():
+    s = make()
+    load(s, "a")
+    eff = s.set_models({"b": "model:b"})
+    assert Stop("a", "reload") in eff
+    s.stopped("a")
+    s.forget_removed({"b": "model:b"})
+    assert s.running() == []
+
+
+def test_plan_evictions_is_a_pure_function_of_what_runs():
+    running = [ModelView("a", "g1", 1, False), ModelView("b", "g2", 2, True), ModelView("c", "g2", 3, False)]
+    assert plan_evictions("d", "g2", running, 0) == ["a"]
+    assert plan_evictions("d", "g2", running, 2) == ["a", "c"]
+    assert plan_evictions("d", "g2", running, 1) == ["a", "c", "b"]
+
+
+def test_a_busy_model_being_swapped_out_takes_the_rest_of_a_burst_for_a_while():
+    s = Scheduler({"a": "model:a", "b": "model:b"}, 1, swap_patience=2.0)
+    t_a = s.new_ticket()
+    s.submit(t_a, "a", now=0)
+    s.loaded("a", now=0.5)
+    assert s.submit(s.new_ticket(), "b", now=1.0) == []  # swap decided; a is busy
+    rider = s.new_ticket()
+    assert s.submit(rider, "a", now=2.5) == [Grant(rider, "a")]  # within the window: rides along
+    late = s.new_ticket()
+    assert s.submit(late, "a", now=3.5) == []  # past the window: waits, so b is not starved
+    s.release(t_a, now=3.6)
+    assert s.release(rider, now=3.7) == [Stop("a", "swap")]
+    assert s.waiting("a") == 1
+
+
+def test_patience_never_delays_the_swap_away_from_an_idle_model():
+    s = Scheduler({"a": "model:a", "b": "model:b"}, 1, swap_patience=60.0)
+    load(s, "a")
+    assert s.submit(s.new_ticket(), "b", now=1.0) == [Stop("a", "swap")]
+    later = s.new_ticket()
+    assert s.submit(later, "a", now=1.1) == []  # a is stopping: the request waits its turn
