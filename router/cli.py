@@ -12,7 +12,7 @@ from pathlib import Path
 from router import __version__
 from router.catalogue.config import MIN_SECRET_LEN, Config, ConfigError, default_config_path
 from router.catalogue.parse import load_config
-from router.catalogue.sources import discover
+from router.catalogue.sources import load_served
 
 EPILOG = """\
 examples:
@@ -80,8 +80,9 @@ def load_from_args(args: argparse.Namespace) -> Config:
 
 
 def load_catalogue(args: argparse.Namespace) -> Config:
-    """The file, the command line, and what the sources hold now (start-up, reload, rescan)."""
-    config, _ = discover(load_from_args(args))
+    """The file, the command line, and what the sources hold now (start-up, reload,
+    rescan, folder watch); new models of the import folders are written into the file."""
+    config = load_served(lambda: load_from_args(args))
     startup = config.router.startup_model
     if startup is not None and config.resolve(startup) is None:
         raise ConfigError(config.source, "router.startup_model",
@@ -109,7 +110,7 @@ def import_into_catalogue(args: argparse.Namespace) -> int:
             print(f"llama-router: {e}", file=sys.stderr)
             return 1
     try:
-        report = import_models(path, found)
+        report = import_models(path, found, import_dirs=args.import_dir)
     except CatalogueWriteError as e:
         print(f"llama-router: {e}", file=sys.stderr)
         return 2

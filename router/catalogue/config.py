@@ -19,6 +19,10 @@ DEFAULT_COMMAND = (
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
 
 
+# Fields of Config that the router fills in; the file has no such keys.
+RUNTIME_FIELDS = ("source", "missing", "report")
+
+
 class ConfigError(ValueError):
     """A catalogue that cannot be used, with the place that is wrong."""
 
@@ -80,6 +84,7 @@ class RouterSettings:
     ttl: float = 0.0  # idle seconds before a model unloads; 0 = never (a model's own ttl wins)
     drain_timeout: float = 30.0
     watch_config: bool = True
+    watch_folders: bool = True  # rescan when a GGUF file appears in or leaves a model folder
     swap_patience: float = 2.0  # seconds a busy model being swapped out keeps taking new requests
     # KV cache persistence (router/core/kv_persistence.py): None = on for llama-server children.
     kv_persistence: bool | None = None
@@ -96,6 +101,26 @@ class SourcesSpec:
 
     dirs: tuple[str, ...] = ()
     hf_cache: bool = True
+    # Folders imported with --import-dir: walked again on every rescan (new models
+    # become manual entries of the file) and watched for new files.
+    import_dirs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiscoveryReport:
+    """What the last look at the model sources found (start-up, reload, rescan, folder watch)."""
+
+    imported: tuple[str, ...] = ()  # new models of import_dirs, written into the file as manual entries
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, why) of files not taken
+    missing: tuple[str, ...] = ()  # catalogued models whose file is gone
+
+    @property
+    def unsettled(self) -> bool:
+        """A file was still being written: look again once it settles."""
+        return any(reason.startswith(UNSETTLED) for _, reason in self.skipped)
+
+
+UNSETTLED = "still being written"
 
 
 @dataclass(frozen=True)
@@ -105,6 +130,9 @@ class Config:
     models: dict[str, ModelSpec] = field(default_factory=dict)
     sources: SourcesSpec = field(default_factory=SourcesSpec)
     source: str = "<defaults>"
+    # Not keys of the file: models whose file is gone (hidden, 404), and what discovery saw.
+    missing: frozenset[str] = frozenset()
+    report: DiscoveryReport = field(default_factory=DiscoveryReport, compare=False)
 
     def resolve(self, name: str) -> ModelSpec | None:
         """Find a model by name or alias."""

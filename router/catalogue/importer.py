@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from router.discovery.naming import unique_name
@@ -228,16 +228,19 @@ def _open_doc(config_path: str | os.PathLike[str]) -> _Doc:
 
 
 def import_models(
-    config_path: str | os.PathLike[str], models: Iterable[DiscoveredModel], *, state: str = "manual"
+    config_path: str | os.PathLike[str], models: Iterable[DiscoveredModel], *, state: str = "manual",
+    import_dirs: Iterable[str | os.PathLike[str]] = (),
 ) -> ImportReport:
     """Add `models` to the catalogue's `models:` mapping; safe to run repeatedly.
 
     A model whose file is already catalogued (under any name, compared with
     symlinks resolved) is reported in `existing`. A new file whose name is
     taken by a *different* file is added under `name-2` (reported in
-    `renamed`) rather than silently dropped.
+    `renamed`) rather than silently dropped. `import_dirs` are remembered in
+    `sources.import_dirs`, so rescans and the folder watch walk them again.
     """
     doc = _open_doc(config_path)
+    remembered = _remember_import_dirs(doc, import_dirs)
     catalogue = doc.models
     report = ImportReport()
     known: set[str] = set()
@@ -258,9 +261,30 @@ def import_models(
         taken.add(name)
         known.update({p, os.path.realpath(p)})
         report.added.append(name)
-    if report.added or not doc.path.exists():
+    if report.added or remembered or not doc.path.exists():
         doc.save()
     return report
+
+
+def _remember_import_dirs(doc: _Doc, dirs: Iterable[str | os.PathLike[str]]) -> bool:
+    """Add `dirs` (absolute) to `sources.import_dirs`; True when the file changes."""
+    new = [_abs(d) for d in dirs]
+    if not new:
+        return False
+    sources = doc.data.get("sources")
+    if sources is None:
+        sources = doc.data["sources"] = CommentedMap()
+    if not isinstance(sources, CommentedMap):
+        raise CatalogueWriteError(doc.path, "`sources:` must be a mapping")
+    listed = sources.get("import_dirs")
+    if listed is None:
+        listed = sources["import_dirs"] = CommentedSeq()
+    if not isinstance(listed, list):
+        raise CatalogueWriteError(doc.path, "`sources.import_dirs` must be a list of folders")
+    known = {_abs(str(d)) for d in listed}
+    added = [d for d in dict.fromkeys(new) if d not in known]
+    listed.extend(added)
+    return bool(added)
 
 
 # ---------------------------------------------------------------- rescan

@@ -20,6 +20,7 @@ from router.catalogue.config import (
     MIN_SECRET_LEN,
     NAME_RE,
     RESERVED_FLAGS,
+    RUNTIME_FIELDS,
     Config,
     ConfigError,
     ModelSpec,
@@ -40,7 +41,7 @@ _ROUTER_KEYS = _keys(RouterSettings)
 _MODEL_KEYS = _keys(ModelSpec, exclude=("name",))
 _SPAWN_KEYS = _keys(SpawnSpec)
 _SOURCES_KEYS = _keys(SourcesSpec)
-_TOP_KEYS = _keys(Config, exclude=("source",))
+_TOP_KEYS = _keys(Config, exclude=RUNTIME_FIELDS)
 
 
 def expand_env(value: str, source: str, key: str) -> str:
@@ -173,6 +174,7 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         ttl=float(r.number("ttl", d.ttl)),
         drain_timeout=float(r.number("drain_timeout", d.drain_timeout)),
         watch_config=r.boolean("watch_config", d.watch_config),
+        watch_folders=r.boolean("watch_folders", d.watch_folders),
         swap_patience=float(r.number("swap_patience", d.swap_patience)),
         kv_persistence=None if r.data.get("kv_persistence") is None else r.boolean("kv_persistence", True),
         slot_save_path=_opt_path(r.string("slot_save_path")),
@@ -247,7 +249,8 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
 def _parse_sources(data: Any, source: str) -> SourcesSpec:
     r = _Reader(data, source, "sources", _SOURCES_KEYS)
     dirs = tuple(str(Path(d).expanduser()) for d in r.str_list("dirs"))
-    return SourcesSpec(dirs=dirs, hf_cache=r.boolean("hf_cache", True))
+    import_dirs = tuple(str(Path(d).expanduser()) for d in r.str_list("import_dirs"))
+    return SourcesSpec(dirs=dirs, hf_cache=r.boolean("hf_cache", True), import_dirs=import_dirs)
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:

@@ -5,26 +5,34 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from router.catalogue.config import Config, ModelSpec
-from router.catalogue.importer import RescanPlan, rescan
+from router.catalogue.config import UNSETTLED, Config, DiscoveryReport, ModelSpec
+from router.catalogue.importer import CatalogueWriteError, RescanPlan, import_models, rescan
 from router.discovery.gguf_meta import GGUFError, GGUFMeta, read_gguf_meta
-from router.discovery.scan import DiscoveredModel, scan_hf_cache, scan_models_dir
+from router.discovery.scan import DiscoveredModel, scan_hf_cache, scan_import_dir, scan_models_dir
 
 log = logging.getLogger("router.sources")
 
 
-def scan_sources(config: Config) -> list[DiscoveredModel]:
+# A file changed more recently than this is still being copied or downloaded.
+SETTLE_S = 1.0
+
+
+def scan_sources(config: Config, skipped: list[tuple[str, str]] | None = None) -> list[DiscoveredModel]:
     found: list[DiscoveredModel] = []
     for d in config.sources.dirs:
         result = scan_models_dir(d)
         found += result.models
         for path, reason in result.skipped:
             log.warning("skipped %s: %s", path, reason)
+            if skipped is not None:
+                skipped.append((str(path), reason))
     if config.sources.hf_cache:
         result = scan_hf_cache()
         found += result.models
@@ -33,14 +41,77 @@ def scan_sources(config: Config) -> list[DiscoveredModel]:
     return found
 
 
-def discover(config: Config, found: list[DiscoveredModel] | None = None) -> tuple[Config, RescanPlan]:
+def load_served(load: Callable[[], Config], settle_s: float = SETTLE_S) -> Config:
+    """The catalogue as served, read afresh (start-up, reload, rescan, folder watch).
+
+    1. New models in `sources.import_dirs` are written into the file as
+       manual entries (with the import's rules); nothing a user wrote changes.
+    2. The file is read, and what the other sources hold is merged in (`discover`).
+    3. Models whose file is gone are marked missing; the report says what was
+       imported, skipped and why, and what is missing.
+    """
+    config = load()
+    skipped: list[tuple[str, str]] = []
+    imported = _import_new_files(config, settle_s, skipped)
+    if imported:
+        config = load()
+    config, _ = discover(config, skipped=skipped)
+    for name in imported:
+        log.info("[%s] imported from a watched folder: %s", name, config.models[name].path if name in config.models
+                 else "?")
+    for name in sorted(config.missing):
+        log.warning("[%s] missing: its file %s is gone; hidden until it comes back", name, config.models[name].path)
+    report = DiscoveryReport(imported=tuple(imported), skipped=tuple(skipped), missing=tuple(sorted(config.missing)))
+    return replace(config, report=report)
+
+
+def _import_new_files(config: Config, settle_s: float, skipped: list[tuple[str, str]]) -> list[str]:
+    """Write the models new in the import folders into the catalogue file; their names."""
+    if not config.sources.import_dirs or config.source.startswith("<"):
+        return []
+    known = {os.path.realpath(s.path) for s in config.models.values() if s.path}
+    found: list[DiscoveredModel] = []
+    now = time.time()
+    for d in config.sources.import_dirs:
+        result = scan_import_dir(d)
+        for m in result.models:
+            if os.path.realpath(m.path) in known:
+                continue
+            age = now - max(_mtime(p) for p in (*m.shards, m.path, *([m.mmproj] if m.mmproj else [])))
+            if age < settle_s:  # still being copied or downloaded: taken at the next look
+                result.skipped.append((m.path, f"{UNSETTLED} (changed {max(age, 0):.1f} s ago); "
+                                               "taken once it settles"))
+            else:
+                found.append(m)
+        for path, reason in result.skipped:
+            log.info("import folder: skipped %s: %s", path, reason)
+            skipped.append((str(path), reason))
+    try:
+        report = import_models(config.source, found)
+    except CatalogueWriteError as e:
+        log.error("cannot add new models of the import folders: %s", e)
+        skipped.extend((str(m.path), f"not written: {e.reason}") for m in found)
+        return []
+    return report.added
+
+
+def _mtime(path: Any) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()  # vanished meanwhile: treat as unsettled
+
+
+def discover(config: Config, found: list[DiscoveredModel] | None = None,
+             skipped: list[tuple[str, str]] | None = None) -> tuple[Config, RescanPlan]:
     """Merge what the sources hold into the catalogue.
 
     New files become `auto` entries; `auto` entries whose files are gone are
-    dropped; `manual` entries and the settings of entries that stay are kept.
+    dropped; `manual` entries and the settings of entries that stay are kept;
+    a model whose file is gone is marked missing.
     """
     if found is None:
-        found = scan_sources(config)
+        found = scan_sources(config, skipped)
     catalogue = {name: {"path": spec.path, "state": spec.state} for name, spec in config.models.items()}
     plan = rescan(catalogue, found)
     models = {n: s for n, s in config.models.items() if n not in plan.removed}
@@ -49,7 +120,8 @@ def discover(config: Config, found: list[DiscoveredModel] | None = None) -> tupl
         if name in taken:
             continue
         models[name] = ModelSpec(name=name, path=entry["path"], mmproj=entry.get("mmproj"), state="auto")
-    return replace(config, models=models), plan
+    missing = frozenset(n for n, s in models.items() if s.path and not os.path.exists(s.path))
+    return replace(config, models=models, missing=missing), plan
 
 
 @lru_cache(maxsize=1024)

@@ -35,6 +35,7 @@ class ModelSnapshot:
     exit_code: int | None
     failed: bool  # the last load or run failed, and it is not running
     kv: KVStatus | None  # KV persistence, when it is on for this model
+    missing: bool  # its file is gone (found at the last rescan)
 
     @property
     def rss_bytes(self) -> int | None:
@@ -74,6 +75,7 @@ def snapshot(manager: ModelManager, name: str) -> ModelSnapshot:
         exit_code=st.exit_code if st else None,
         failed=bool(st and st.failed and state is State.STOPPED),
         kv=st.kv if st is not None and st.kv.enabled else None,
+        missing=name in manager.config.missing,
     )
 
 

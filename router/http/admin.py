@@ -16,7 +16,7 @@ from router.core.snapshot import ModelSnapshot, snapshots
 from router.http.errors import HTTPError
 from router.http.keys import MANAGER, RELOADER
 from router.http.launch_args import load_overrides
-from router.http.request import parse_json_object, read_body, resolve_model
+from router.http.request import parse_json_object, read_body, resolve_model, servable_model
 
 
 def model_status(snap: ModelSnapshot) -> dict[str, Any]:
@@ -35,6 +35,7 @@ def model_status(snap: ModelSnapshot) -> dict[str, Any]:
         "last_error": snap.last_error,
         "exit_code": snap.exit_code,
         "failed": snap.failed,
+        "missing": snap.missing,
     }
     if snap.kv is not None:
         out["kv"] = asdict(snap.kv)  # KV cache saves and restores: timings, slots, tokens, bytes
@@ -67,7 +68,7 @@ async def handle_rescan(request: web.Request) -> web.Response:
 
 async def handle_load(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
-    spec = resolve_model(manager, request.match_info["name"])
+    spec = servable_model(manager, request.match_info["name"])
     body = await read_body(request)
     extra = load_overrides(spec, parse_json_object(body) if body.strip() else {})
     if extra and manager.state(spec.name) is not State.STOPPED:

@@ -12,7 +12,7 @@ from router.http.errors import HTTPError
 from router.http.keys import CONVERSATIONS, MANAGER
 from router.http.model_api import router_props
 from router.http.proxy import ModelRewriter, forward
-from router.http.request import model_from_request, read_body, resolve_model
+from router.http.request import model_from_request, read_body, servable_model
 from router.http.swap_progress import wants_progress, with_progress
 
 # POST endpoints of llama-server that carry the model in the body.
@@ -57,7 +57,7 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     name = await model_from_request(request, body)
     if request.method == "GET" and not name:
         return await _default_get(request)
-    spec = resolve_model(request.app[MANAGER], name)
+    spec = servable_model(request.app[MANAGER], name)
     _check_autoload(request, spec)
     request.app[CONVERSATIONS].remember_request(request, spec.name)
     assert isinstance(name, str)  # resolve_model accepted it
@@ -88,7 +88,7 @@ async def _default_get(request: web.Request) -> web.StreamResponse:
 async def handle_upstream(request: web.Request) -> web.StreamResponse:
     """/upstream/{model}/{path}: talk to one child directly (its own web UI, debugging)."""
     name = request.match_info["model"]
-    spec = resolve_model(request.app[MANAGER], name)
+    spec = servable_model(request.app[MANAGER], name)
     body = await read_body(request)
     return await proxy_to_model(request, spec, name, "/" + request.match_info["path"], body or None)
 

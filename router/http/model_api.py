@@ -17,7 +17,7 @@ from router.core.snapshot import ModelSnapshot, snapshots
 from router.http.errors import HTTPError
 from router.http.keys import MANAGER, SHUTDOWN
 from router.http.launch_args import load_overrides
-from router.http.request import parse_json_object, read_body, resolve_model
+from router.http.request import parse_json_object, read_body, resolve_model, servable_model
 from router.http.sse import relay_events
 
 
@@ -65,7 +65,9 @@ def model_entry(snap: ModelSnapshot, now: int) -> dict[str, Any]:
 
 async def handle_models(request: web.Request) -> web.Response:
     now = int(time.time())
-    data = [model_entry(s, now) for s in snapshots(request.app[MANAGER]) if s.spec and not s.spec.unlisted]
+    # Unlisted models, and models whose file is gone, are not offered (the WebUI's selector reads this).
+    data = [model_entry(s, now) for s in snapshots(request.app[MANAGER])
+            if s.spec and not s.spec.unlisted and not s.missing]
     return web.json_response({"object": "list", "data": data})
 
 
@@ -73,7 +75,7 @@ async def handle_models_load(request: web.Request) -> web.Response:
     body = await read_body(request)
     manager = request.app[MANAGER]
     data = parse_json_object(body)
-    spec = resolve_model(manager, data.get("model"))
+    spec = servable_model(manager, data.get("model"))
     extra = load_overrides(spec, data)
     if extra and manager.state(spec.name) is not State.STOPPED:
         raise HTTPError(409, f"model '{spec.name}' is running; unload it before loading it with other args",

@@ -10,6 +10,7 @@ reaches the filesystem.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from router.catalogue.config import NAME_RE, ModelSpec
 from router.core.manager import ModelManager
+from router.core.scheduler import State
 from router.http.errors import HTTPError
 from router.http.keys import MANAGER
 from router.http.launch_args import refuse_launch_keys
@@ -93,4 +95,19 @@ def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
     spec = manager.config.resolve(name)
     if spec is None:
         raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")
+    return spec
+
+
+def servable_model(manager: ModelManager, name: Any) -> ModelSpec:
+    """`resolve_model`, and a 404 naming the file when the model's file is gone.
+
+    The catalogue marks such models at each rescan; a model that is not
+    running is also checked now, so a file deleted since is never handed to
+    llama-server (a running child keeps its open file and goes on serving)."""
+    spec = resolve_model(manager, name)
+    gone = spec.name in manager.config.missing or (
+        spec.path is not None and manager.state(spec.name) is State.STOPPED and not os.path.exists(spec.path))
+    if gone:
+        raise HTTPError(404, f"model '{spec.name}' is missing: its file {spec.path} was moved or deleted; "
+                        "it is served again once the file is back", "invalid_request_error", "model_missing")
     return spec

@@ -81,6 +81,7 @@ def model_row(snap: ModelSnapshot, vram: dict[int, int] | None) -> dict[str, Any
         "failed": snap.failed,
         "exit_code": snap.exit_code,
         "last_error": snap.last_error,
+        "missing": snap.missing,
     }
 
 

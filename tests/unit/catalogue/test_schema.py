@@ -19,6 +19,7 @@ import pytest
 from router.catalogue.config import (
     NAME_RE,
     RESERVED_FLAGS,
+    RUNTIME_FIELDS,
     Config,
     ConfigError,
     ModelSpec,
@@ -78,7 +79,7 @@ def test_example_points_editors_at_the_schema():
 
 
 def test_top_level_keys_are_the_config_fields():
-    assert set(SCHEMA["properties"]) == {f.name for f in fields(Config)} - {"source"}
+    assert set(SCHEMA["properties"]) == {f.name for f in fields(Config)} - set(RUNTIME_FIELDS)
 
 
 @pytest.mark.parametrize(("name", "cls", "exclude"), SECTIONS, ids=[s[0] for s in SECTIONS])
