@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from router.targets import ROOT, make_setup, server_version, start_all, stop_all
+from .targets import ROOT, make_setup, server_version, start_all, stop_all
 
 from . import report, suite
 

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from router.targets import make_setup, start_router
+from .targets import make_setup, start_router
 
 from . import measure as m
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(pyspy).exists():
         sys.exit("bench.profile: py-spy not found; `pip install py-spy` into this environment")
-    from router.__main__ import find_binary
+    from .__main__ import find_binary
     from tests.support.tinygguf import write_tiny_model
     with tempfile.TemporaryDirectory(prefix="llama-router-profile-") as tmp:
         work = Path(tmp)

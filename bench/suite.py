@@ -18,7 +18,7 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from router.targets import ROOT, Setup, Target, free_port
+from .targets import ROOT, Setup, Target, free_port
 
 from . import measure as m
 
