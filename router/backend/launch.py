@@ -25,6 +25,7 @@ LLAMA_SERVER = "llama-server"
 # Set for llama-server children: they then report loading progress and readiness on stdout.
 ROUTER_PORT_ENV = "LLAMA_SERVER_ROUTER_PORT"
 MetaReader = Callable[[str], "GGUFMeta | None"]
+VERBOSITY_FLAGS = ("-lv", "--verbosity", "--log-verbosity", "-v", "--verbose", "--log-verbose")
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,14 @@ def resolve_program(program: str) -> str:
 
 def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.0.1",
                  extra_args: tuple[str, ...] = (), *, router_port: int | None = None,
-                 meta_of: MetaReader | None = None) -> LaunchPlan:
+                 meta_of: MetaReader | None = None, report_memory: bool = False) -> LaunchPlan:
     """`extra_args` come from a load request and must already be whitelisted;
     they are checked again here, the last stop before a command line.
     `router_port` turns on llama-server's native child protocol (readiness and
     progress on stdout); `meta_of` reads a model file's GGUF metadata (the
-    catalogue's cached reader), for settings that depend on the model."""
+    catalogue's cached reader), for settings that depend on the model;
+    `report_memory` asks llama-server to log its buffer sizes (-lv 4) so the
+    router can measure what the load used."""
     for arg in extra_args:
         flag = arg.split("=", 1)[0]
         numeric = flag.lstrip("-").replace(".", "", 1).isdigit()
@@ -110,6 +113,8 @@ def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.
     native = _is_llama_server(argv[0])
     if native:
         argv.extend(_kv_persistence_args(config, spec, argv, meta_of))
+        if report_memory and not any(has_flag(argv, f) for f in VERBOSITY_FLAGS):
+            argv.extend(["-lv", "4"])
     env = dict(os.environ)
     env.update(dict(spec.env))
     if native and router_port is not None:

@@ -19,6 +19,8 @@ DEFAULT_COMMAND = (
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
 
 
+POOL = "pool"  # the group of every model that names none
+
 # Fields of Config that the router fills in; the file has no such keys.
 RUNTIME_FIELDS = ("source", "missing", "report")
 
@@ -53,6 +55,7 @@ class ModelSpec:
     ttl: float | None = None
     unlisted: bool = False
     allow_args: tuple[str, ...] = ()  # flags a load request may add to the command line
+    pinned: bool = False  # never stopped to make room for another model
 
     def launch_key(self) -> tuple:
         """What a running child was started from: a change here needs a restart."""
@@ -60,8 +63,20 @@ class ModelSpec:
 
     @property
     def group_key(self) -> str:
-        """Models share a group only when they name one; otherwise each is alone."""
-        return f"group:{self.group}" if self.group else f"model:{self.name}"
+        """Models without a group share one pool, where models_max and the memory
+        budget decide how many run together (llama.cpp's router and llama-swap
+        alike); a named group is exclusive of everything outside it."""
+        return f"group:{self.group}" if self.group else POOL
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """Memory budgets per device (docs/memory.md). A size in bytes, "auto"
+    (the device's total minus `reserve`, where it can be read) or None (off)."""
+
+    ram: int | str | None = "auto"
+    gpu: tuple[int | str, ...] | int | str | None = "auto"  # one size per GPU, or one for all
+    reserve: int = 1024 ** 3
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ class RouterSettings:
     slot_save_timeout: float = 30.0
 
     ui_path: str | None = None  # a built llama.cpp WebUI (folder with index.html) served at "/"
+    memory: MemorySettings = field(default_factory=MemorySettings)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """Reading the catalogue file into typed settings (catalogue/config.py).
 
+Longer than 300 lines because every section's validation lives next to the
+one typed reader they share, so each error names its key the same way.
+
 Every validation error names the file, the key and what was expected, so a
 user can fix a typo without reading code. The keys each section accepts are
 the fields of its dataclass. YAML is read with the same YAML 1.2 library that
@@ -23,14 +26,14 @@ from router.catalogue.config import (
     RUNTIME_FIELDS,
     Config,
     ConfigError,
+    MemorySettings,
     ModelSpec,
     RouterSettings,
     SourcesSpec,
     SpawnSpec,
 )
+from router.catalogue.values import budget_value, expand_env, parse_size
 from router.catalogue.yamlio import YAMLReadError, read_yaml
-
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _keys(cls: type, *, exclude: tuple[str, ...] = ()) -> set[str]:
@@ -41,17 +44,8 @@ _ROUTER_KEYS = _keys(RouterSettings)
 _MODEL_KEYS = _keys(ModelSpec, exclude=("name",))
 _SPAWN_KEYS = _keys(SpawnSpec)
 _SOURCES_KEYS = _keys(SourcesSpec)
+_MEMORY_KEYS = _keys(MemorySettings)
 _TOP_KEYS = _keys(Config, exclude=RUNTIME_FIELDS)
-
-
-def expand_env(value: str, source: str, key: str) -> str:
-    def sub(m: re.Match[str]) -> str:
-        var = m.group(1)
-        if var not in os.environ:
-            raise ConfigError(source, key, f"environment variable ${{{var}}} is not set")
-        return os.environ[var]
-
-    return _ENV_RE.sub(sub, value)
 
 
 class _Reader:
@@ -181,7 +175,27 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         slot_save_max_bytes=r.number("slot_save_max_bytes", d.slot_save_max_bytes, integer=True),
         slot_save_timeout=float(r.number("slot_save_timeout", d.slot_save_timeout, minimum=0.1)),
         ui_path=ui_path,
+        memory=_parse_memory(r.data.get("memory"), source),
     )
+
+
+def _parse_memory(data: Any, source: str) -> MemorySettings:
+    r = _Reader(data, source, "router.memory", _MEMORY_KEYS)
+    d = MemorySettings()
+    ram = budget_value(r.data.get("ram", d.ram), source, "router.memory.ram")
+    gpu_data = r.data.get("gpu", d.gpu)
+    gpu: tuple[int | str, ...] | int | str | None
+    if isinstance(gpu_data, list):
+        gpu = tuple(b for i, v in enumerate(gpu_data)
+                    if (b := budget_value(v, source, f"router.memory.gpu[{i}]")) is not None)
+    else:
+        gpu = budget_value(gpu_data, source, "router.memory.gpu")
+    reserve_raw = r.data.get("reserve", d.reserve)
+    reserve = parse_size(expand_env(reserve_raw, source, "router.memory.reserve")
+                         if isinstance(reserve_raw, str) else reserve_raw)
+    if reserve is None:
+        raise r.fail("reserve", f"expected a size such as 1GiB, got {reserve_raw!r}")
+    return MemorySettings(ram=ram, gpu=gpu, reserve=reserve)
 
 
 def _opt_path(value: str | None) -> str | None:
@@ -243,6 +257,7 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
         ttl=None if ttl is None else float(r.number("ttl", 0)),
         unlisted=r.boolean("unlisted", False),
         allow_args=allow_args,
+        pinned=r.boolean("pinned", False),
     )
 
 

@@ -1,4 +1,5 @@
-"""A model's life beyond single requests: the start-up model and idle unloads."""
+"""A model's life beyond single requests: the start-up model, idle unloads,
+and the memory each running child grows to."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ async def unload_idle(manager: ModelManager) -> None:
         limits = {n: t for n, t in ttls(manager).items() if t > 0}
         tick = min([TTL_TICK_MAX_S, *(t / 4 for t in limits.values())])
         await asyncio.sleep(max(tick, 0.05))
+        manager.sample_memory()  # a child grown past its figure: placement learns it
         for name in manager.scheduler.expired(time.monotonic(), limits):
             log.info("[%s] idle for %g s: unloading (ttl)", name, limits[name])
             manager.unload(name, "ttl")

@@ -19,11 +19,13 @@ from typing import Any
 import aiohttp
 
 from router.backend.child import Child, ChildFactory, ChildProcess, LoadError, free_port
-from router.backend.launch import SpawnError, build_launch
+from router.backend.launch import LaunchPlan, SpawnError, build_launch, slot_save_dir
 from router.backend.logring import LogRing
-from router.catalogue.config import Config
+from router.backend.memory import gpu_used_by, tree_rss_bytes
+from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import gguf_meta
 from router.core.events import EventBus
+from router.core.placement import MemoryBook
 from router.core.scheduler import Effect, Grant, Reject, Scheduler, Start, State, Stop
 from router.core.status import ModelStatus
 
@@ -63,7 +65,11 @@ class ModelManager:
         self.session = session
         self.router_port = router_port
         self.events = events or EventBus()
-        self.scheduler = Scheduler(self._groups(config), config.router.models_max, config.router.swap_patience)
+        self.memory = MemoryBook(config.router.memory, slot_save_dir(config).parent)
+        self.scheduler = Scheduler(self._groups(config), config.router.models_max, config.router.swap_patience,
+                                   budget=self.memory.budget)
+        self.scheduler.set_pinned(n for n, s in config.models.items() if s.pinned)
+        self._figured: set[str] = set()  # models whose memory figure the scheduler has
         self.child_factory = child_factory
         self.children: dict[str, ChildProcess] = {}
         self.status: dict[str, ModelStatus] = {n: ModelStatus() for n in config.models}
@@ -87,6 +93,8 @@ class ModelManager:
         """Wait until `model` is ready for one more request; the lease must be released."""
         if self._closing:
             raise ModelUnavailable("router is shutting down")
+        if model not in self._figured and self.memory.budget is not None:
+            self.place(model)
         ticket = self.scheduler.new_ticket()
         fut: asyncio.Future[ChildProcess] = asyncio.get_running_loop().create_future()
         self._futures[ticket] = fut
@@ -113,7 +121,22 @@ class ModelManager:
             self._extra_args[model] = extra_args
         else:
             self._extra_args.pop(model, None)
+        if self.memory.budget is not None:
+            self.place(model)
         self._apply(self.scheduler.load(model))
+
+    def place(self, model: str) -> None:
+        """Tell the scheduler how much memory `model` takes with its launch plan."""
+        spec = self.config.models.get(model)
+        if spec is None:
+            return
+        try:
+            plan = build_launch(self.config, spec, 0, extra_args=self._extra_args.get(model, ()),
+                                router_port=self.router_port, meta_of=gguf_meta)
+        except SpawnError:
+            return  # the load will fail with this error; nothing to place
+        self.scheduler.set_memory(model, self.memory.figure(spec, plan))
+        self._figured.add(model)
 
     def unload(self, model: str, reason: str = "unload") -> None:
         self._apply(self.scheduler.unload(model, reason))
@@ -124,6 +147,10 @@ class ModelManager:
         once idle and load again (requests meanwhile wait for the new child)."""
         self.config = config
         self.scheduler.swap_patience = config.router.swap_patience
+        self.memory.set_settings(config.router.memory)
+        self.scheduler.budget = self.memory.budget
+        self.scheduler.set_pinned(n for n, s in config.models.items() if s.pinned)
+        self._figured.clear()
         for name in config.models:
             self.status.setdefault(name, ModelStatus())
         self._apply(self.scheduler.set_models(self._groups(config), config.router.models_max))
@@ -181,6 +208,10 @@ class ModelManager:
         task.add_done_callback(self._tasks.discard)
 
     def _emit(self, model: str, status: str, **extra: Any) -> None:
+        """A state change on /models/sse, with the memory snapshot of that moment
+        (budget and use per device) when placement knows memory."""
+        if self.memory.budget is not None:
+            extra["memory"] = self.memory_view()
         self.events.emit(model, "status_change", {"status": status, **extra})
 
     async def _start(self, model: str) -> None:
@@ -195,10 +226,12 @@ class ModelManager:
             if spec is None:
                 raise SpawnError(f"model {model!r} is not in the catalogue")
             used = {c.port for c in self.children.values()}
+            plan0 = build_launch(self.config, spec, 0, extra_args=extra, router_port=self.router_port,
+                                 meta_of=gguf_meta)
             for attempt in range(BIND_RETRIES):
                 port = free_port(*self.config.router.port_range, avoid=used)
                 plan = build_launch(self.config, spec, port, extra_args=extra, router_port=self.router_port,
-                                    meta_of=gguf_meta)
+                                    meta_of=gguf_meta, report_memory=self.memory.needs_report(spec, plan0))
                 child = self.child_factory(model, plan, port, self._log_ring(model),
                                            lambda kind, data: self._on_child_event(model, kind, data))
                 self.children[model] = child
@@ -213,6 +246,7 @@ class ModelManager:
                         continue
                     raise
             assert child is not None
+            self._measure(model, spec, plan0, child)
             for hook in self.after_ready:
                 await hook(model, child)
         except asyncio.CancelledError:
@@ -240,6 +274,30 @@ class ModelManager:
         self._emit(model, "loaded", load_seconds=round(status.last_load_s, 3))
         self._spawn_task(self._watch(model, child))
         self._apply(self.scheduler.loaded(model, time.monotonic()))
+
+    def _measure(self, model: str, spec: ModelSpec, plan: LaunchPlan, child: ChildProcess) -> None:
+        """Record what the load used; from now on it is the model's figure."""
+        if self.memory.budget is None:
+            return
+        self.memory.estimate(spec, plan)
+        figure = self.memory.record(model, plan, child.own_log(), tree_rss_bytes(child.pid),
+                                    gpu_used_by({child.pid}) if child.pid and self.memory.gpus else None)
+        self.scheduler.set_memory(model, figure)
+        self._figured.add(model)
+
+    def sample_memory(self) -> None:
+        """A running child whose memory grew past its figure: that peak is its figure."""
+        if self.memory.budget is None:
+            return
+        for model, child in list(self.children.items()):
+            rss = tree_rss_bytes(child.pid) if child.ready.is_set() else None
+            figure = self.memory.raise_ram(model, rss) if rss else None
+            if figure is not None:
+                self.scheduler.set_memory(model, figure)
+
+    def memory_view(self) -> dict[str, Any]:
+        """The budget and what the running models take, per device."""
+        return {"budget": self.memory.budget or {}, "used": self.scheduler.used()}
 
     def _log_ring(self, model: str) -> LogRing:
         ring = self.logs.get(model)

@@ -68,6 +68,9 @@ class Reject:
 Effect = Start | Stop | Grant | Reject
 
 
+Memory = dict[str, int]  # bytes per device: "ram", "gpu0", ...
+
+
 @dataclass
 class ModelView:
     """What eviction needs to know about a running model."""
@@ -76,24 +79,67 @@ class ModelView:
     group: str
     last_used: int
     busy: bool
+    memory: Memory = field(default_factory=dict)
+    pinned: bool = False
+    keep: bool = False  # asked to stay loaded (keep_alive -1): evicted after every other candidate
 
 
-def plan_evictions(target: str, target_group: str, running: Iterable[ModelView], models_max: int) -> list[str]:
-    """Which running models must stop before `target` can start.
+def fits(target_memory: Memory, staying: Iterable[ModelView], budget: Memory | None) -> bool:
+    """Whether the target's figure fits every device it uses next to the models that stay."""
+    if not budget:
+        return True
+    staying = list(staying)
+    for device, cap in budget.items():
+        need = target_memory.get(device, 0)
+        if need and need + sum(m.memory.get(device, 0) for m in staying) > cap:
+            return False
+    return True
+
+
+def too_big(target_memory: Memory, budget: Memory | None) -> str | None:
+    """The device whose whole budget is smaller than the target's figure, if any."""
+    for device, cap in (budget or {}).items():
+        if target_memory.get(device, 0) > cap:
+            return device
+    return None
+
+
+def plan_evictions(target: str, target_group: str, running: Iterable[ModelView], models_max: int,
+                   target_memory: Memory | None = None, budget: Memory | None = None) -> list[str] | None:
+    """Which running models must stop before `target` can start; None when no
+    choice of stops makes room (pinned models are never stopped).
 
     Models of another group always go (groups are exclusive). Within the
-    target's group, the least recently used idle models go first until the
-    total fits `models_max` (0 means no limit).
+    target's group (models without one share a pool), models stop until the
+    count fits `models_max` (0: no limit) and the target's memory figure fits
+    every device's budget: one model when one is enough (the coldest such),
+    else the least recently used first; idle before busy (a busy victim is
+    waited for, never cut off), and models asked to stay loaded last.
     """
     running = [m for m in running if m.name != target]
-    victims = [m.name for m in running if m.group != target_group]
-    mates = [m for m in running if m.group == target_group]
-    if models_max > 0:
-        excess = len(mates) + 1 - models_max
-        if excess > 0:
-            mates.sort(key=lambda m: (m.busy, m.last_used))
-            victims += [m.name for m in mates[:excess]]
-    return victims
+    victims = [m for m in running if m.group != target_group]
+    if any(m.pinned for m in victims):
+        return None
+    staying = [m for m in running if m.group == target_group]
+    need = target_memory or {}
+
+    def room(stay: list[ModelView]) -> bool:
+        return (models_max <= 0 or len(stay) + 1 <= models_max) and fits(need, stay, budget)
+
+    candidates = sorted((m for m in staying if not m.pinned), key=lambda m: (m.busy, m.keep, m.last_used))
+    if not room(staying):
+        single = next((c for c in candidates if not c.busy and room([m for m in staying if m is not c])), None)
+        if single is not None:
+            staying.remove(single)
+            victims.append(single)
+        while not room(staying):
+            if not candidates:
+                return None
+            c = candidates.pop(0)
+            if c in staying:
+                staying.remove(c)
+                victims.append(c)
+    return [m.name for m in victims]
 
 
 @dataclass
@@ -105,6 +151,9 @@ class _Model:
     last_used: int = 0
     idle_since: float = 0.0
     unload_reason: str | None = None
+    memory: Memory = field(default_factory=dict)
+    pinned: bool = False
+    keep: bool = False
 
 
 @dataclass
@@ -116,9 +165,11 @@ class _Swap:
 
 
 class Scheduler:
-    def __init__(self, groups: dict[str, str], models_max: int, swap_patience: float = 0.0):
+    def __init__(self, groups: dict[str, str], models_max: int, swap_patience: float = 0.0,
+                 budget: Memory | None = None):
         self.models_max = models_max
         self.swap_patience = swap_patience
+        self.budget = budget or None
         self._now = 0.0
         self._models: dict[str, _Model] = {n: _Model(n, g) for n, g in groups.items()}
         self._waiting: OrderedDict[int, str] = OrderedDict()
@@ -149,11 +200,46 @@ class Scheduler:
         progress towards it, else those a swap decided now would pick."""
         if self._swap is not None and self._swap.target == model:
             return list(self._swap.victims)
-        return plan_evictions(model, self._models[model].group, self._views(), self.models_max)
+        m = self._models[model]
+        return plan_evictions(model, m.group, self._views(), self.models_max, m.memory, self.budget) or []
 
     def _views(self) -> list[ModelView]:
-        return [ModelView(o.name, o.group, o.last_used, bool(o.inflight))
+        return [ModelView(o.name, o.group, o.last_used, bool(o.inflight), o.memory, o.pinned, o.keep)
                 for o in self._models.values() if o.state is not State.STOPPED]
+
+    def memory(self, model: str) -> Memory:
+        """The figure placement uses for `model` (empty when not known yet)."""
+        m = self._models.get(model)
+        return dict(m.memory) if m is not None else {}
+
+    def used(self) -> Memory:
+        """The figures of every model holding memory (loading, loaded, or still stopping)."""
+        total: Memory = {}
+        for o in self._models.values():
+            if o.state is not State.STOPPED:
+                for device, n in o.memory.items():
+                    total[device] = total.get(device, 0) + n
+        return total
+
+    # ----- what placement knows ------------------------------------------
+    def set_memory(self, model: str, figure: Memory) -> None:
+        """The memory `model` takes (an estimate, or what its last load measured)."""
+        if model in self._models:
+            self._models[model].memory = dict(figure)
+
+    def set_budget(self, budget: Memory | None) -> list[Effect]:
+        self.budget = budget or None
+        return self._pump()
+
+    def set_pinned(self, pinned: Iterable[str]) -> None:
+        names = set(pinned)
+        for m in self._models.values():
+            m.pinned = m.name in names
+
+    def set_keep(self, model: str, keep: bool) -> None:
+        """keep_alive -1: evicted after every other candidate."""
+        if model in self._models:
+            self._models[model].keep = keep
 
     @property
     def swap_target(self) -> str | None:
@@ -176,8 +262,17 @@ class Scheduler:
     def submit(self, ticket: int, model: str, now: float | None = None) -> list[Effect]:
         """A request wants `model`."""
         self._tick(now)
+        m = self._models.get(model)
+        device = too_big(m.memory, self.budget) if m is not None and m.state is State.STOPPED else None
+        if device is not None and m is not None:
+            return [Reject(ticket, model, self._too_big_reason(m, device))]
         self._waiting[ticket] = model
         return self._pump()
+
+    def _too_big_reason(self, m: _Model, device: str) -> str:
+        budget = self.budget or {}
+        return (f"model {m.name!r} needs {_gib(m.memory.get(device, 0))} of {device} but the {device} budget "
+                f"is {_gib(budget.get(device, 0))} (router.memory): it can never be loaded here")
 
     def _tick(self, now: float | None) -> None:
         if now is not None:
@@ -297,6 +392,23 @@ class Scheduler:
         # Busy anyway: let the rest of a burst ride along for a while.
         return not (m.inflight and self._now - swap.decided_at < self.swap_patience)
 
+    def _reject_waiting(self, model: str, reason: str) -> list[Effect]:
+        out: list[Effect] = []
+        for ticket, wanted in list(self._waiting.items()):
+            if wanted == model:
+                del self._waiting[ticket]
+                if ticket not in self._preloads:
+                    out.append(Reject(ticket, model, reason))
+                self._preloads.discard(ticket)
+        return out
+
+    def _no_room_reason(self, m: _Model) -> str:
+        pinned = sorted(o.name for o in self._models.values() if o.pinned and o.state is not State.STOPPED)
+        need = ", ".join(f"{_gib(n)} of {d}" for d, n in m.memory.items()) or "a slot"
+        budget = ", ".join(f"{_gib(n)} of {d}" for d, n in (self.budget or {}).items())
+        return (f"model {m.name!r} needs {need}; the models that may not be stopped (pinned: "
+                f"{', '.join(pinned) or 'none'}) leave too little of the budget ({budget or 'models_max'})")
+
     def _pump(self) -> list[Effect]:
         effects: list[Effect] = []
         # 1. Serve what can be served now.
@@ -317,12 +429,16 @@ class Scheduler:
                 effects.append(Stop(m.name, m.unload_reason))
         # 3. Decide the next swap from the oldest request that cannot be served.
         if self._swap is None:
-            for model in self._waiting.values():
+            for model in list(dict.fromkeys(self._waiting.values())):
                 m = self._models.get(model)
-                if m and m.state is not State.READY:
-                    self._swap = _Swap(model, plan_evictions(model, m.group, self._views(), self.models_max),
-                                       decided_at=self._now)
-                    break
+                if not m or m.state is State.READY:
+                    continue
+                victims = plan_evictions(model, m.group, self._views(), self.models_max, m.memory, self.budget)
+                if victims is None:  # only stopping a pinned model would make room
+                    effects += self._reject_waiting(model, self._no_room_reason(m))
+                    continue
+                self._swap = _Swap(model, victims, decided_at=self._now)
+                break
         # 4. Advance the swap: stop idle victims, start the target when all are gone.
         swap = self._swap
         if swap and not swap.started:
@@ -340,3 +456,7 @@ class Scheduler:
                 swap.started = True
                 effects.append(Start(swap.target))
         return effects
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024 ** 3:.2f} GiB" if n >= 1024 ** 3 else f"{n / 1024 ** 2:.0f} MiB"

@@ -36,6 +36,7 @@ class ModelSnapshot:
     failed: bool  # the last load or run failed, and it is not running
     kv: KVStatus | None  # KV persistence, when it is on for this model
     missing: bool  # its file is gone (found at the last rescan)
+    memory: dict[str, Any]  # estimate (parts and devices), measured, and the figure placement uses
 
     @property
     def rss_bytes(self) -> int | None:
@@ -76,7 +77,22 @@ def snapshot(manager: ModelManager, name: str) -> ModelSnapshot:
         failed=bool(st and st.failed and state is State.STOPPED),
         kv=st.kv if st is not None and st.kv.enabled else None,
         missing=name in manager.config.missing,
+        memory=_memory(manager, name),
     )
+
+
+def _memory(manager: ModelManager, name: str) -> dict[str, Any]:
+    book = manager.memory
+    if book.budget is not None and name not in book.estimates:
+        manager.place(name)  # an estimate for a model not loaded yet
+    est = book.estimates.get(name)
+    measured = book.measured(name)
+    figure = manager.scheduler.memory(name)
+    return {
+        "estimate": {**est.parts(), "devices": dict(est.devices)} if est is not None else None,
+        "measured": {"devices": measured["devices"], "at": measured.get("at")} if measured else None,
+        "figure": figure or None,
+    }
 
 
 def snapshots(manager: ModelManager, *, include_removed: bool = False) -> list[ModelSnapshot]:

@@ -40,6 +40,7 @@ _MAX_KEY_LEN = 1 << 16
 _MAX_NESTING = 4
 _MAX_KEPT_ARRAY = 4096  # numeric arrays up to this length are decoded (per-layer values)
 _MAX_KEPT_STRING = 1 << 16
+_TOKENS = "tokenizer.ggml.tokens"
 
 _VT = gguf.GGUFValueType
 _SCALARS: dict[int, str] = {
@@ -86,6 +87,17 @@ class GGUFMeta:
     projection_dim: int | None = None
     tensor_count: int = 0
     version: int = 3
+    # What a memory estimate needs (router/backend/memory.py); None when the file does not say.
+    tensor_bytes: int = 0  # tensor data in this file
+    head_count: int | None = None
+    key_length: int | None = None
+    value_length: int | None = None
+    head_count_kv_layers: tuple[int, ...] | None = None  # per-layer KV heads, when they differ
+    sliding_window_pattern: int | None = None  # every n-th layer attends globally
+    vocab_size: int | None = None
+    expert_count: int | None = None
+    expert_used_count: int | None = None
+    feed_forward_length: int | None = None
 
     @property
     def is_split(self) -> bool:
@@ -240,6 +252,11 @@ def _parse(path: Path, buf: Any, size: int) -> GGUFMeta:
         key = bytes(buf[cur.pos:cur.pos + klen]).decode("utf-8", errors="replace")
         cur.pos += klen
         vtype = cur.u32()
+        if key == _TOKENS and vtype == _VT.ARRAY:
+            cur.need(12)
+            kv[key] = struct.unpack_from(cur.order + "Q", buf, cur.pos + 4)[0]  # the vocabulary's size
+            cur.value(vtype)
+            continue
         kv[key] = cur.value(vtype)
         if key.startswith("clip."):
             any_clip_key = True
@@ -297,6 +314,10 @@ def _parse(path: Path, buf: Any, size: int) -> GGUFMeta:
     for k in ("clip.vision.projection_dim", "clip.audio.projection_dim"):
         projection_dim = projection_dim or _int_or_none(kv.get(k))
     name = kv.get("general.name")
+    kv_heads = arch_key("attention.head_count_kv")
+    kv_layers = tuple(int(x) for x in kv_heads) if isinstance(kv_heads, list) and kv_heads else None
+    pattern = arch_key("attention.sliding_window_pattern")
+    vocab = kv.get(_TOKENS)
 
     return GGUFMeta(
         path=path,
@@ -318,6 +339,16 @@ def _parse(path: Path, buf: Any, size: int) -> GGUFMeta:
         projection_dim=projection_dim,
         tensor_count=n_tensors,
         version=version,
+        tensor_bytes=data_end,
+        head_count=_int_or_none(arch_key("attention.head_count")),
+        key_length=_int_or_none(arch_key("attention.key_length")),
+        value_length=_int_or_none(arch_key("attention.value_length")),
+        head_count_kv_layers=kv_layers if kv_layers and len(set(kv_layers)) > 1 else None,
+        sliding_window_pattern=pattern if isinstance(pattern, int) and not isinstance(pattern, bool) else None,
+        vocab_size=vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None,
+        expert_count=_int_or_none(arch_key("expert_count")),
+        expert_used_count=_int_or_none(arch_key("expert_used_count")),
+        feed_forward_length=_int_or_none(arch_key("feed_forward_length")),
     )
 
 

@@ -36,6 +36,7 @@ def model_status(snap: ModelSnapshot) -> dict[str, Any]:
         "exit_code": snap.exit_code,
         "failed": snap.failed,
         "missing": snap.missing,
+        "memory": snap.memory,
     }
     if snap.kv is not None:
         out["kv"] = asdict(snap.kv)  # KV cache saves and restores: timings, slots, tokens, bytes
@@ -49,6 +50,7 @@ async def handle_status(request: web.Request) -> web.Response:
     return web.json_response({
         "catalogue": manager.config.source,
         "models_max": manager.config.router.models_max,
+        "memory": manager.memory_view(),
         "swap_target": manager.scheduler.swap_target,
         "models": [model_status(s) for s in snapshots(manager, include_removed=True)],
     })

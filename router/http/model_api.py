@@ -53,6 +53,8 @@ def model_entry(snap: ModelSnapshot, now: int) -> dict[str, Any]:
     if spec.group:
         entry["group"] = spec.group
     entry.update(model_card(spec))
+    if snap.memory["figure"] or snap.memory["estimate"]:
+        entry["memory"] = snap.memory  # bytes per device: docs/memory.md
     if snap.kv is not None:
         entry["kv"] = asdict(snap.kv)  # KV cache persistence: last save/restore, see docs/kv-persistence.md
     for k, v in snap.ready_info.items():  # a loaded model adds its child's own description

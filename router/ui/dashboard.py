@@ -82,6 +82,7 @@ def model_row(snap: ModelSnapshot, vram: dict[int, int] | None) -> dict[str, Any
         "exit_code": snap.exit_code,
         "last_error": snap.last_error,
         "missing": snap.missing,
+        "memory": snap.memory,
     }
 
 
@@ -100,6 +101,7 @@ class Dashboard:
         vram = await self.vram.by_pid()
         rows = [model_row(s, vram) for s in snapshots(manager)]
         return web.json_response({"models": rows, "models_max": manager.config.router.models_max,
+                                  "memory": manager.memory_view(),
                                   "vram_available": vram is not None, "time": time.time()})
 
 

@@ -8,7 +8,7 @@ defaults of the dataclasses in catalogue/config.py.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,11 @@ def test_every_key_has_a_description_and_the_dataclass_default(name, cls, exclud
         assert prop.get("description"), f"{name}.{f.name} has no description"
         assert "default" in prop, f"{name}.{f.name} has no default"
         default = f.default
+        nested = f.default_factory() if f.default_factory is not MISSING else None
+        if is_dataclass(nested):  # a nested section: its defaults as a mapping
+            assert prop["default"] == asdict(nested), f"{name}.{f.name}"
+            assert set(prop["properties"]) == {g.name for g in fields(nested)}, f"{name}.{f.name}"
+            continue
         assert default is not MISSING, f"{name}.{f.name}: the dataclass field has no plain default"
         if default is None:
             assert prop["default"] is None, f"{name}.{f.name}"

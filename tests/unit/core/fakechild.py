@@ -51,6 +51,11 @@ class FakeChild:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    report: list[str] = field(default_factory=list)  # lines it prints once ready (buffer sizes...)
+
+    def own_log(self) -> list[str]:
+        return list(self.report)
+
     async def start(self) -> None:
         self.pid = next(_pids)
         self.logs.append(f"{self.name}: starting")

@@ -17,11 +17,19 @@ from tests.unit.core.fakechild import Behaviour, FakeFactory
 pytestmark = pytest.mark.timeout(10)
 
 
-def catalogue(models_max: int = 1, stop_timeout: float = 5.0, groups: dict[str, str] | None = None):
-    models = {n: {"path": f"/models/{n}.gguf", **({"group": groups[n]} if groups and n in groups else {})}
-              for n in ("a", "b", "c")}
+@pytest.fixture(autouse=True)
+def _kept_files(tmp_path_factory, monkeypatch):
+    """Memory figures are kept next to the KV cache files: never in the user's cache here."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+def catalogue(models_max: int = 1, stop_timeout: float = 5.0, groups: dict[str, str] | None = None,
+              memory: dict | None = None, **extra: dict):
+    models = {n: {"path": f"/models/{n}.gguf", **({"group": groups[n]} if groups and n in groups else {}),
+                  **extra.get(n, {})} for n in ("a", "b", "c")}
     return parse_config({"router": {"models_max": models_max, "stop_timeout": stop_timeout,
-                                    "kv_persistence": False, "swap_patience": 0},
+                                    "kv_persistence": False, "swap_patience": 0,
+                                    "memory": memory or {"ram": "off", "gpu": "off"}},
                          "spawn": {"command": ["/bin/sh", "$path", "$port"]}, "models": models})
 
 
@@ -155,3 +163,51 @@ async def test_kill_all_kills_at_once(session, factory):
     await use(m, "a")
     await asyncio.wait_for(m.kill_all(), 1)
     assert factory.of("a")[0].killed
+
+
+MiB = 1024 * 1024
+
+
+def report(mib: float) -> list[str]:
+    """What llama-server prints at -lv 4 for buffers of `mib` in all."""
+    return [f"load_tensors:   CPU_Mapped model buffer size =   {mib:.2f} MiB"]
+
+
+async def test_a_loads_report_becomes_the_figure_and_placement_follows_the_budget(session, factory, tmp_path):
+    """Three models, a budget for two: what each load reports is its figure from then
+    on, a third model stops the least recently used one, and the figure is kept."""
+    config = catalogue(models_max=0, memory={"ram": "600MiB", "gpu": "off"})
+    m = manager_for(config, session, factory)
+    sizes = {"a": 250, "b": 250, "c": 250}
+    original = factory.__call__
+
+    def with_report(name, plan, port, logs, on_event):
+        child = original(name, plan, port, logs, on_event)
+        child.report = report(sizes[name])
+        return child
+
+    factory.__call__ = with_report  # type: ignore[method-assign]
+    m.child_factory = with_report
+    await use(m, "c")  # unknown before its first load (no file to estimate from): its report tells
+    m.unload("c")
+    await m.wait_state("c", {State.STOPPED}, 2)
+    await use(m, "a")
+    await use(m, "b")
+    assert sorted(factory.alive()) == ["a", "b"]
+    assert m.scheduler.used()["ram"] >= 500 * MiB
+    await use(m, "c")  # what c's first load reported: 3 x 250 MiB > 600 MiB, so a (least recently used) stops
+    assert sorted(factory.alive()) == ["b", "c"]
+    assert m.scheduler.used()["ram"] <= 600 * MiB
+    assert m.memory.measured("c")["devices"]["ram"] >= 250 * MiB
+    await m.shutdown()
+    again = manager_for(config, session, FakeFactory())  # a restart keeps what was measured
+    again.place("c")
+    assert again.scheduler._models["c"].memory["ram"] >= 250 * MiB
+
+
+async def test_the_first_load_of_a_launch_plan_asks_for_the_buffer_report(session, factory):
+    m = manager_for(catalogue(memory={"ram": "1GiB", "gpu": "off"}), session, factory)
+    await use(m, "a")
+    # /bin/sh is not llama-server: no -lv is added; the report comes only from llama-server children
+    assert "-lv" not in factory.of("a")[0].plan.argv
+    await m.shutdown()

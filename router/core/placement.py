@@ -1,0 +1,199 @@
+"""What placement knows about memory: the budget of each device, and each
+model's figure - the estimate for its launch plan until a load has measured
+it, then what that load really used (kept across restarts in memory.json next
+to the KV cache folder, keyed by model and launch fingerprint).
+
+A measured figure is the larger of what the child reported allocating (its
+buffers, asked for with -lv 4 on the first load of a launch plan, plus the
+process's own overhead) and the resident memory of its process tree; GPU
+figures come from the reported buffers or NVML.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from router.backend.estimate import Estimate, estimate
+from router.backend.launch import LaunchPlan
+from router.backend.memory import gpu_totals, reported_buffers, total_ram
+from router.backend.slotfiles import fingerprint
+from router.catalogue.config import MemorySettings, ModelSpec
+from router.catalogue.sources import gguf_meta
+from router.discovery.naming import split_parts
+
+log = logging.getLogger("router.placement")
+
+STORE_NAME = "memory.json"
+Memory = dict[str, int]
+
+
+def resolve_budget(settings: MemorySettings) -> Memory | None:
+    """Bytes per device from the settings; "auto" reads the device's total minus
+    the reserve; a device that cannot be read is left out. None: no budget."""
+    budget: Memory = {}
+    if settings.ram == "auto":
+        budget["ram"] = max(total_ram() - settings.reserve, 0)
+    elif isinstance(settings.ram, int):
+        budget["ram"] = settings.ram
+    gpu = settings.gpu
+    if gpu is not None:
+        totals = gpu_totals() if gpu == "auto" or (isinstance(gpu, tuple) and "auto" in gpu) else None
+        if isinstance(gpu, tuple):
+            values: tuple[int | str, ...] = gpu
+        else:  # one value for every GPU (one GPU when none can be counted)
+            values = (gpu,) * (len(totals) if totals else 1)
+        for i, v in enumerate(values):
+            if v == "auto":
+                if totals and i < len(totals):
+                    budget[f"gpu{i}"] = max(totals[i] - settings.reserve, 0)
+            elif isinstance(v, int):
+                budget[f"gpu{i}"] = v
+    return budget or None
+
+
+@dataclass(frozen=True)
+class Measured:
+    devices: Memory
+    buffers: dict[str, dict[str, int]]  # what the child reported, per device and kind
+    rss: int | None
+    at: float
+
+
+class MemoryBook:
+    def __init__(self, settings: MemorySettings, store_dir: Path | None):
+        self.settings = settings
+        self.budget = resolve_budget(settings)
+        self._path = store_dir / STORE_NAME if store_dir is not None else None
+        self._store: dict[str, dict[str, Any]] = self._read()
+        self.estimates: dict[str, Estimate] = {}
+        self.keys: dict[str, str] = {}  # model -> the key of its current launch plan
+
+    @property
+    def gpus(self) -> int:
+        return sum(1 for d in self.budget or {} if d.startswith("gpu"))
+
+    def set_settings(self, settings: MemorySettings) -> None:
+        if settings != self.settings:
+            self.settings = settings
+            self.budget = resolve_budget(settings)
+
+    # ----- figures ---------------------------------------------------------
+    def key(self, model: str, plan: LaunchPlan) -> str:
+        return f"{model}:{fingerprint(plan.argv, plan.env, '')}"
+
+    def figure(self, spec: ModelSpec, plan: LaunchPlan) -> Memory:
+        """The memory `spec` takes with this launch plan: measured if a load with
+        the same plan measured it, else the estimate."""
+        key = self.key(spec.name, plan)
+        self.keys[spec.name] = key
+        est = self.estimate(spec, plan)
+        measured = self._store.get(key)
+        if measured and isinstance(measured.get("devices"), dict):
+            return {d: int(n) for d, n in measured["devices"].items()}
+        return est.devices
+
+    def estimate(self, spec: ModelSpec, plan: LaunchPlan) -> Estimate:
+        path = spec.path or _model_arg(plan.argv)
+        meta = gguf_meta(path)
+        if meta is None:
+            est = Estimate(0, 0, 0, 0, 0, {"ram": 0})
+        else:
+            projector = gguf_meta(spec.mmproj) if spec.mmproj else None
+            est = estimate(meta, plan.argv, shard_bytes=_shard_bytes(path, meta), projector=projector,
+                           gpus=self.gpus)
+        self.estimates[spec.name] = est
+        return est
+
+    def measured(self, model: str) -> dict[str, Any] | None:
+        key = self.keys.get(model)
+        return self._store.get(key) if key else None
+
+    def needs_report(self, spec: ModelSpec, plan: LaunchPlan) -> bool:
+        """Whether this load should report its buffers (nothing measured for its plan yet)."""
+        return self.budget is not None and self.key(spec.name, plan) not in self._store
+
+    def record(self, model: str, plan: LaunchPlan, log_lines: list[str], rss: int | None,
+               gpu_used: Memory | None = None) -> Memory:
+        """What a load used, from the child's report and the OS; kept for the next load."""
+        key = self.key(model, plan)
+        buffers = reported_buffers(log_lines)
+        est = self.estimates.get(model)
+        overhead = est.overhead if est else 0
+        devices: Memory = {}
+        for device, kinds in buffers.items():
+            devices[device] = sum(kinds.values()) + (overhead if device == "ram" else 0)
+        if rss is not None:
+            devices["ram"] = max(devices.get("ram", 0), rss)
+        for device, used in (gpu_used or {}).items():
+            devices[device] = max(devices.get(device, 0), used)
+        before = self._store.get(key, {})
+        previous = before.get("devices", {})
+        if not buffers and previous:  # a later load without a report: keep the report, and a larger figure
+            devices = {d: max(n, int(previous.get(d, 0))) for d, n in devices.items()}
+            buffers = before.get("buffers") or {}
+        self._store[key] = asdict(Measured(devices, buffers, rss, time.time()))
+        self.keys[model] = key
+        self._write()
+        return devices
+
+    def raise_ram(self, model: str, rss: int) -> Memory | None:
+        """A running child grew past its figure: the new peak is its figure from now on."""
+        key = self.keys.get(model)
+        entry = self._store.get(key) if key else None
+        if entry is None or rss <= int(entry["devices"].get("ram", 0)):
+            return None
+        entry["devices"]["ram"] = rss
+        entry["rss"] = rss
+        self._write()
+        return {d: int(n) for d, n in entry["devices"].items()}
+
+    # ----- the file --------------------------------------------------------
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if self._path is None:
+            return {}
+        try:
+            data = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self) -> None:
+        if self._path is None:
+            return
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".memory.", dir=self._path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._store, f, indent=1, sort_keys=True)
+            os.replace(tmp, self._path)
+        except OSError as e:
+            log.warning("cannot keep memory figures in %s: %s", self._path, e.strerror or e)
+
+
+def _model_arg(argv: tuple[str, ...]) -> str | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("-m", "--model"):
+            return argv[i + 1]
+    return None
+
+
+def _shard_bytes(path: str | None, meta: Any) -> int | None:
+    """Tensor bytes of every shard of a split model (None: not split)."""
+    if not path or not meta.is_split:
+        return None
+    parts = split_parts(os.path.basename(path))
+    if not parts:
+        return None
+    prefix, _, count = parts
+    total = 0
+    for n in range(1, count + 1):
+        shard = gguf_meta(str(Path(path).with_name(f"{prefix}-{n:05d}-of-{count:05d}.gguf")))
+        total += shard.tensor_bytes if shard is not None else 0
+    return total

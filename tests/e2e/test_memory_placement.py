@@ -1,0 +1,114 @@
+"""Memory-aware placement with real llama-server children on the real Gemma
+3 270M at different context sizes: models fill a RAM budget, never more."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+import pytest
+import requests
+
+from router.backend.estimate import estimate
+from router.discovery.gguf_meta import read_gguf_meta
+from tests.support.opskit import chat, model_state
+from tests.support.routerproc import RouterProcess, free_port, write_config
+
+pytestmark = [pytest.mark.real, pytest.mark.gemma, pytest.mark.timeout(240)]
+MiB = 1024 * 1024
+BUDGET_MIB = 1350
+ADMIN = "admin-token-for-tests"
+# One file, three memory sizes: the context (and --swa-full for a full-size sliding-window cache) decides.
+ARGS = {
+    "small": ["-c", "4096", "-np", "1"],
+    "mid": ["-c", "8192", "-np", "1", "--swa-full"],
+    "big": ["-c", "32768", "-np", "1", "--swa-full"],
+    "huge": ["-c", "32768", "-np", "1", "--swa-full", "-ctk", "f32", "-ctv", "f32"],
+}
+
+
+@pytest.fixture
+def router(tmp_path, llama_server, gemma):
+    models = {name: {"path": str(gemma), "args": args} for name, args in ARGS.items()}
+    models["small"]["pinned"] = True
+    cfg = write_config(tmp_path / "config.yaml", models, router={
+        "port": free_port(), "models_max": 0, "kv_persistence": False, "watch_config": False,
+        "admin_token": ADMIN, "memory": {"ram": f"{BUDGET_MIB}MiB", "gpu": "off"}},
+        spawn={"command": [str(llama_server), "--model", "$path", "--alias", "$name", "--host", "$host",
+                           "--port", "$port"]})
+    with RouterProcess(cfg, tmp_path / "router.log") as r:
+        yield r
+
+
+class Sampler:
+    """The sum of the children's resident memory, sampled every 0.1 s while the test runs."""
+
+    def __init__(self, r: RouterProcess):
+        self.r, self.peak, self.samples = r, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for child in self.r.children():
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self.samples += 1
+            time.sleep(0.1)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def loaded(url: str) -> set[str]:
+    return {n for n in ARGS if model_state(url, n) == "loaded"}
+
+
+def test_models_fill_the_budget_and_never_more(router, gemma):
+    url = router.url
+    with Sampler(router) as sampler:
+        assert chat(url, "mid").status_code == 200
+        assert chat(url, "small").status_code == 200
+        assert loaded(url) == {"mid", "small"}  # both fit: they run together (models_max 0)
+
+        # big does not fit next to both; stopping mid (the least recently used) is enough.
+        assert chat(url, "big").status_code == 200
+        assert loaded(url) == {"small", "big"}
+
+        # mid again: small is now the least recently used, but pinned; big goes instead.
+        assert chat(url, "mid").status_code == 200
+        assert loaded(url) == {"small", "mid"}
+
+        # A model bigger than the whole budget is refused at once, naming the figures; nothing stops.
+        started = time.monotonic()
+        r = chat(url, "huge")
+        assert r.status_code == 503 and time.monotonic() - started < 2
+        message = r.json()["error"]["message"]
+        assert f"the ram budget is {BUDGET_MIB / 1024:.2f} GiB" in message and "needs 1.4" in message
+        assert loaded(url) == {"small", "mid"}
+    assert sampler.samples > 10
+    assert sampler.peak <= BUDGET_MIB * MiB, f"children held {sampler.peak / MiB:.0f} MiB at once"
+
+    status = requests.get(url + "/admin/status", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30).json()
+    assert status["memory"]["budget"] == {"ram": BUDGET_MIB * MiB}
+    assert status["memory"]["used"]["ram"] <= BUDGET_MIB * MiB
+    by_name = {m["model"]: m for m in status["models"]}
+    meta = read_gguf_meta(gemma)
+    for name in ("small", "mid", "big"):
+        mem = by_name[name]["memory"]
+        measured = mem["measured"]["devices"]["ram"]
+        expected = estimate(meta, ARGS[name]).total
+        assert mem["estimate"]["devices"]["ram"] == expected
+        assert abs(expected - measured) / measured < 0.15, (name, expected / MiB, measured / MiB)
+    listed = {m["id"]: m for m in requests.get(url + "/v1/models", timeout=30).json()["data"]}
+    assert listed["huge"]["memory"]["estimate"]["kv"] == 1152 * MiB  # 18 layers x 32768 cells x f32 K+V
