@@ -56,6 +56,8 @@ class ModelSpec:
     unlisted: bool = False
     allow_args: tuple[str, ...] = ()  # flags a load request may add to the command line
     pinned: bool = False  # never stopped to make room for another model
+    concurrency_limit: int = 0  # requests in flight at once (0: no limit); the rest wait in the router
+    max_queue: int = 0  # requests waiting at most (0: no limit); past it: 429 with Retry-After
 
     def launch_key(self) -> tuple:
         """What a running child was started from: a change here needs a restart."""

@@ -258,6 +258,8 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
         unlisted=r.boolean("unlisted", False),
         allow_args=allow_args,
         pinned=r.boolean("pinned", False),
+        concurrency_limit=r.number("concurrency_limit", 0, integer=True),
+        max_queue=r.number("max_queue", 0, integer=True),
     )
 
 

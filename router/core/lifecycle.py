@@ -40,9 +40,12 @@ async def load_startup_model(manager: ModelManager) -> None:
 
 
 def ttls(manager: ModelManager) -> dict[str, float]:
-    """Each model's idle limit: its own ttl, else the global one (0 = never)."""
+    """Each model's idle limit: a request's keep_alive, else its own ttl, else the
+    global one (0 = never)."""
     default = manager.config.router.ttl
-    return {name: spec.ttl if spec.ttl is not None else default for name, spec in manager.config.models.items()}
+    out = {name: spec.ttl if spec.ttl is not None else default for name, spec in manager.config.models.items()}
+    out.update((n, t) for n, t in manager.ttl_overrides.items() if n in out)
+    return out
 
 
 async def unload_idle(manager: ModelManager) -> None:

@@ -36,7 +36,11 @@ BIND_RETRIES = 3
 
 
 class ModelUnavailable(RuntimeError):
-    """A request's model could not be loaded."""
+    """A request's model could not be loaded, or (busy) its queue is full."""
+
+    def __init__(self, reason: str, busy: bool = False):
+        super().__init__(reason)
+        self.busy = busy
 
 
 class Lease:
@@ -69,7 +73,9 @@ class ModelManager:
         self.scheduler = Scheduler(self._groups(config), config.router.models_max, config.router.swap_patience,
                                    budget=self.memory.budget)
         self.scheduler.set_pinned(n for n, s in config.models.items() if s.pinned)
+        self.scheduler.set_limits({n: (s.concurrency_limit, s.max_queue) for n, s in config.models.items()})
         self._figured: set[str] = set()  # models whose memory figure the scheduler has
+        self.ttl_overrides: dict[str, float] = {}  # from requests' keep_alive
         self.child_factory = child_factory
         self.children: dict[str, ChildProcess] = {}
         self.status: dict[str, ModelStatus] = {n: ModelStatus() for n in config.models}
@@ -138,6 +144,16 @@ class ModelManager:
         self.scheduler.set_memory(model, self.memory.figure(spec, plan))
         self._figured.add(model)
 
+    def keep_alive(self, model: str, seconds: float) -> None:
+        """A request's keep_alive: its idle TTL from now on (seconds > 0), or keep it
+        loaded and evict it last (< 0); 0 (unload after the reply) is the caller's."""
+        if seconds > 0:
+            self.ttl_overrides[model] = seconds
+            self.scheduler.set_keep(model, False)
+        elif seconds < 0:
+            self.ttl_overrides[model] = 0.0  # never idle-unloaded
+            self.scheduler.set_keep(model, True)
+
     def unload(self, model: str, reason: str = "unload") -> None:
         self._apply(self.scheduler.unload(model, reason))
 
@@ -154,6 +170,7 @@ class ModelManager:
         for name in config.models:
             self.status.setdefault(name, ModelStatus())
         self._apply(self.scheduler.set_models(self._groups(config), config.router.models_max))
+        self.scheduler.set_limits({n: (s.concurrency_limit, s.max_queue) for n, s in config.models.items()})
         for name in restart:
             if name in config.models and self.state(name) in (State.READY, State.STARTING):
                 self._apply(self.scheduler.unload(name, "reload"))
@@ -196,7 +213,7 @@ class ModelManager:
             elif isinstance(e, Reject):
                 fut = self._futures.get(e.ticket)
                 if fut is not None and not fut.done():
-                    fut.set_exception(ModelUnavailable(e.reason))
+                    fut.set_exception(ModelUnavailable(e.reason, e.busy))
             elif isinstance(e, Start):
                 self._spawn_task(self._start(e.model))
             elif isinstance(e, Stop):
@@ -264,7 +281,8 @@ class ModelManager:
             status.exit_code = child.returncode if child else None
             log.error("[%s] load failed: %s", model, reason)
             self._emit(model, "unloaded", failed=True, exit_code=status.exit_code, reason=reason)
-            self._apply(self.scheduler.load_failed(model, f"model {model!r} failed to load: {reason}"))
+            self._apply(self.scheduler.load_failed(model, f"model {model!r} failed to load: {reason}",
+                                                   out_of_memory=_out_of_memory(reason)))
             return
         status.failed, status.last_error, status.exit_code = False, None, None
         status.loads += 1
@@ -378,3 +396,13 @@ class ModelManager:
         """A forced exit: kill every child now (no KV cache save, no drain), by pid."""
         self._closing = True
         await asyncio.gather(*(child.kill() for child in list(self.children.values())), return_exceptions=True)
+
+
+_OOM = ("out of memory", "failed to allocate", "cannot allocate", "bad_alloc", "unable to allocate",
+        "not enough memory")
+
+
+def _out_of_memory(reason: str) -> bool:
+    """Whether a failed load's last log lines say it ran out of memory."""
+    text = reason.lower()
+    return any(s in text for s in _OOM)

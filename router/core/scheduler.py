@@ -63,6 +63,7 @@ class Reject:
     ticket: int
     model: str
     reason: str
+    busy: bool = False  # the model's queue is full: try again later (429), not a failure
 
 
 Effect = Start | Stop | Grant | Reject
@@ -154,6 +155,9 @@ class _Model:
     memory: Memory = field(default_factory=dict)
     pinned: bool = False
     keep: bool = False
+    limit: int = 0  # requests in flight at once (0: no limit)
+    max_queue: int = 0  # requests waiting at once (0: no limit)
+    retried: bool = False  # a load that ran out of memory was retried once
 
 
 @dataclass
@@ -236,6 +240,12 @@ class Scheduler:
         for m in self._models.values():
             m.pinned = m.name in names
 
+    def set_limits(self, limits: dict[str, tuple[int, int]]) -> None:
+        """(concurrency_limit, max_queue) per model."""
+        for name, (limit, max_queue) in limits.items():
+            if name in self._models:
+                self._models[name].limit, self._models[name].max_queue = limit, max_queue
+
     def set_keep(self, model: str, keep: bool) -> None:
         """keep_alive -1: evicted after every other candidate."""
         if model in self._models:
@@ -266,6 +276,9 @@ class Scheduler:
         device = too_big(m.memory, self.budget) if m is not None and m.state is State.STOPPED else None
         if device is not None and m is not None:
             return [Reject(ticket, model, self._too_big_reason(m, device))]
+        if m is not None and m.max_queue and self.waiting(model) >= m.max_queue:
+            return [Reject(ticket, model, f"model {model!r} has {m.max_queue} requests waiting already "
+                                          "(max_queue); try again shortly", busy=True)]
         self._waiting[ticket] = model
         return self._pump()
 
@@ -308,25 +321,35 @@ class Scheduler:
         self._tick(now)
         m = self._models[model]
         m.state = State.READY
+        m.retried = False
         m.last_used = next(self._clock)
         m.idle_since = now
         if self._swap and self._swap.target == model:
             self._swap = None
         return self._pump()
 
-    def load_failed(self, model: str, reason: str) -> list[Effect]:
+    def load_failed(self, model: str, reason: str, out_of_memory: bool = False) -> list[Effect]:
+        """A load failed. Out of memory (the figure was too low), the first time:
+        stop one more idle model and try again, the waiters still waiting."""
         m = self._models[model]
         m.state = State.STOPPED
-        effects: list[Effect] = []
-        for ticket, wanted in list(self._waiting.items()):
-            if wanted == model:
-                del self._waiting[ticket]
-                if ticket not in self._preloads:
-                    effects.append(Reject(ticket, model, reason))
-                self._preloads.discard(ticket)
+        if out_of_memory and not m.retried:
+            victim = self._one_more_victim(model)
+            if victim is not None:
+                m.retried = True
+                victim.state = State.STOPPING
+                self._swap = _Swap(model, [victim.name], decided_at=self._now)
+                return [Stop(victim.name, "memory"), *self._pump()]
+        m.retried = False
+        effects = self._reject_waiting(model, reason)
         if self._swap and self._swap.target == model:
             self._swap = None
         return effects + self._pump()
+
+    def _one_more_victim(self, target: str) -> _Model | None:
+        idle = [o for o in self._models.values()
+                if o.name != target and o.state is State.READY and not o.inflight and not o.pinned]
+        return min(idle, key=lambda o: (o.keep, o.last_used), default=None)
 
     def stopped(self, model: str) -> list[Effect]:
         """The child is gone: stopped as asked, or crashed."""
@@ -414,7 +437,8 @@ class Scheduler:
         # 1. Serve what can be served now.
         for ticket, model in list(self._waiting.items()):
             m = self._models.get(model)
-            if m and m.state is State.READY and not self._draining(m):
+            full = m is not None and m.limit and len(m.inflight) >= m.limit
+            if m and m.state is State.READY and not self._draining(m) and not full:
                 del self._waiting[ticket]
                 if ticket in self._preloads:
                     self._preloads.discard(ticket)

@@ -40,12 +40,14 @@ def error_response(status: int, message: str, type_: str | None = None,
 class HTTPError(Exception):
     """Raised inside handlers; turned into an error response by the middleware."""
 
-    def __init__(self, status: int, message: str, type_: str | None = None, code: str | int | None = None):
+    def __init__(self, status: int, message: str, type_: str | None = None, code: str | int | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.code = status, message, type_, code
+        self.headers = headers
 
     def response(self) -> web.Response:
-        return error_response(self.status, self.message, self.type, self.code)
+        return error_response(self.status, self.message, self.type, self.code, self.headers)
 
 
 @web.middleware

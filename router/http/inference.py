@@ -3,6 +3,8 @@ model the request names, and /upstream/{model}/... straight to one child."""
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from router.catalogue.config import ModelSpec
@@ -12,7 +14,7 @@ from router.http.errors import HTTPError
 from router.http.keys import CONVERSATIONS, MANAGER
 from router.http.model_api import router_props
 from router.http.proxy import ModelRewriter, forward
-from router.http.request import model_from_request, read_body, servable_model
+from router.http.request import read_body, read_request, servable_model, take_keep_alive
 from router.http.swap_progress import wants_progress, with_progress
 
 # POST endpoints of llama-server that carry the model in the body.
@@ -24,6 +26,7 @@ POST_ROUTES = (
     "/v1/reranking", "/tokenize", "/detokenize", "/apply-template", "/v1/audio/transcriptions",
     "/lora-adapters",
 )
+RETRY_AFTER_S = "1"  # a full queue drains in about a request's time
 # GET endpoints that take the model from ?model=.
 GET_ROUTES = ("/props", "/slots", "/metrics", "/lora-adapters")
 
@@ -48,20 +51,31 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
     try:
         lease = await manager.acquire(spec.name)
     except ModelUnavailable as e:
+        if e.busy:
+            raise HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_S}) from None
         raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
     return await relay(lease)
 
 
 async def handle_inference(request: web.Request) -> web.StreamResponse:
     body = await read_body(request)
-    name = await model_from_request(request, body)
+    name, data = await read_request(request, body)
     if request.method == "GET" and not name:
         return await _default_get(request)
-    spec = servable_model(request.app[MANAGER], name)
+    manager = request.app[MANAGER]
+    spec = servable_model(manager, name)
     _check_autoload(request, spec)
+    keep_alive = take_keep_alive(data) if data is not None else None
+    if keep_alive is not None:
+        body = json.dumps(data).encode()
+        manager.keep_alive(spec.name, keep_alive)
     request.app[CONVERSATIONS].remember_request(request, spec.name)
     assert isinstance(name, str)  # resolve_model accepted it
-    return await proxy_to_model(request, spec, name, request.path, body or None)
+    try:
+        return await proxy_to_model(request, spec, name, request.path, body or None)
+    finally:
+        if keep_alive == 0:
+            manager.unload(spec.name, "keep_alive")  # once idle, after this reply
 
 
 def _check_autoload(request: web.Request, spec: ModelSpec) -> None:

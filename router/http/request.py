@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from aiohttp import web
@@ -64,22 +65,59 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def model_from_request(request: web.Request, body: bytes) -> str | None:
-    """The model a request names: ?model= for GET, the form field of a multipart
-    body, else the JSON body's "model" (which may not carry launch settings)."""
+async def read_request(request: web.Request, body: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    """The model a request names, and its JSON body when it has one: ?model= for
+    GET, the form field of a multipart body, else the JSON body's "model" (which
+    may not carry launch settings)."""
     if request.method in ("GET", "HEAD", "DELETE"):
-        return request.query.get("model")
+        return request.query.get("model"), None
     if request.content_type.startswith("multipart/"):
         try:
             name = await form_field(request.headers.get("Content-Type", ""), body, "model")
         except MultipartError as e:
             raise HTTPError(400, f"malformed multipart body: {e}", code="invalid_multipart") from None
-        return name or request.query.get("model")
+        return name or request.query.get("model"), None
     if not body.strip() and "model" in request.query:
-        return request.query["model"]
+        return request.query["model"], None
     data = parse_json_object(body)
     refuse_launch_keys(data)
-    return data.get("model") or request.query.get("model")
+    return data.get("model") or request.query.get("model"), data
+
+
+_DURATION_RE = re.compile(r"^(-)?((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)$")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def keep_alive_seconds(value: Any) -> float:
+    """Ollama's keep_alive: seconds as a number, or a duration ("10m", "1h30m",
+    "-1"); 0 unloads after the reply, a negative value keeps the model loaded."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        m = _DURATION_RE.match(text)
+        if m:
+            total = sum(float(n) * _UNIT_S[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", m.group(2)))
+            return -total if m.group(1) else total
+    raise ValueError
+
+
+def take_keep_alive(data: dict[str, Any]) -> float | None:
+    """Remove `keep_alive` from a request body (the child never sees it); its seconds."""
+    if "keep_alive" not in data:
+        return None
+    raw = data.pop("keep_alive")
+    try:
+        return keep_alive_seconds(raw)
+    except ValueError:
+        raise HTTPError(400, "'keep_alive' must be seconds or a duration such as \"10m\", 0 (unload after this "
+                        "reply) or -1 (keep loaded)", code="invalid_keep_alive") from None
 
 
 def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:

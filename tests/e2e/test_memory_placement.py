@@ -112,3 +112,49 @@ def test_models_fill_the_budget_and_never_more(router, gemma):
         assert abs(expected - measured) / measured < 0.15, (name, expected / MiB, measured / MiB)
     listed = {m["id"]: m for m in requests.get(url + "/v1/models", timeout=30).json()["data"]}
     assert listed["huge"]["memory"]["estimate"]["kv"] == 1152 * MiB  # 18 layers x 32768 cells x f32 K+V
+
+
+def test_keep_alive_and_a_full_queue(tmp_path, llama_server, gemma):
+    models = {"g": {"path": str(gemma), "args": ["-c", "2048", "-np", "1"], "concurrency_limit": 1,
+                    "max_queue": 1},
+              "h": {"path": str(gemma), "args": ["-c", "2048", "-np", "1"], "group": "other"}}
+    cfg = write_config(tmp_path / "config.yaml", models, router={
+        "port": free_port(), "models_max": 0, "kv_persistence": False, "watch_config": False},
+        spawn={"command": [str(llama_server), "--model", "$path", "--alias", "$name", "--host", "$host",
+                           "--port", "$port"]})
+    with RouterProcess(cfg, tmp_path / "router.log") as r:
+        # keep_alive 0: unloaded once the reply is done; the child never sees the key.
+        assert chat(r.url, "h", keep_alive=0).status_code == 200
+        deadline = time.monotonic() + 10
+        while model_state(r.url, "h") != "unloaded" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert model_state(r.url, "h") == "unloaded"
+        # keep_alive "1s": idle one second, then unloaded (no ttl in the catalogue).
+        assert chat(r.url, "g", keep_alive="1s").status_code == 200
+        assert model_state(r.url, "g") == "loaded"
+        deadline = time.monotonic() + 10
+        while model_state(r.url, "g") != "unloaded" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert model_state(r.url, "g") == "unloaded"
+        assert "[g] idle for 1 s: unloading (ttl)" in r.log()
+        assert chat(r.url, "g", keep_alive="soon").status_code == 400
+        # keep_alive -1: loaded for good (a load counts as waiting, so load it before the queue test).
+        assert chat(r.url, "g", keep_alive=-1).status_code == 200
+        time.sleep(1.5)
+        assert model_state(r.url, "g") == "loaded"
+        # concurrency_limit 1, max_queue 1: one in flight, one waiting, the third is told to come back.
+        results: list[requests.Response] = []
+
+        def slow() -> None:
+            results.append(chat(r.url, "g", max_tokens=300, ignore_eos=True))
+
+        threads = [threading.Thread(target=slow) for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.3)
+        busy = chat(r.url, "g")
+        for t in threads:
+            t.join(60)
+        assert busy.status_code == 429, busy.text
+        assert busy.headers["Retry-After"] == "1" and busy.json()["error"]["code"] == "model_busy"
+        assert [x.status_code for x in results] == [200, 200]

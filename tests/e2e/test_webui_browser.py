@@ -187,6 +187,9 @@ async def test_chat_in_the_webui_then_manage_models_on_the_dashboard(
                             "gemma loaded in tiny's place")
         await dash.wait_for("document.querySelector('#events').innerText.includes('gemma: loaded')", 15,
                             "the state change in the live list")
+        # The RAM budget (auto: this machine's memory less the reserve) is drawn as a bar filled by gemma.
+        await dash.wait_for("!!document.querySelector('#memory [data-device=\"ram\"] .bar span[data-model=\"gemma\"]')",
+                            15, "gemma's share of the RAM budget")
         await dash.click(button("gemma", "logs"))
         await dash.wait_for("document.querySelector('#log').textContent.includes('listening')", 15, "gemma's log")
         await dash.screenshot(shots / "05-dashboard-gemma-loaded-with-log.png")

@@ -21,7 +21,7 @@ _pids = itertools.count(90000)
 
 @dataclass
 class Behaviour:
-    load: str = "ready"  # "ready" | "fail" | "hold" (ready when released)
+    load: str = "ready"  # "ready" | "fail" | "oom" (fails out of memory once) | "hold" (ready when released)
     stop: str = "exit"  # "exit" | "hang" (ignores the polite stop; killed at the timeout)
     load_delay: float = 0.0
 
@@ -63,6 +63,11 @@ class FakeChild:
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None:
         await asyncio.sleep(self.behaviour.load_delay)
+        if self.behaviour.load == "oom":
+            self.behaviour.load = "ready"  # the next try has room
+            self._exit(1)
+            raise LoadError(f"model {self.name!r} exited with code 1 while loading",
+                            ["ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 1073741824"], 1)
         if self.behaviour.load == "fail":
             self.logs.append("error: out of memory")
             self._exit(1)

@@ -211,3 +211,29 @@ async def test_the_first_load_of_a_launch_plan_asks_for_the_buffer_report(sessio
     # /bin/sh is not llama-server: no -lv is added; the report comes only from llama-server children
     assert "-lv" not in factory.of("a")[0].plan.argv
     await m.shutdown()
+
+
+async def test_a_load_out_of_memory_stops_one_more_idle_model_and_tries_once_more(session, factory):
+    factory.behaviours["c"] = Behaviour(load="oom")
+    m = manager_for(catalogue(models_max=0), session, factory)
+    await use(m, "a")
+    await use(m, "b")
+    await use(m, "c")  # the first try fails out of memory; a (least recently used) stops; the second works
+    assert [x.name for x in factory.made] == ["a", "b", "c", "c"]
+    assert factory.of("a")[0].returncode == 0 and sorted(factory.alive()) == ["b", "c"]
+    assert not m.status["c"].failed
+    await m.shutdown()
+
+
+async def test_a_second_out_of_memory_fails_the_request(session, factory):
+    factory.behaviours["b"] = Behaviour(load="fail")  # "error: out of memory", every time
+    m = manager_for(catalogue(models_max=0), session, factory)
+    await use(m, "a")
+    with pytest.raises(ModelUnavailable, match="out of memory"):
+        await use(m, "b")  # a stops to make room, b is tried once more, then the request fails
+    assert len(factory.of("b")) == 2 and factory.of("a")[0].returncode == 0
+    assert m.state("b") is State.STOPPED
+    with pytest.raises(ModelUnavailable):
+        await use(m, "b")  # the next request tries again, once: nothing left to stop
+    assert len(factory.of("b")) == 3
+    await m.shutdown()

@@ -133,3 +133,26 @@ def test_a_named_group_stays_exclusive_of_the_pool():
 
 def test_without_a_budget_memory_is_not_a_limit():
     assert plan_evictions("c", POOL, [ModelView("a", POOL, 1, False, {"ram": 10**12})], 0, {"ram": 10**12}, None) == []
+
+
+def test_a_concurrency_limit_holds_the_rest_in_the_router_and_a_full_queue_is_busy():
+    s = pool(1000, a=100)
+    s.set_limits({"a": (1, 1)})
+    t1 = s.new_ticket()
+    s.submit(t1, "a")
+    assert s.loaded("a") == [Grant(t1, "a")]
+    t2 = s.new_ticket()
+    assert s.submit(t2, "a") == []  # waits: one in flight is the limit
+    t3 = s.new_ticket()
+    eff = s.submit(t3, "a")
+    assert len(eff) == 1 and isinstance(eff[0], Reject) and eff[0].busy and "max_queue" in eff[0].reason
+    assert s.release(t1) == [Grant(t2, "a")]  # first come, first served
+
+
+def test_keep_alive_forever_marks_a_model_to_go_last():
+    s = pool(1000, a=400, b=400, c=400)
+    use(s, "a")
+    use(s, "b")
+    s.set_keep("a", True)  # a is the least recently used, but asked to stay
+    seen = use(s, "c")
+    assert Stop("b", "swap") in seen and Stop("a", "swap") not in seen
