@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .targets import ROOT, make_setup, server_version, start_all, stop_all
 
-from . import report, suite
+from . import placement, report, suite
 
 CHILD_ARGS = ("--ctx-size", "4096", "--parallel", "1")
-GROUPS = ("proxy", "swap", "swapback", "burst", "scaling")
+GROUPS = ("proxy", "swap", "swapback", "burst", "scaling", "placement")
 GEMMA_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
 
 TEMPLATE = """# Performance: llama-router next to llama-server and llama.cpp's router mode
@@ -87,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 _keep_logs(args, work / "tiny")
                 stop_all(targets)
+        if "placement" in only:
+            (work / "placement").mkdir()
+            outcomes, budget, _ = placement.run(binary, find_gemma(), work / "placement", mode.placement_requests,
+                                                log=suite.log)
+            res.extra["placement"] = placement.table(outcomes, budget, mode.placement_requests)
     elapsed = time.perf_counter() - t0
     command = args.command or "python -m bench" + (" --full" if args.full else "") + (
         f" --only {args.only}" if args.only else "")

@@ -43,11 +43,12 @@ class Mode:
     scaling_rounds: int = 3
     scaling_counts: tuple[int, ...] = (1, 8, 32, 128)
     conversation_tokens: int = 3000
+    placement_requests: int = 60
 
 
 QUICK = Mode("quick")
 FULL = Mode("full", rounds=5, seq_n=1000, thr_slices=3, thr_tok=400, thr_tok8=60, stream_reps=5, swap_cycles=2,
-            swapback_reps=3, burst_reps=3, scaling_rounds=5)
+            swapback_reps=3, burst_reps=3, scaling_rounds=5, placement_requests=200)
 
 
 @dataclass

@@ -79,6 +79,9 @@ class MemorySettings:
     ram: int | str | None = "auto"
     gpu: tuple[int | str, ...] | int | str | None = "auto"  # one size per GPU, or one for all
     reserve: int = 1024 ** 3
+    # Ask the first load of each launch plan for llama-server's buffer report (-lv 4): an exact
+    # figure, at the price of that child's chattier log.
+    probe: bool = False
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ def _parse_memory(data: Any, source: str) -> MemorySettings:
                          if isinstance(reserve_raw, str) else reserve_raw)
     if reserve is None:
         raise r.fail("reserve", f"expected a size such as 1GiB, got {reserve_raw!r}")
-    return MemorySettings(ram=ram, gpu=gpu, reserve=reserve)
+    return MemorySettings(ram=ram, gpu=gpu, reserve=reserve, probe=r.boolean("probe", d.probe))
 
 
 def _opt_path(value: str | None) -> str | None:

@@ -264,6 +264,7 @@ class ModelManager:
                     raise
             assert child is not None
             self._measure(model, spec, plan0, child)
+            self._memory_step(model, "loaded")
             for hook in self.after_ready:
                 await hook(model, child)
         except asyncio.CancelledError:
@@ -313,9 +314,19 @@ class ModelManager:
             if figure is not None:
                 self.scheduler.set_memory(model, figure)
 
-    def memory_view(self) -> dict[str, Any]:
-        """The budget and what the running models take, per device."""
-        return {"budget": self.memory.budget or {}, "used": self.scheduler.used()}
+    def memory_view(self, gone: str | None = None) -> dict[str, Any]:
+        """The budget and what the running models take, per device (less `gone`'s figure)."""
+        used = self.scheduler.used()
+        if gone is not None:
+            for device, n in self.scheduler.memory(gone).items():
+                used[device] = max(used.get(device, 0) - n, 0)
+        return {"budget": self.memory.budget or {}, "used": used}
+
+    def _memory_step(self, model: str, step: str, gone: str | None = None) -> None:
+        """A memory snapshot on /models/sse at a step of a swap: stopping, stopped (the
+        process is gone), loaded."""
+        if self.memory.budget is not None:
+            self.events.emit(model, "memory", {"step": step, **self.memory_view(gone)})
 
     def _log_ring(self, model: str) -> LogRing:
         ring = self.logs.get(model)
@@ -358,8 +369,10 @@ class ModelManager:
         child = self.children.get(model)
         if child is not None:
             child.stopping = True
+            self._memory_step(model, "stopping")
             await self._before_stop(model, child)
             code = await child.stop(self.config.router.stop_timeout)
+            self._memory_step(model, "stopped", gone=model)
             log.info("[%s] stopped (%s), exit code %s", model, reason, code)
             if self.children.get(model) is child:
                 del self.children[model]

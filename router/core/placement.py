@@ -4,9 +4,11 @@ it, then what that load really used (kept across restarts in memory.json next
 to the KV cache folder, keyed by model and launch fingerprint).
 
 A measured figure is the larger of what the child reported allocating (its
-buffers, asked for with -lv 4 on the first load of a launch plan, plus the
-process's own overhead) and the resident memory of its process tree; GPU
-figures come from the reported buffers or NVML.
+buffers, when it logs them: -lv 4, which `router.memory.probe` asks for on
+the first load of a launch plan, plus the process's own overhead) and the
+resident memory of its process tree; without a report the estimate is its
+floor (resident memory under-counts pages not touched yet). GPU figures
+come from the reported buffers or NVML.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class MemoryBook:
 
     def needs_report(self, spec: ModelSpec, plan: LaunchPlan) -> bool:
         """Whether this load should report its buffers (nothing measured for its plan yet)."""
-        return self.budget is not None and self.key(spec.name, plan) not in self._store
+        return self.budget is not None and self.settings.probe and self.key(spec.name, plan) not in self._store
 
     def record(self, model: str, plan: LaunchPlan, log_lines: list[str], rss: int | None,
                gpu_used: Memory | None = None) -> Memory:
@@ -131,6 +133,11 @@ class MemoryBook:
             devices[device] = sum(kinds.values()) + (overhead if device == "ram" else 0)
         if rss is not None:
             devices["ram"] = max(devices.get("ram", 0), rss)
+        if not buffers and est is not None:
+            # Resident memory alone under-counts what is allocated but not touched yet
+            # (a big context's KV cache): never go below the estimate without a report.
+            for device, n in est.devices.items():
+                devices[device] = max(devices.get(device, 0), n)
         for device, used in (gpu_used or {}).items():
             devices[device] = max(devices.get(device, 0), used)
         before = self._store.get(key, {})

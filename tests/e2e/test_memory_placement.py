@@ -34,7 +34,7 @@ def router(tmp_path, llama_server, gemma):
     models["small"]["pinned"] = True
     cfg = write_config(tmp_path / "config.yaml", models, router={
         "port": free_port(), "models_max": 0, "kv_persistence": False, "watch_config": False,
-        "admin_token": ADMIN, "memory": {"ram": f"{BUDGET_MIB}MiB", "gpu": "off"}},
+        "admin_token": ADMIN, "memory": {"ram": f"{BUDGET_MIB}MiB", "gpu": "off", "probe": True}},
         spawn={"command": [str(llama_server), "--model", "$path", "--alias", "$name", "--host", "$host",
                            "--port", "$port"]})
     with RouterProcess(cfg, tmp_path / "router.log") as r:

@@ -63,21 +63,21 @@ def test_sse_tells_load_unload_and_crash_apart(tmp_path, llama_server, tiny_dir)
     with tiny_router(tmp_path, llama_server, tiny_catalogue(tiny_dir, "tiny-a")) as r:
         with SSEReader(r.url + "/models/sse") as sse:
             assert requests.post(r.url + "/models/load", json={"model": "tiny-a"}, timeout=TIMEOUT).ok
-            loading = sse.wait_for(lambda e: e["data"]["status"] == "loading")
+            loading = sse.wait_for(lambda e: e["event"] == "status_change" and e["data"]["status"] == "loading")
             assert loading["model"] == "tiny-a" and loading["event"] == "status_change"
-            loaded = sse.wait_for(lambda e: e["data"]["status"] == "loaded")
+            loaded = sse.wait_for(lambda e: e["event"] == "status_change" and e["data"]["status"] == "loaded")
             assert loaded["model"] == "tiny-a" and loaded["data"]["load_seconds"] >= 0
 
             assert requests.post(r.url + "/models/unload", json={"model": "tiny-a"}, timeout=TIMEOUT).ok
-            unloaded = sse.wait_for(lambda e: e["data"]["status"] == "unloaded")
+            unloaded = sse.wait_for(lambda e: e["event"] == "status_change" and e["data"]["status"] == "unloaded")
             assert unloaded["data"]["reason"] == "unload" and not unloaded["data"].get("failed")
             assert unloaded["data"]["exit_code"] == 0
 
             assert chat(r.url, "tiny-a").status_code == 200
-            sse.wait_for(lambda e: e["data"]["status"] == "loaded")
+            sse.wait_for(lambda e: e["event"] == "status_change" and e["data"]["status"] == "loaded")
             pid = r.children()[0].pid
             os.kill(pid, signal.SIGKILL)
-            crash = sse.wait_for(lambda e: e["data"]["status"] == "unloaded")
+            crash = sse.wait_for(lambda e: e["event"] == "status_change" and e["data"]["status"] == "unloaded")
             assert crash["data"]["failed"] is True and crash["data"]["reason"] == "crash"
             assert crash["data"]["exit_code"] == -signal.SIGKILL
         models = requests.get(r.url + "/v1/models", timeout=TIMEOUT).json()["data"]

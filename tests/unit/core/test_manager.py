@@ -176,7 +176,7 @@ def report(mib: float) -> list[str]:
 async def test_a_loads_report_becomes_the_figure_and_placement_follows_the_budget(session, factory, tmp_path):
     """Three models, a budget for two: what each load reports is its figure from then
     on, a third model stops the least recently used one, and the figure is kept."""
-    config = catalogue(models_max=0, memory={"ram": "600MiB", "gpu": "off"})
+    config = catalogue(models_max=0, memory={"ram": "600MiB", "gpu": "off", "probe": True})
     m = manager_for(config, session, factory)
     sizes = {"a": 250, "b": 250, "c": 250}
     original = factory.__call__
@@ -236,4 +236,26 @@ async def test_a_second_out_of_memory_fails_the_request(session, factory):
     with pytest.raises(ModelUnavailable):
         await use(m, "b")  # the next request tries again, once: nothing left to stop
     assert len(factory.of("b")) == 3
+    await m.shutdown()
+
+
+async def test_each_swap_step_carries_a_memory_snapshot(session, factory):
+    config = catalogue(models_max=1, memory={"ram": "1GiB", "gpu": "off"})
+    m = manager_for(config, session, factory)
+
+    def reporting(name, plan, port, logs, on_event):
+        child = factory(name, plan, port, logs, on_event)
+        child.report = report(100)  # what each load tells it used
+        return child
+
+    m.child_factory = reporting
+    events = m.events.subscribe()
+    await use(m, "a")
+    await use(m, "b")  # a stops for b
+    steps = []
+    while not events.empty():
+        msg = events.get_nowait()
+        if msg["event"] == "memory":
+            steps.append((msg["model"], msg["data"]["step"], msg["data"]["used"].get("ram", 0) // MiB))
+    assert steps == [("a", "loaded", 100), ("a", "stopping", 100), ("a", "stopped", 0), ("b", "loaded", 100)]
     await m.shutdown()
