@@ -4,7 +4,9 @@ operating system, from the child's own report, and from NVML on NVIDIA GPUs."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import psutil
 
@@ -67,47 +69,48 @@ def total_ram() -> int:
     return psutil.virtual_memory().total
 
 
-def gpu_totals() -> list[int] | None:
-    """Each NVIDIA GPU's memory, when nvidia-ml-py can see one; None otherwise."""
+@contextmanager
+def _nvml() -> Iterator[Any]:
+    """pynvml, initialised, or None when there is no library, driver or GPU."""
     try:
         import pynvml
-    except ImportError:
-        return None
-    try:
+
         pynvml.nvmlInit()
-    except Exception:  # no driver, no GPU: the library raises its own error types
-        return None
+    except Exception:  # no library, no driver, no GPU: each raises its own error type
+        yield None
+        return
     try:
-        return [int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total)
-                for i in range(pynvml.nvmlDeviceGetCount())]
-    except Exception:
-        return None
+        yield pynvml
     finally:
         try:
             pynvml.nvmlShutdown()
         except Exception:
             pass
+
+
+def gpu_totals() -> list[int] | None:
+    """Each NVIDIA GPU's memory, when nvidia-ml-py can see one; None otherwise."""
+    with _nvml() as nv:
+        if nv is None:
+            return None
+        try:
+            return [int(nv.nvmlDeviceGetMemoryInfo(nv.nvmlDeviceGetHandleByIndex(i)).total)
+                    for i in range(nv.nvmlDeviceGetCount())]
+        except Exception:
+            return None
 
 
 def gpu_used_by(pids: set[int]) -> dict[str, int] | None:
     """GPU memory used by these processes, per GPU, from NVML; None without NVML."""
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-    except Exception:
-        return None
-    try:
-        out: dict[str, int] = {}
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if p.pid in pids and p.usedGpuMemory:
-                    out[f"gpu{i}"] = out.get(f"gpu{i}", 0) + int(p.usedGpuMemory)
-        return out
-    except Exception:
-        return None
-    finally:
+    with _nvml() as nv:
+        if nv is None:
+            return None
         try:
-            pynvml.nvmlShutdown()
+            out: dict[str, int] = {}
+            for i in range(nv.nvmlDeviceGetCount()):
+                for p in nv.nvmlDeviceGetComputeRunningProcesses(nv.nvmlDeviceGetHandleByIndex(i)):
+                    if p.pid in pids and p.usedGpuMemory:
+                        out[f"gpu{i}"] = out.get(f"gpu{i}", 0) + int(p.usedGpuMemory)
+            return out
         except Exception:
-            pass
+            return None
