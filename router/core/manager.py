@@ -22,6 +22,7 @@ from router.backend.child import Child, ChildFactory, ChildProcess, LoadError, f
 from router.backend.launch import LaunchPlan, SpawnError, build_launch, slot_save_dir
 from router.backend.logring import LogRing
 from router.backend.memory import gpu_used_by, tree_rss_bytes
+from router.backend.slotfiles import arg_value
 from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import gguf_meta
 from router.core.events import EventBus
@@ -73,7 +74,8 @@ class ModelManager:
         self.scheduler = Scheduler(self._groups(config), config.router.models_max, config.router.swap_patience,
                                    budget=self.memory.budget)
         self.scheduler.set_pinned(n for n, s in config.models.items() if s.pinned)
-        self.scheduler.set_limits({n: (s.concurrency_limit, s.max_queue) for n, s in config.models.items()})
+        self._slots: dict[str, int] = {}  # each running llama-server child's slots
+        self._set_limits()
         self._figured: set[str] = set()  # models whose memory figure the scheduler has
         self.ttl_overrides: dict[str, float] = {}  # from requests' keep_alive
         self.child_factory = child_factory
@@ -95,8 +97,9 @@ class ModelManager:
         return {name: spec.group_key for name, spec in config.models.items()}
 
     # ----- requests --------------------------------------------------------
-    async def acquire(self, model: str) -> Lease:
-        """Wait until `model` is ready for one more request; the lease must be released."""
+    async def acquire(self, model: str, light: bool = False) -> Lease:
+        """Wait until `model` is ready for one more request; the lease must be released.
+        A `light` request (tokenize, props...) takes none of the child's slots."""
         if self._closing:
             raise ModelUnavailable("router is shutting down")
         if model not in self._figured and self.memory.budget is not None:
@@ -104,7 +107,7 @@ class ModelManager:
         ticket = self.scheduler.new_ticket()
         fut: asyncio.Future[ChildProcess] = asyncio.get_running_loop().create_future()
         self._futures[ticket] = fut
-        self._apply(self.scheduler.submit(ticket, model, time.monotonic()))
+        self._apply(self.scheduler.submit(ticket, model, time.monotonic(), light))
         try:
             child = await fut
         except asyncio.CancelledError:
@@ -144,6 +147,35 @@ class ModelManager:
         self.scheduler.set_memory(model, self.memory.figure(spec, plan))
         self._figured.add(model)
 
+    def _set_limits(self) -> None:
+        """Each model's concurrency limit: its own, else its child's slots, so the
+        child is handed only what it can serve and the rest waits here, in order."""
+        self.scheduler.set_limits({n: (s.concurrency_limit or self._slots.get(n, 0), s.max_queue)
+                                   for n, s in self.config.models.items()})
+
+    def _learn_slots(self, model: str, child: ChildProcess) -> None:
+        """The child's slot count: from its --parallel when given (at once), else
+        from its /props (off the load's critical path)."""
+        if not child.plan.native:
+            return
+        given = arg_value(child.plan.argv, "-np", "--parallel")
+        if given is not None and given.isdigit() and int(given) > 0:
+            self._slots[model] = int(given)
+            self._set_limits()
+        else:
+            self._spawn_task(self._read_slots(model, child))
+
+    async def _read_slots(self, model: str, child: ChildProcess) -> None:
+        try:
+            async with self.session.get(child.base_url + "/props", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                data = await r.json() if r.status == 200 else {}
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            return
+        slots = data.get("total_slots") if isinstance(data, dict) else None
+        if isinstance(slots, int) and slots > 0:
+            self._slots[model] = slots
+            self._set_limits()
+
     def keep_alive(self, model: str, seconds: float) -> None:
         """A request's keep_alive: its idle TTL from now on (seconds > 0), or keep it
         loaded and evict it last (< 0); 0 (unload after the reply) is the caller's."""
@@ -170,7 +202,7 @@ class ModelManager:
         for name in config.models:
             self.status.setdefault(name, ModelStatus())
         self._apply(self.scheduler.set_models(self._groups(config), config.router.models_max))
-        self.scheduler.set_limits({n: (s.concurrency_limit, s.max_queue) for n, s in config.models.items()})
+        self._set_limits()
         for name in restart:
             if name in config.models and self.state(name) in (State.READY, State.STARTING):
                 self._apply(self.scheduler.unload(name, "reload"))
@@ -265,6 +297,7 @@ class ModelManager:
             assert child is not None
             self._measure(model, spec, plan0, child)
             self._memory_step(model, "loaded")
+            self._learn_slots(model, child)
             for hook in self.after_ready:
                 await hook(model, child)
         except asyncio.CancelledError:

@@ -158,6 +158,7 @@ class _Model:
     limit: int = 0  # requests in flight at once (0: no limit)
     max_queue: int = 0  # requests waiting at once (0: no limit)
     retried: bool = False  # a load that ran out of memory was retried once
+    heavy: set[int] = field(default_factory=set)  # in flight and counted against `limit`
 
 
 @dataclass
@@ -166,6 +167,8 @@ class _Swap:
     victims: list[str]
     decided_at: float = 0.0
     started: bool = False
+    marker: int = 0  # the newest ticket when the swap was decided: older ones are served first
+    owed: set[int] = field(default_factory=set)  # tickets a busy victim took within swap_patience
 
 
 class Scheduler:
@@ -179,6 +182,7 @@ class Scheduler:
         self._waiting: OrderedDict[int, str] = OrderedDict()
         self._granted: dict[int, str] = {}
         self._preloads: set[int] = set()
+        self._light: set[int] = set()  # tickets that never count against a concurrency limit
         self._swap: _Swap | None = None
         self._clock = itertools.count(1)
         self._tickets = itertools.count(1)
@@ -269,9 +273,12 @@ class Scheduler:
     def new_ticket(self) -> int:
         return next(self._tickets)
 
-    def submit(self, ticket: int, model: str, now: float | None = None) -> list[Effect]:
-        """A request wants `model`."""
+    def submit(self, ticket: int, model: str, now: float | None = None, light: bool = False) -> list[Effect]:
+        """A request wants `model`; a `light` one (tokenize, props...) takes no slot
+        of the child, so no concurrency limit holds it back."""
         self._tick(now)
+        if light:
+            self._light.add(ticket)
         m = self._models.get(model)
         device = too_big(m.memory, self.budget) if m is not None and m.state is State.STOPPED else None
         if device is not None and m is not None:
@@ -279,6 +286,9 @@ class Scheduler:
         if m is not None and m.max_queue and self.waiting(model) >= m.max_queue:
             return [Reject(ticket, model, f"model {model!r} has {m.max_queue} requests waiting already "
                                           "(max_queue); try again shortly", busy=True)]
+        swap = self._swap
+        if swap is not None and m is not None and model in swap.victims and not self._draining(m):
+            swap.owed.add(ticket)  # a busy victim within swap_patience: it serves this one before stopping
         self._waiting[ticket] = model
         return self._pump()
 
@@ -301,6 +311,7 @@ class Scheduler:
         """A waiting request went away before it was granted."""
         self._waiting.pop(ticket, None)
         self._preloads.discard(ticket)
+        self._light.discard(ticket)
         return self._pump()
 
     def release(self, ticket: int, now: float = 0.0) -> list[Effect]:
@@ -312,6 +323,7 @@ class Scheduler:
         m = self._models.get(model)
         if m and ticket in m.inflight:
             m.inflight.discard(ticket)
+            m.heavy.discard(ticket)
             m.last_used = next(self._clock)
             if not m.inflight:
                 m.idle_since = now
@@ -338,7 +350,7 @@ class Scheduler:
             if victim is not None:
                 m.retried = True
                 victim.state = State.STOPPING
-                self._swap = _Swap(model, [victim.name], decided_at=self._now)
+                self._swap = _Swap(model, [victim.name], decided_at=self._now, marker=max(self._waiting, default=0))
                 return [Stop(victim.name, "memory"), *self._pump()]
         m.retried = False
         effects = self._reject_waiting(model, reason)
@@ -363,6 +375,7 @@ class Scheduler:
         for ticket in m.inflight:
             self._granted.pop(ticket, None)
         m.inflight.clear()
+        m.heavy.clear()
         return self._pump()
 
     def unload(self, model: str, reason: str = "unload") -> list[Effect]:
@@ -415,6 +428,15 @@ class Scheduler:
         # Busy anyway: let the rest of a burst ride along for a while.
         return not (m.inflight and self._now - swap.decided_at < self.swap_patience)
 
+    def _arrived_before_swap(self, ticket: int, m: _Model) -> bool:
+        swap = self._swap
+        return (m.unload_reason is None and swap is not None and m.name in swap.victims
+                and (ticket <= swap.marker or ticket in swap.owed))
+
+    def _owed(self, m: _Model) -> bool:
+        """Requests that arrived before the swap away from `m` and still wait for it."""
+        return any(model == m.name and self._arrived_before_swap(t, m) for t, model in self._waiting.items())
+
     def _reject_waiting(self, model: str, reason: str) -> list[Effect]:
         out: list[Effect] = []
         for ticket, wanted in list(self._waiting.items()):
@@ -423,6 +445,7 @@ class Scheduler:
                 if ticket not in self._preloads:
                     out.append(Reject(ticket, model, reason))
                 self._preloads.discard(ticket)
+                self._light.discard(ticket)
         return out
 
     def _no_room_reason(self, m: _Model) -> str:
@@ -434,18 +457,27 @@ class Scheduler:
 
     def _pump(self) -> list[Effect]:
         effects: list[Effect] = []
-        # 1. Serve what can be served now.
+        # 1. Serve what can be served now: requests that arrived before a swap away from
+        #    their model was decided are served by it first, as its slots allow.
         for ticket, model in list(self._waiting.items()):
             m = self._models.get(model)
-            full = m is not None and m.limit and len(m.inflight) >= m.limit
-            if m and m.state is State.READY and not self._draining(m) and not full:
-                del self._waiting[ticket]
-                if ticket in self._preloads:
-                    self._preloads.discard(ticket)
-                    continue
-                m.inflight.add(ticket)
-                self._granted[ticket] = model
-                effects.append(Grant(ticket, model))
+            if not m or m.state is not State.READY:
+                continue
+            if self._draining(m) and not self._arrived_before_swap(ticket, m):
+                continue
+            light = ticket in self._light
+            if not light and m.limit and len(m.heavy) >= m.limit:
+                continue
+            del self._waiting[ticket]
+            self._light.discard(ticket)
+            if ticket in self._preloads:
+                self._preloads.discard(ticket)
+                continue
+            m.inflight.add(ticket)
+            if not light:
+                m.heavy.add(ticket)
+            self._granted[ticket] = model
+            effects.append(Grant(ticket, model))
         # 2. Stop idle models that were asked to unload (outside a swap).
         for m in self._models.values():
             if m.unload_reason and m.state is State.READY and not m.inflight:
@@ -461,14 +493,14 @@ class Scheduler:
                 if victims is None:  # only stopping a pinned model would make room
                     effects += self._reject_waiting(model, self._no_room_reason(m))
                     continue
-                self._swap = _Swap(model, victims, decided_at=self._now)
+                self._swap = _Swap(model, victims, decided_at=self._now, marker=max(self._waiting, default=0))
                 break
         # 4. Advance the swap: stop idle victims, start the target when all are gone.
         swap = self._swap
         if swap and not swap.started:
             for name in swap.victims:
                 v = self._models.get(name)
-                if v and v.state is State.READY and not v.inflight:
+                if v and v.state is State.READY and not v.inflight and not self._owed(v):
                     v.state = State.STOPPING
                     effects.append(Stop(name, "swap"))
             target = self._models[swap.target]

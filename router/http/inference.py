@@ -27,6 +27,9 @@ POST_ROUTES = (
     "/lora-adapters",
 )
 RETRY_AFTER_S = "1"  # a full queue drains in about a request's time
+# Endpoints that use none of the child's slots: they skip its concurrency limit.
+LIGHT_PATHS = frozenset({"/tokenize", "/detokenize", "/apply-template", "/v1/messages/count_tokens", "/props",
+                         "/slots", "/metrics", "/lora-adapters"})
 # GET endpoints that take the model from ?model=.
 GET_ROUTES = ("/props", "/slots", "/metrics", "/lora-adapters")
 
@@ -49,7 +52,7 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
     if wants_progress(manager, request, spec, body):
         return await with_progress(request, manager, spec, requested, relay)
     try:
-        lease = await manager.acquire(spec.name)
+        lease = await manager.acquire(spec.name, light=path in LIGHT_PATHS or request.method == "GET")
     except ModelUnavailable as e:
         if e.busy:
             raise HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_S}) from None

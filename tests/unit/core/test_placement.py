@@ -156,3 +156,50 @@ def test_keep_alive_forever_marks_a_model_to_go_last():
     s.set_keep("a", True)  # a is the least recently used, but asked to stay
     seen = use(s, "c")
     assert Stop("b", "swap") in seen and Stop("a", "swap") not in seen
+
+
+def test_light_requests_pass_a_full_concurrency_limit():
+    s = pool(1000, a=100)
+    s.set_limits({"a": (1, 0)})
+    t1 = s.new_ticket()
+    s.submit(t1, "a")
+    s.loaded("a")
+    t2 = s.new_ticket()
+    assert s.submit(t2, "a", light=True) == [Grant(t2, "a")]  # /tokenize takes no slot
+    t3 = s.new_ticket()
+    assert s.submit(t3, "a") == []  # a completion does
+
+
+def test_requests_that_came_before_a_swap_are_served_first_one_slot_at_a_time():
+    s = Scheduler({"a": POOL, "b": POOL}, 1)
+    s.set_limits({"a": (1, 0)})
+    t1 = s.new_ticket()
+    s.submit(t1, "a")
+    s.loaded("a")
+    early = [s.new_ticket() for _ in range(2)]
+    for t in early:
+        assert s.submit(t, "a") == []  # queued in the router behind t1
+    tb = s.new_ticket()
+    assert s.submit(tb, "b") == []  # b must wait: a still owes two requests that came first
+    late = s.new_ticket()
+    assert s.submit(late, "a") == []
+    assert s.release(t1) == [Grant(early[0], "a")]
+    assert s.release(early[0]) == [Grant(early[1], "a")]
+    assert s.release(early[1]) == [Stop("a", "swap")]  # the late one waits for the swap back
+    assert s.stopped("a") == [Start("b")]
+
+
+def test_a_busy_victim_serves_what_it_took_within_swap_patience_before_stopping():
+    s = Scheduler({"a": POOL, "b": POOL}, 1, swap_patience=2.0)
+    s.set_limits({"a": (1, 0)})
+    t1 = s.new_ticket()
+    s.submit(t1, "a", now=0.0)
+    s.loaded("a", now=0.0)
+    tb = s.new_ticket()
+    assert s.submit(tb, "b", now=1.0) == []  # swap to b decided at 1.0; a is busy
+    within = s.new_ticket()
+    assert s.submit(within, "a", now=2.0) == []  # queued behind the slot, but a owes it (within patience)
+    after = s.new_ticket()
+    assert s.submit(after, "a", now=3.5) == []  # patience is over: this one waits for the swap back
+    assert s.release(t1, now=3.6) == [Grant(within, "a")]
+    assert s.release(within, now=3.7) == [Stop("a", "swap")]
