@@ -21,8 +21,9 @@ from router.http.auth import require_auth
 from router.http.conversations import ConversationMap
 from router.http.errors import json_errors
 from router.http.inference import add_inference_routes
-from router.http.keys import CONVERSATIONS, MANAGER, PUBLIC_PAGES, RELOADER, SHUTDOWN
+from router.http.keys import CONVERSATIONS, MANAGER, METRICS, PUBLIC_PAGES, RELOADER, SHUTDOWN
 from router.http.logs import add_log_routes
+from router.http.metrics import RouterMetrics
 from router.http.model_api import add_model_api_routes
 from router.ui.dashboard import add_dashboard_routes
 from router.ui.streams import add_stream_routes
@@ -52,12 +53,14 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
         KVPersistence(manager).install()
         app[MANAGER] = manager
         app[RELOADER] = Reloader(manager, loader or default_loader(config))
-        idle = asyncio.create_task(unload_idle(manager))
+        app[METRICS].watch(manager)
+        tasks = [asyncio.create_task(unload_idle(manager)), asyncio.create_task(app[METRICS].follow(events))]
         try:
             yield
         finally:
-            idle.cancel()
-            await asyncio.gather(idle, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await app[RELOADER].close()
             await manager.shutdown()
             await session.close()
@@ -65,6 +68,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     app[SHUTDOWN] = asyncio.Event()
     app[CONVERSATIONS] = ConversationMap()
     app[PUBLIC_PAGES] = set()
+    app[METRICS] = RouterMetrics()
 
     async def on_shutdown(app: web.Application) -> None:
         app[SHUTDOWN].set()  # ends event streams so the drain does not wait on them

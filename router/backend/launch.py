@@ -115,6 +115,8 @@ def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.
         argv.extend(_kv_persistence_args(config, spec, argv, meta_of))
         if report_memory and not any(has_flag(argv, f) for f in VERBOSITY_FLAGS):
             argv.extend(["-lv", "4"])
+        if not has_flag(argv, "--metrics"):
+            argv.append("--metrics")  # merged into the router's own GET /metrics
     env = dict(os.environ)
     env.update(dict(spec.env))
     if native and router_port is not None:

@@ -3,7 +3,10 @@ model the request names, and /upstream/{model}/... straight to one child."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from typing import Any
 
 from aiohttp import web
 
@@ -11,7 +14,8 @@ from router.catalogue.config import ModelSpec
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.errors import HTTPError
-from router.http.keys import CONVERSATIONS, MANAGER
+from router.http.keys import CONVERSATIONS, MANAGER, METRICS
+from router.http.metrics import metrics_response
 from router.http.model_api import router_props
 from router.http.proxy import ModelRewriter, forward
 from router.http.request import read_body, read_request, servable_model, take_keep_alive
@@ -26,6 +30,8 @@ POST_ROUTES = (
     "/v1/reranking", "/tokenize", "/detokenize", "/apply-template", "/v1/audio/transcriptions",
     "/lora-adapters",
 )
+UNKNOWN_MODEL = "(unknown)"  # the model label of requests that named no model the router knows
+CLIENT_LEFT = 499  # the status recorded for a request whose client went away
 RETRY_AFTER_S = "1"  # a full queue drains in about a request's time
 # Endpoints that use none of the child's slots: they skip its concurrency limit.
 LIGHT_PATHS = frozenset({"/tokenize", "/detokenize", "/apply-template", "/v1/messages/count_tokens", "/props",
@@ -35,8 +41,9 @@ GET_ROUTES = ("/props", "/slots", "/metrics", "/lora-adapters")
 
 
 async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, path: str,
-                         body: bytes | None) -> web.StreamResponse:
-    """Wait for `spec`'s child (loading it, swapping others out), then relay the request."""
+                         body: bytes | None, stats: dict[str, Any] | None = None) -> web.StreamResponse:
+    """Wait for `spec`'s child (loading it, swapping others out), then relay the request.
+    `stats` receives how long it waited, and what forward() records."""
     manager = request.app[MANAGER]
 
     async def relay(lease: Lease, into: web.StreamResponse | None = None) -> web.StreamResponse:
@@ -47,12 +54,15 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
             r = manager.config.router
             return await forward(request, manager.session, child.base_url, path, body,
                                  connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
-                                 rewriter=rewriter, into=into)
+                                 rewriter=rewriter, into=into, stats=stats)
 
     if wants_progress(manager, request, spec, body):
         return await with_progress(request, manager, spec, requested, relay)
+    waiting = time.perf_counter()
     try:
         lease = await manager.acquire(spec.name, light=path in LIGHT_PATHS or request.method == "GET")
+        if stats is not None:
+            stats["waited"] = time.perf_counter() - waiting
     except ModelUnavailable as e:
         if e.busy:
             raise HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_S}) from None
@@ -61,24 +71,38 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
 
 
 async def handle_inference(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
     body = await read_body(request)
     name, data = await read_request(request, body)
     if request.method == "GET" and not name:
         return await _default_get(request)
     manager = request.app[MANAGER]
-    spec = servable_model(manager, name)
-    _check_autoload(request, spec)
-    keep_alive = take_keep_alive(data) if data is not None else None
-    if keep_alive is not None:
-        body = json.dumps(data).encode()
-        manager.keep_alive(spec.name, keep_alive)
-    request.app[CONVERSATIONS].remember_request(request, spec.name)
-    assert isinstance(name, str)  # resolve_model accepted it
+    stats: dict[str, Any] = {}
+    label, status, keep_alive = UNKNOWN_MODEL, 500, None
     try:
-        return await proxy_to_model(request, spec, name, request.path, body or None)
+        spec = servable_model(manager, name)
+        label = spec.name
+        _check_autoload(request, spec)
+        keep_alive = take_keep_alive(data) if data is not None else None
+        if keep_alive is not None:
+            body = json.dumps(data).encode()
+            manager.keep_alive(spec.name, keep_alive)
+        request.app[CONVERSATIONS].remember_request(request, spec.name)
+        assert isinstance(name, str)  # resolve_model accepted it
+        resp = await proxy_to_model(request, spec, name, request.path, body or None, stats)
+        status = resp.status
+        return resp
+    except HTTPError as e:
+        status = e.status
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_LEFT
+        raise
     finally:
+        request.app[METRICS].observe(label, request.path, status, started, stats.get("first_byte"),
+                                     stats.get("waited"), stats.get("tail", b""))
         if keep_alive == 0:
-            manager.unload(spec.name, "keep_alive")  # once idle, after this reply
+            manager.unload(label, "keep_alive")  # once idle, after this reply
 
 
 def _check_autoload(request: web.Request, spec: ModelSpec) -> None:
@@ -96,6 +120,8 @@ async def _default_get(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     if request.path == "/props":
         return web.json_response(router_props(manager))
+    if request.path == "/metrics":
+        return await metrics_response(request.app[METRICS], manager.session)
     last = manager.last_spawned
     if last and manager.state(last) is State.READY:
         return await proxy_to_model(request, manager.config.models[last], last, request.path, None)

@@ -14,10 +14,12 @@ from aiohttp import web
 from router.core.manager import ModelManager
 from router.core.reload import Reloader
 from router.http.conversations import ConversationMap
+from router.http.metrics import RouterMetrics
 
 MANAGER = web.AppKey("manager", ModelManager)
 RELOADER = web.AppKey("reloader", Reloader)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 CONVERSATIONS = web.AppKey("conversations", ConversationMap)
+METRICS = web.AppKey("metrics", RouterMetrics)
 # Handlers whose GET/HEAD pages load without an API key (they ask for one; their API calls still need it).
 PUBLIC_PAGES = web.AppKey("public_pages", set)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +32,7 @@ _DROP_RESPONSE = frozenset({
     "server", "date", "access-control-allow-origin",
 })
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+TAIL_BYTES = 4096  # the end of a reply kept for its token counts
 
 
 class ModelRewriter:
@@ -78,9 +81,12 @@ async def forward(
     read_timeout: float,
     rewriter: ModelRewriter | None = None,
     into: web.StreamResponse | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> web.StreamResponse:
     """`into`: an event stream already sent to the client (swap progress);
-    the child's stream continues it, and a child error becomes an error event."""
+    the child's stream continues it, and a child error becomes an error event.
+    `stats` receives "first_byte" (perf_counter at the first byte of the reply's
+    body) and "tail" (its last bytes, where usage and timings are)."""
     url = base_url + path
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
     resp: web.StreamResponse | None = into
@@ -97,13 +103,23 @@ async def forward(
                 data = await up.read()
                 if rewriter is not None and ctype.startswith("application/json"):
                     data = rewriter.whole(data)
+                if stats is not None:
+                    stats["first_byte"] = time.perf_counter()
+                    stats["tail"] = data[-TAIL_BYTES:]
                 return web.Response(status=up.status, body=data, headers=headers)
             resp = into or web.StreamResponse(status=up.status, headers=headers)
             if not resp.prepared:
                 await resp.prepare(request)
             try:
+                tail = b""
                 async for chunk in up.content.iter_any():
+                    if stats is not None:
+                        if not tail:
+                            stats.setdefault("first_byte", time.perf_counter())
+                        tail = (tail + chunk)[-TAIL_BYTES:]
                     await resp.write(rewriter.feed(chunk) if rewriter else chunk)
+                if stats is not None:
+                    stats["tail"] = tail
                 if rewriter:
                     tail = rewriter.flush()
                     if tail:

@@ -1,0 +1,84 @@
+"""The router's own Prometheus metrics, after a known sequence of requests
+against real llama-server children: every counter equals what was sent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.opskit import TIMEOUT, chat, tiny_catalogue, tiny_router
+
+pytestmark = [pytest.mark.real, pytest.mark.timeout(120)]
+CHAT = "/v1/chat/completions"
+
+
+def samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    r = requests.get(url + "/metrics", timeout=TIMEOUT)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    out = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(all_samples, name: str, **labels: str) -> float:
+    return all_samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def streamed_usage(url: str, model: str) -> dict:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "stream": True,
+            "stream_options": {"include_usage": True}}
+    usage = None
+    with requests.post(url + CHAT, json=body, stream=True, timeout=TIMEOUT) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith(b"data: {"):
+                usage = json.loads(line[6:]).get("usage") or usage
+    assert usage, "the stream carried its usage"
+    return usage
+
+
+def test_counters_equal_what_was_sent(tmp_path, llama_server, tiny_dir):
+    with tiny_router(tmp_path, llama_server, tiny_catalogue(tiny_dir, "tiny-a", "tiny-b")) as r:
+        prompt = completion = 0
+        for _ in range(3):
+            reply = chat(r.url, "tiny-a")
+            assert reply.status_code == 200
+            prompt += reply.json()["usage"]["prompt_tokens"]
+            completion += reply.json()["usage"]["completion_tokens"]
+        for _ in range(2):
+            usage = streamed_usage(r.url, "tiny-a")
+            prompt += usage["prompt_tokens"]
+            completion += usage["completion_tokens"]
+        assert chat(r.url, "tiny-b").status_code == 200  # swaps tiny-a out
+        assert chat(r.url, "no-such-model").status_code == 404
+        m = samples(r.url)
+
+    assert value(m, "llama_router_requests_total", model="tiny-a", endpoint=CHAT, status="200") == 5
+    assert value(m, "llama_router_requests_total", model="tiny-b", endpoint=CHAT, status="200") == 1
+    assert value(m, "llama_router_requests_total", model="(unknown)", endpoint=CHAT, status="404") == 1
+    assert value(m, "llama_router_tokens_total", model="tiny-a", kind="prompt") == prompt
+    assert value(m, "llama_router_tokens_total", model="tiny-a", kind="completion") == completion
+    assert value(m, "llama_router_request_duration_seconds_count", model="tiny-a", endpoint=CHAT) == 5
+    assert value(m, "llama_router_time_to_first_token_seconds_count", model="tiny-a") == 5
+    assert value(m, "llama_router_queue_wait_seconds_count", model="tiny-b") == 1
+    assert value(m, "llama_router_model_loads_total", model="tiny-a", result="ok") == 1
+    assert value(m, "llama_router_model_loads_total", model="tiny-b", result="ok") == 1
+    assert value(m, "llama_router_model_unloads_total", model="tiny-a", reason="swap") == 1
+    assert value(m, "llama_router_model_loaded", model="tiny-b") == 1
+    assert value(m, "llama_router_model_loaded", model="tiny-a") == 0
+    assert value(m, "llama_router_requests_in_flight", model="tiny-b") == 0
+    # The running child's own metrics, merged under its model's name.
+    children = {name for (name, labels) in m if name.startswith("llamacpp:") and ("model", "tiny-b") in labels}
+    assert children, "tiny-b's own llamacpp:* metrics appear with model=tiny-b"
+
+
+def test_metrics_of_one_model_still_come_from_its_child(tmp_path, llama_server, tiny_dir):
+    with tiny_router(tmp_path, llama_server, tiny_catalogue(tiny_dir, "tiny-a")) as r:
+        assert chat(r.url, "tiny-a").status_code == 200
+        direct = requests.get(r.url + "/metrics?model=tiny-a", timeout=TIMEOUT)
+        assert direct.status_code == 200 and "llamacpp:" in direct.text and "llama_router_" not in direct.text
