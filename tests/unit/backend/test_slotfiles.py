@@ -120,11 +120,12 @@ def test_llama_server_children_get_a_slot_folder_and_swa_full_when_the_model_nee
     plain = write_tiny_model(tmp_path / "plain.gguf")
     with caplog.at_level("INFO", logger="router.spawn"):
         a = launch(tmp_path, fake_llama_server, swa)
-    assert a[-3:] == ("--slot-save-path", str(tmp_path / "slots"), "--swa-full")
+    # what the router adds after the user's arguments: the KV flags, then --metrics (GET /metrics)
+    assert a[-4:] == ("--slot-save-path", str(tmp_path / "slots"), "--swa-full", "--metrics")
     assert (tmp_path / "slots").is_dir()
     assert "adding --swa-full" in caplog.text and "sliding-window" in caplog.text
     b = launch(tmp_path, fake_llama_server, plain)
-    assert b[-2:] == ("--slot-save-path", str(tmp_path / "slots")) and "--swa-full" not in b
+    assert b[-3:] == ("--slot-save-path", str(tmp_path / "slots"), "--metrics") and "--swa-full" not in b
 
 
 def test_the_users_own_slot_arguments_win_and_off_means_off(tmp_path, fake_llama_server):
