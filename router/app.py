@@ -16,6 +16,7 @@ from router.core.kv_persistence import KVPersistence
 from router.core.lifecycle import unload_idle
 from router.core.manager import ModelManager
 from router.core.reload import Loader, Reloader
+from router.http.activity import ActivityLog
 from router.http.admin import add_admin_routes
 from router.http.auth import require_auth
 from router.http.conversations import ConversationMap
@@ -25,6 +26,7 @@ from router.http.keys import CONVERSATIONS, MANAGER, METRICS, PUBLIC_PAGES, RELO
 from router.http.logs import add_log_routes
 from router.http.metrics import RouterMetrics
 from router.http.model_api import add_model_api_routes
+from router.http.request_id import with_request_id
 from router.ui.dashboard import add_dashboard_routes
 from router.ui.streams import add_stream_routes
 from router.ui.webui import add_webui_routes
@@ -39,7 +41,8 @@ def default_loader(config: Config) -> Loader | None:
 
 def create_app(config: Config, router_port: int | None = None, loader: Loader | None = None) -> web.Application:
     """`loader` re-reads the catalogue for a reload (the CLI's applies its overrides too)."""
-    app = web.Application(middlewares=[json_errors, require_auth], client_max_size=config.router.max_body_bytes)
+    app = web.Application(middlewares=[with_request_id, json_errors, require_auth],
+                          client_max_size=config.router.max_body_bytes)
     events = EventBus()
 
     async def lifetime(app: web.Application):
@@ -68,7 +71,8 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     app[SHUTDOWN] = asyncio.Event()
     app[CONVERSATIONS] = ConversationMap()
     app[PUBLIC_PAGES] = set()
-    app[METRICS] = RouterMetrics()
+    app[METRICS] = RouterMetrics(ActivityLog(config.router.activity_size, app[SHUTDOWN]))
+    app[METRICS].activity.add_routes(app)
 
     async def on_shutdown(app: web.Application) -> None:
         app[SHUTDOWN].set()  # ends event streams so the drain does not wait on them

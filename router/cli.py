@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-token", metavar="TOKEN",
                    help="enable the /admin API with this token (prefer router.admin_token: ${ENV} in the "
                         "file keeps the token out of the process list)")
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="json: one JSON object a line (time, level, logger, model, request_id, message)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log verbosity; child output is logged at info, prefixed with the model name (default info)")
     p.add_argument("--version", action="version", version=f"llama-router {__version__}")
@@ -122,16 +124,21 @@ def import_into_catalogue(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, fmt: str = "text") -> None:
     logging.basicConfig(level=getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if fmt == "json":
+        from router.logformat import JSONFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JSONFormatter())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every filtered-out change
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     if args.import_dir or args.hf:
         code = import_into_catalogue(args)
         if code or args.no_serve:

@@ -113,6 +113,7 @@ class RouterSettings:
     slot_save_timeout: float = 30.0
 
     ui_path: str | None = None  # a built llama.cpp WebUI (folder with index.html) served at "/"
+    activity_size: int = 200  # requests kept for GET /api/activity
     memory: MemorySettings = field(default_factory=MemorySettings)
 
 

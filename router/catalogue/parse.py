@@ -176,6 +176,7 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         slot_save_timeout=float(r.number("slot_save_timeout", d.slot_save_timeout, minimum=0.1)),
         ui_path=ui_path,
         memory=_parse_memory(r.data.get("memory"), source),
+        activity_size=r.number("activity_size", d.activity_size, integer=True, minimum=1),
     )
 
 

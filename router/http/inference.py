@@ -14,7 +14,7 @@ from router.catalogue.config import ModelSpec
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.errors import HTTPError
-from router.http.keys import CONVERSATIONS, MANAGER, METRICS
+from router.http.keys import CONVERSATIONS, MANAGER, METRICS, REQUEST_ID
 from router.http.metrics import metrics_response
 from router.http.model_api import router_props
 from router.http.proxy import ModelRewriter, forward
@@ -100,7 +100,7 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         request.app[METRICS].observe(label, request.path, status, started, stats.get("first_byte"),
-                                     stats.get("waited"), stats.get("tail", b""))
+                                     stats.get("waited"), stats.get("tail", b""), request.get(REQUEST_ID, ""))
         if keep_alive == 0:
             manager.unload(label, "keep_alive")  # once idle, after this reply
 

@@ -21,5 +21,7 @@ RELOADER = web.AppKey("reloader", Reloader)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 CONVERSATIONS = web.AppKey("conversations", ConversationMap)
 METRICS = web.AppKey("metrics", RouterMetrics)
+# The id of the request being served (router/http/request_id.py).
+REQUEST_ID = web.RequestKey("request_id", str)
 # Handlers whose GET/HEAD pages load without an API key (they ask for one; their API calls still need it).
 PUBLIC_PAGES = web.AppKey("public_pages", set)

@@ -11,7 +11,6 @@ flight, queued, loaded, KV cache, memory) is read only when Prometheus scrapes.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterable, Iterator
 
@@ -25,31 +24,17 @@ from prometheus_client.registry import Collector
 from router.core.events import EventBus
 from router.core.manager import ModelManager
 from router.core.scheduler import State
+from router.http.activity import ActivityLog
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 CHILD_SCRAPE_TIMEOUT_S = 2.0
-# The usage (or llama-server's timings) at the end of a reply; streamed replies carry it in their last event.
-_USAGE = re.compile(rb'"prompt_tokens":\s*(\d+).{0,200}?"completion_tokens":\s*(\d+)', re.S)
-_TIMINGS = re.compile(rb'"cache_n":\s*(\d+).{0,80}?"prompt_n":\s*(\d+).{0,400}?"predicted_n":\s*(\d+)', re.S)
-TAIL_BYTES = 4096
-
-
-def tokens_in(tail: bytes) -> tuple[int, int] | None:
-    """(prompt, completion) tokens from the end of a reply: its usage, else llama-server's timings."""
-    found = list(_USAGE.finditer(tail))
-    if found:
-        return int(found[-1].group(1)), int(found[-1].group(2))
-    timings = list(_TIMINGS.finditer(tail))
-    if timings:
-        cache_n, prompt_n, predicted_n = (int(x) for x in timings[-1].groups())
-        return cache_n + prompt_n, predicted_n
-    return None
-
-
 class RouterMetrics:
-    def __init__(self) -> None:
+    """The metrics, and the activity log fed by the same observation of each request."""
+
+    def __init__(self, activity: ActivityLog) -> None:
+        self.activity = activity
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("llama_router_requests", "Requests routed to a model, by endpoint and status.",
@@ -77,8 +62,10 @@ class RouterMetrics:
         self.registry.register(_ModelState(manager))
 
     def observe(self, model: str, endpoint: str, status: int, started: float, first_byte: float | None,
-                waited: float | None, tail: bytes) -> None:
+                waited: float | None, tail: bytes, request_id: str = "") -> None:
         now = time.perf_counter()
+        self.activity.record(request_id=request_id, model=model, endpoint=endpoint, status=status, started=started,
+                             first_byte=first_byte, waited=waited, tail=tail, now=now)
         self.requests.labels(model, endpoint, str(status)).inc()
         self.duration.labels(model, endpoint).observe(now - started)
         if first_byte is not None:
@@ -86,7 +73,7 @@ class RouterMetrics:
         if waited is not None:
             self.queue_wait.labels(model).observe(waited)
         if status == 200 and tail:
-            counts = tokens_in(tail)
+            counts = self.activity.rows[-1].tokens  # read once, for the activity row just recorded
             if counts is not None:
                 self.tokens.labels(model, "prompt").inc(counts[0])
                 self.tokens.labels(model, "completion").inc(counts[1])

@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from router.http.errors import error_body, error_response
+from router.http.keys import REQUEST_ID as REQUEST_ID_KEY
 from router.http.sse import frame
 
 log = logging.getLogger("router.proxy")
@@ -25,7 +26,7 @@ log = logging.getLogger("router.proxy")
 _DROP_REQUEST = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key",
-    "x-admin-token", "accept-encoding",
+    "x-admin-token", "accept-encoding", "x-request-id",
 })
 _DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
@@ -33,6 +34,7 @@ _DROP_RESPONSE = frozenset({
 })
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 TAIL_BYTES = 4096  # the end of a reply kept for its token counts
+REQUEST_ID = "X-Request-Id"
 
 
 class ModelRewriter:
@@ -63,7 +65,11 @@ class ModelRewriter:
 
 
 def _request_headers(request: web.Request) -> dict[str, str]:
-    return {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+    rid = request.get(REQUEST_ID_KEY)
+    if rid:
+        headers[REQUEST_ID] = rid  # the child's logs and the router's name the same request
+    return headers
 
 
 def _response_headers(up: aiohttp.ClientResponse) -> dict[str, str]:
@@ -95,6 +101,8 @@ async def forward(
                                    headers=_request_headers(request), timeout=timeout,
                                    allow_redirects=False, auto_decompress=False) as up:
             headers = _response_headers(up)
+            if request.get(REQUEST_ID_KEY):
+                headers[REQUEST_ID] = request[REQUEST_ID_KEY]
             ctype = up.headers.get("Content-Type", "")
             if into is not None and (up.status != 200 or not ctype.startswith("text/event-stream")):
                 await _write_error_event(into, up.status, await up.read())

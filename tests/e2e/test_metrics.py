@@ -82,3 +82,35 @@ def test_metrics_of_one_model_still_come_from_its_child(tmp_path, llama_server, 
         assert chat(r.url, "tiny-a").status_code == 200
         direct = requests.get(r.url + "/metrics?model=tiny-a", timeout=TIMEOUT)
         assert direct.status_code == 200 and "llamacpp:" in direct.text and "llama_router_" not in direct.text
+
+
+def test_activity_lists_each_request_without_its_text_and_streams_new_ones(tmp_path, llama_server, tiny_dir):
+    from tests.support.opskit import SSEReader
+
+    with tiny_router(tmp_path, llama_server, tiny_catalogue(tiny_dir, "tiny-a")) as r:
+        reply = chat(r.url, "tiny-a", headers={"X-Request-Id": "req-42"})
+        assert reply.status_code == 200 and reply.headers["X-Request-Id"] == "req-42"
+        usage = reply.json()["usage"]
+        rows = requests.get(r.url + "/api/activity", timeout=TIMEOUT).json()["data"]
+        assert len(rows) == 1
+        row = rows[0]
+        assert (row["model"], row["endpoint"], row["status"], row["request_id"]) == ("tiny-a", CHAT, 200, "req-42")
+        assert (row["prompt_tokens"], row["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
+        assert 0 <= row["ttft_s"] <= row["total_s"] and row["queue_wait_s"] >= 0
+        assert "hi" not in json.dumps(row).replace("chat", "")  # never the prompt's text
+        with SSEReader(r.url + "/api/activity/stream") as stream:
+            streamed = streamed_usage(r.url, "tiny-a")
+            event = stream.wait_for(lambda e: e.get("model") == "tiny-a")
+        assert event["completion_tokens"] == streamed["completion_tokens"] and event["tokens_per_s"] is not None
+        generated = chat(r.url, "tiny-a").headers["X-Request-Id"]
+        assert len(generated) == 32 and int(generated, 16) >= 0  # made by the router when the client sent none
+
+
+def test_json_logs_name_the_model_and_the_request(tmp_path, llama_server, tiny_dir):
+    with tiny_router(tmp_path, llama_server, tiny_catalogue(tiny_dir, "tiny-a"), "--log-format", "json") as r:
+        assert chat(r.url, "tiny-a", headers={"X-Request-Id": "load-me"}).status_code == 200
+    lines = [json.loads(line) for line in r.log_path.read_text().splitlines() if line.strip()]  # every line is JSON
+    assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+    ready = [x for x in lines if x.get("model") == "tiny-a" and x["message"].startswith("ready in")]
+    assert ready and ready[0]["request_id"] == "load-me"  # the load this request caused
+    assert any(x.get("model") == "tiny-a" and x["logger"] == "router.child" for x in lines)  # the child's own lines
