@@ -20,6 +20,11 @@ class EventBus:
     def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.discard(q)
 
+    @property
+    def listened(self) -> bool:
+        """Whether anyone subscribed: an event nobody reads need not be built."""
+        return bool(self._subscribers)
+
     def emit(self, model: str, event: str, data: dict[str, Any]) -> None:
         message = {"model": model, "event": event, "data": data, "time": time.time()}
         for q in list(self._subscribers):

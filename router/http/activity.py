@@ -73,7 +73,8 @@ class ActivityLog:
                        ttft_s=_round(first_byte - started if first_byte is not None else None),
                        tokens_per_s=_round(rate, 1), total_s=round(now - started, 4), queue_wait_s=_round(waited))
         self.rows.append(row)
-        self.events.emit(model, "activity", asdict(row))
+        if self.events.listened:
+            self.events.emit(model, "activity", asdict(row))
 
     async def handle_list(self, request: web.Request) -> web.Response:
         """GET /api/activity: the rows kept, oldest first."""
