@@ -59,6 +59,12 @@ class ModelSpec:
     concurrency_limit: int = 0  # requests in flight at once (0: no limit); the rest wait in the router
     max_queue: int = 0  # requests waiting at most (0: no limit); past it: 429 with Retry-After
 
+    @property
+    def model_file(self) -> str | None:
+        """The GGUF file this model is served from, when its path is one (a custom
+        backend's `path` may name anything, e.g. a vLLM model id)."""
+        return self.path if self.path and self.path.lower().endswith(".gguf") else None
+
     def launch_key(self) -> tuple:
         """What a running child was started from: a change here needs a restart."""
         return (self.path, self.args, self.env, self.spawn, self.mmproj)

@@ -120,7 +120,7 @@ def discover(config: Config, found: list[DiscoveredModel] | None = None,
         if name in taken:
             continue
         models[name] = ModelSpec(name=name, path=entry["path"], mmproj=entry.get("mmproj"), state="auto")
-    missing = frozenset(n for n, s in models.items() if s.path and not os.path.exists(s.path))
+    missing = frozenset(n for n, s in models.items() if s.model_file and not os.path.exists(s.model_file))
     return replace(config, models=models, missing=missing), plan
 
 

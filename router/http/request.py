@@ -144,7 +144,8 @@ def servable_model(manager: ModelManager, name: Any) -> ModelSpec:
     llama-server (a running child keeps its open file and goes on serving)."""
     spec = resolve_model(manager, name)
     gone = spec.name in manager.config.missing or (
-        spec.path is not None and manager.state(spec.name) is State.STOPPED and not os.path.exists(spec.path))
+        spec.model_file is not None and manager.state(spec.name) is State.STOPPED
+        and not os.path.exists(spec.model_file))
     if gone:
         raise HTTPError(404, f"model '{spec.name}' is missing: its file {spec.path} was moved or deleted; "
                         "it is served again once the file is back", "invalid_request_error", "model_missing")

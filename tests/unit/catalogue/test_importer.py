@@ -254,3 +254,15 @@ def test_a_model_named_like_a_yaml_1_1_keyword_is_read_back_by_its_name(tmp_path
     config = load_config(cfg)
     assert list(config.models) == [stem]
     assert config.models[stem].path == str(lib / f"{stem}.gguf")
+
+
+def test_only_a_gguf_path_can_go_missing(tmp_path):
+    """A custom backend's path may be a model id, not a file: it is never marked missing."""
+    from router.catalogue.parse import parse_config
+    from router.catalogue.sources import discover
+
+    config = parse_config({"sources": {"hf_cache": False}, "models": {
+        "gone": {"path": str(tmp_path / "gone.gguf")},
+        "vllm": {"path": "meta-llama/Llama-3-70B", "spawn": {"command": ["vllm", "serve", "$path"]}}}})
+    served, _ = discover(config)
+    assert served.missing == {"gone"}
