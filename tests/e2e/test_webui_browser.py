@@ -180,6 +180,12 @@ async def test_chat_in_the_webui_then_manage_models_on_the_dashboard(
         assert await dash.eval(f"{state_cell('gemma')}") == "unloaded"  # swapped out by the switch
         pid = await dash.eval("document.querySelector('tr[data-model=\"tiny\"] td:nth-child(5)').textContent")
         assert int(pid) in {p.pid for p in router.children()}
+        # The chats made in the WebUI are in the activity table, with their speed in each model's sparkline.
+        for name in names:
+            await dash.wait_for(f"!!document.querySelector('#activity tr[data-model=\"{name}\"]')", 15,
+                                f"{name}'s chat in the activity table")
+            await dash.wait_for(f"document.querySelector('tr[data-model=\"{name}\"] .spark').dataset.points > 0",
+                                15, f"{name}'s tokens/s sparkline")
         await dash.screenshot(shots / "04-dashboard-tiny-loaded.png")
 
         await dash.click(button("gemma", "load"))
@@ -187,6 +193,9 @@ async def test_chat_in_the_webui_then_manage_models_on_the_dashboard(
                             "gemma loaded in tiny's place")
         await dash.wait_for("document.querySelector('#events').innerText.includes('gemma: loaded')", 15,
                             "the state change in the live list")
+        # The timeline strip shows the swap: tiny's span (loaded when the page opened) then gemma's.
+        await dash.wait_for("!!document.querySelector('#timeline rect[data-model=\"gemma\"]') && "
+                            "!!document.querySelector('#timeline rect[data-model=\"tiny\"]')", 15, "the timeline")
         # The RAM budget (auto: this machine's memory less the reserve) is drawn as a bar filled by gemma.
         await dash.wait_for("!!document.querySelector('#memory [data-device=\"ram\"] .bar span[data-model=\"gemma\"]')",
                             15, "gemma's share of the RAM budget")
