@@ -34,7 +34,7 @@ $(GEMMA): | $(VENV)/.installed
 # Needs Node.js 20+ with npm; without npm it says so and goes on (the UI is optional).
 webui: $(VENV)/.installed
 	@command -v npm >/dev/null || { echo "webui: install Node.js 20+ and npm to build the WebUI"; exit 0; }; \
-	  scripts/build-webui.sh $(BIN)/python
+	  $(BIN)/llama-router --build-webui
 
 # Headless Chromium for the browser end-to-end test (Debian/Ubuntu package).
 # Without apt-get it says so and goes on; the browser test then skips (fails on CI).

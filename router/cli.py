@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-hf", "--hf", metavar="USER/REPO[:QUANT]", action="append", default=[],
                    help="download a GGUF model from Hugging Face into its cache (resumable) and add it "
                         "to the catalogue file, then serve")
+    p.add_argument("--build-webui", action="store_true",
+                   help="build llama.cpp's WebUI for the installed llama-server (npm; once per machine), "
+                        "print its folder and exit")
     p.add_argument("--no-serve", action="store_true",
                    help="with --import-dir or -hf: update the catalogue and exit")
     p.add_argument("--admin-token", metavar="TOKEN",
@@ -139,6 +142,15 @@ def setup_logging(level: str, fmt: str = "text") -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    if args.build_webui:
+        from router.ui.webui_build import WebUIBuildError, build_webui
+
+        try:
+            print(build_webui())
+        except (WebUIBuildError, OSError) as e:
+            print(f"llama-router: {e}", file=sys.stderr)
+            return 1
+        return 0
     if args.import_dir or args.hf:
         code = import_into_catalogue(args)
         if code or args.no_serve:

