@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from router.backend.argv import arg_value, has_flag
 from router.discovery.gguf_meta import GGUFMeta
 
 MiB = 1024 * 1024
@@ -78,23 +79,11 @@ class LaunchArgs:
     @classmethod
     def parse(cls, argv: tuple[str, ...] | list[str], *, gpus: int = 0) -> LaunchArgs:
         """`gpus`: how many GPUs the budget knows; without one, -ngl places nothing off the CPU."""
-        values: dict[str, str] = {}
-        flags: set[str] = set()
-        names = {"-c": "ctx", "--ctx-size": "ctx", "-np": "parallel", "--parallel": "parallel",
-                 "-ub": "ubatch", "--ubatch-size": "ubatch", "-ctk": "cache_k", "--cache-type-k": "cache_k",
-                 "-ctv": "cache_v", "--cache-type-v": "cache_v", "-ngl": "ngl", "--gpu-layers": "ngl",
-                 "--n-gpu-layers": "ngl", "-ts": "ts", "--tensor-split": "ts", "-fa": "fa", "--flash-attn": "fa"}
-        it = iter(range(len(argv)))
-        for i in it:
-            arg = argv[i]
-            key, eq, inline = arg.partition("=")
-            if key in names:
-                value = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
-                if not eq:
-                    next(it, None)
-                values[names[key]] = value
-            elif arg == "--swa-full":
-                flags.add("swa_full")
+        flags = {"ctx": ("-c", "--ctx-size"), "parallel": ("-np", "--parallel"), "ubatch": ("-ub", "--ubatch-size"),
+                 "cache_k": ("-ctk", "--cache-type-k"), "cache_v": ("-ctv", "--cache-type-v"),
+                 "ngl": ("-ngl", "--gpu-layers", "--n-gpu-layers"), "ts": ("-ts", "--tensor-split"),
+                 "fa": ("-fa", "--flash-attn")}
+        values = {key: v for key, names in flags.items() if (v := arg_value(argv, *names)) is not None}
         parallel = _int(values.get("parallel"), DEFAULT_PARALLEL)
         ngl = values.get("ngl", "0")
         gpu_layers = 0 if not gpus else (1 << 30 if ngl in ("auto", "all", "-1") else max(_int(ngl, 0), 0))
@@ -105,7 +94,7 @@ class LaunchArgs:
             ubatch=max(_int(values.get("ubatch"), DEFAULT_UBATCH), 1),
             cache_k=values.get("cache_k", "f16").lower(),
             cache_v=values.get("cache_v", "f16").lower(),
-            swa_full="swa_full" in flags,
+            swa_full=has_flag(argv, "--swa-full"),
             gpu_layers=gpu_layers,
             tensor_split=split[:gpus] if gpus else (),
             flash_attn=values.get("fa", "auto") in ("on", "1", "true"),

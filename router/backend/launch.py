@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from router.backend.slotfiles import SAVE_PATH_FLAG, SWA_FULL_FLAG, arg_value, has_flag
+from router.backend.argv import arg_value, has_flag
+from router.backend.slotfiles import SAVE_PATH_FLAG, SWA_FULL_FLAG
 from router.catalogue.config import RESERVED_FLAGS, Config, ModelSpec, default_slot_save_path
 from router.discovery.gguf_meta import GGUFMeta
 

@@ -53,23 +53,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _FILE_RE = re.compile(r"^(?P<model>[A-Za-z0-9_-]+)\.(?P<fp>[0-9a-f]{16})\.slot(?P<slot>\d{1,4})\.bin$")
 
 
-def arg_value(argv: Sequence[str], *names: str) -> str | None:
-    """The value of the last `--flag VALUE` or `--flag=VALUE` among `names`."""
-    found = None
-    for i, arg in enumerate(argv):
-        if arg in names and i + 1 < len(argv):
-            found = argv[i + 1]
-        else:
-            flag, eq, value = arg.partition("=")
-            if eq and flag in names:
-                found = value
-    return found
-
-
-def has_flag(argv: Sequence[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
-
-
 def model_prefix(model: str) -> str:
     """A file-name-safe stem for any model name; the hash keeps `a:b` and `a_b` apart."""
     digest = hashlib.sha256(model.encode("utf-8")).hexdigest()[:8]

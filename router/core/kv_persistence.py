@@ -34,12 +34,12 @@ from typing import Any
 
 import aiohttp
 
+from router.backend.argv import arg_value, given_slots
 from router.backend.child import ChildProcess
 from router.backend.launch import ensure_slot_save_dir
 from router.backend.slotfiles import (
     PARTIAL_SUFFIX,
     SAVE_PATH_FLAG,
-    arg_value,
     enforce_budget,
     fingerprint,
     model_files,
@@ -133,8 +133,7 @@ class KVPersistence:
         except (aiohttp.ClientError, ValueError, KeyError, TypeError):
             pass
         # /slots is off (--no-slots): every slot id there can be.
-        n = arg_value(child.plan.argv, "-np", "--parallel")
-        return list(range(int(n))) if n and n.isdigit() and int(n) > 0 else [0]
+        return list(range(given_slots(child.plan.argv) or 1))
 
     async def _action(self, child: ChildProcess, slot: int, action: str, filename: str,
                       timeout: float) -> dict[str, Any]:

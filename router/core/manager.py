@@ -18,11 +18,11 @@ from typing import Any
 
 import aiohttp
 
+from router.backend.argv import given_slots
 from router.backend.child import Child, ChildFactory, ChildProcess, LoadError, free_port
 from router.backend.launch import LaunchPlan, SpawnError, build_launch, slot_save_dir
 from router.backend.logring import LogRing
 from router.backend.memory import gpu_used_by, tree_rss_bytes
-from router.backend.slotfiles import arg_value
 from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import gguf_meta
 from router.core.events import EventBus
@@ -158,9 +158,9 @@ class ModelManager:
         from its /props (off the load's critical path)."""
         if not child.plan.native:
             return
-        given = arg_value(child.plan.argv, "-np", "--parallel")
-        if given is not None and given.isdigit() and int(given) > 0:
-            self._slots[model] = int(given)
+        given = given_slots(child.plan.argv)
+        if given is not None:
+            self._slots[model] = given
             self._set_limits()
         else:
             self._spawn_task(self._read_slots(model, child))

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from router.backend.argv import arg_value
 from router.backend.estimate import Estimate, estimate
 from router.backend.launch import LaunchPlan
 from router.backend.memory import gpu_totals, reported_buffers, total_ram
@@ -102,7 +103,7 @@ class MemoryBook:
         return est.devices
 
     def estimate(self, spec: ModelSpec, plan: LaunchPlan) -> Estimate:
-        path = spec.path or _model_arg(plan.argv)
+        path = spec.path or arg_value(plan.argv, "-m", "--model")
         meta = gguf_meta(path)
         if meta is None:
             est = Estimate(0, 0, 0, 0, 0, {"ram": 0})
@@ -182,13 +183,6 @@ class MemoryBook:
             os.replace(tmp, self._path)
         except OSError as e:
             log.warning("cannot keep memory figures in %s: %s", self._path, e.strerror or e)
-
-
-def _model_arg(argv: tuple[str, ...]) -> str | None:
-    for i, arg in enumerate(argv[:-1]):
-        if arg in ("-m", "--model"):
-            return argv[i + 1]
-    return None
 
 
 def _shard_bytes(path: str | None, meta: Any) -> int | None:

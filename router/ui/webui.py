@@ -22,6 +22,7 @@ from aiohttp import web
 from router.catalogue.config import Config, default_cache_dir
 from router.http.errors import error_response
 from router.http.keys import PUBLIC_PAGES
+from router.http.request import short
 
 log = logging.getLogger("router.webui")
 
@@ -89,7 +90,7 @@ async def serve_ui(request: web.Request, root: Path | None) -> web.StreamRespons
             else:
                 cache = "public, max-age=3600"
             return web.FileResponse(path, headers={"Cache-Control": cache})
-    shown = request.path if len(request.path) <= 120 else request.path[:120] + "..."
+    shown = short(request.path)
     allowed = await _methods_of_other_routes(request)
     if allowed:
         return error_response(405, f"{request.method} is not allowed on {shown}", code="method_not_allowed",
