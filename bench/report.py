@@ -55,7 +55,7 @@ def rows(mode: Mode, conv_tokens: object) -> list[Row]:
         Row("sb_ttft_kv", "5. swap-back TTFT, with KV persistence", "s", "abs"),
         Row("rss_idle", "6. router RSS, idle", "MiB", "abs"),
         Row("rss_load", "6. router RSS, peak under load (rows 2-3)", "MiB", "abs"),
-        Row("rss_load_scaling", "6. router RSS, peak under load (row 7, up to 128 streams)", "MiB", "abs"),
+        Row("rss_load_scaling", "6. router RSS, peak under load (rows 7 and 10, up to 256 streams)", "MiB", "abs"),
         Row("rss_children", "6. model server RSS (direct: the server; routers: children)", "MiB", "abs"),
     ]
     for c in mode.scaling_counts:
@@ -65,6 +65,10 @@ def rows(mode: Mode, conv_tokens: object) -> list[Row]:
     out += [
         Row("burst_time", "8. mixed burst, 32 requests / 16 clients / 2 models: total", "s", "abs"),
         Row("burst_swaps", "8. mixed burst: number of swaps", "", "abs"),
+        Row("wide_ttft50", "10. 256 concurrent streams*: time to first token p50", "ms", "added"),
+        Row("wide_ttft99", "10. 256 concurrent streams*: time to first token p99", "ms", "added"),
+        Row("wide_total", "10. 256 concurrent streams*: median stream time", "ms", "added"),
+        Row("wide_cpu", "10. router CPU time per 1,000 relayed stream events", "ms", "abs"),
     ]
     return out
 

@@ -25,6 +25,7 @@ from . import measure as m
 KEYS = ("direct", "llamacpp", "router")
 ROUTERS = ("llamacpp", "router")
 MIB = 1 << 20
+WIDE = 256  # row 10's concurrent streams
 
 
 @dataclass(frozen=True)
@@ -329,3 +330,27 @@ async def scaling_rows(targets: dict[str, Target], mode: Mode, res: Results, tok
                     res.add(f"sc_cpu_{c}", key, smp.cpu_percent)
                     res.add("rss_load_scaling", key, smp.peak_rss / MIB)
             res.paired(f"sc_lat_{c}", vals)
+        await wide_rows(targets, res, r, tokens)
+
+
+async def wide_rows(targets: dict[str, Target], res: Results, r: int, tokens: int, clients: int = WIDE) -> None:
+    """Row 10: `clients` streaming clients at once (a gateway's worst case): time to
+    first token p50 and p99 and the median whole stream, added to direct; and the
+    router process's own CPU time per 1,000 stream events it relayed."""
+    log(f"wide round {r + 1}: {clients} streams")
+    ttft50: dict[str, float] = {}
+    ttft99: dict[str, float] = {}
+    total: dict[str, float] = {}
+    for key in rotate(KEYS, r):
+        t = targets[key]
+        with m.Sampler(t.proc.pid) as smp:
+            st = await m.concurrent_streams(t.url, m.chat(t.names[0], tokens, stream=True), clients)
+        ttft = [x.ttft for x in st]
+        ttft50[key], ttft99[key] = 1000 * m.percentile(ttft, 50), 1000 * m.percentile(ttft, 99)
+        total[key] = 1000 * m.median([x.total for x in st])
+        if t.is_router:
+            res.add("wide_cpu", key, 1000 * smp.cpu_s / max(1, sum(x.events for x in st)) * 1000)
+            res.add("rss_load_scaling", key, smp.peak_rss / MIB)
+    res.paired("wide_ttft50", ttft50)
+    res.paired("wide_ttft99", ttft99)
+    res.paired("wide_total", total)

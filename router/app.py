@@ -9,6 +9,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from router.backend.launch import server_build_info
 from router.catalogue.config import Config
 from router.catalogue.parse import load_config
 from router.core.events import EventBus
@@ -20,9 +21,20 @@ from router.http.activity import ActivityLog
 from router.http.admin import add_admin_routes
 from router.http.auth import require_auth
 from router.http.conversations import ConversationMap
+from router.http.downloads import Downloads
 from router.http.errors import json_errors
 from router.http.inference import add_inference_routes
-from router.http.keys import CONVERSATIONS, MANAGER, METRICS, PUBLIC_PAGES, RELOADER, SHUTDOWN
+from router.http.keys import (
+    BUILD,
+    CONVERSATIONS,
+    DOWNLOADS,
+    LIGHT_SESSION,
+    MANAGER,
+    METRICS,
+    PUBLIC_PAGES,
+    RELOADER,
+    SHUTDOWN,
+)
 from router.http.logs import add_log_routes
 from router.http.metrics import RouterMetrics
 from router.http.model_api import add_model_api_routes
@@ -32,6 +44,7 @@ from router.ui.streams import add_stream_routes
 from router.ui.webui import add_webui_routes
 
 log = logging.getLogger("router.app")
+KEEPALIVE_S = 2.0  # light requests' kept-alive connections: below llama-server's own 5 s
 
 def default_loader(config: Config) -> Loader | None:
     if config.source.startswith("<"):
@@ -46,17 +59,24 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     events = EventBus()
 
     async def lifetime(app: web.Application):
-        # No idle keep-alive connections to children: llama-server serves HTTP with a small
-        # thread pool (max(parallel + 4, cores - 1)) and an idle kept-alive connection holds
-        # one of its threads for up to 5 s, so a burst of requests stalled behind our own
-        # pooled connections. A fresh loopback connection per request costs far less.
+        # Requests that take a slot (generation) get a fresh loopback connection each: an
+        # idle kept-alive connection holds one of llama-server's HTTP threads, and under
+        # 128+ concurrent streams reused connections were closed under us (502). Light
+        # requests (/tokenize, /props...) reuse kept-alive connections: a reply takes
+        # microseconds there, and the connect was a third of the router's latency.
         connector = aiohttp.TCPConnector(limit=0, force_close=True, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        app[LIGHT_SESSION] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S), auto_decompress=False)
         manager = ModelManager(config, session, router_port or config.router.port, events)
         KVPersistence(manager).install()
         app[MANAGER] = manager
         app[RELOADER] = Reloader(manager, loader or default_loader(config))
+        app[DOWNLOADS] = Downloads(manager, app[RELOADER])
         app[METRICS].watch(manager)
+        info = await asyncio.to_thread(server_build_info)
+        if info:
+            app[BUILD]["build_info"] = info
         tasks = [asyncio.create_task(unload_idle(manager)), asyncio.create_task(app[METRICS].follow(events))]
         try:
             yield
@@ -64,13 +84,16 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await app[DOWNLOADS].close()
             await app[RELOADER].close()
             await manager.shutdown()
             await session.close()
+            await app[LIGHT_SESSION].close()
 
     app[SHUTDOWN] = asyncio.Event()
     app[CONVERSATIONS] = ConversationMap()
     app[PUBLIC_PAGES] = set()
+    app[BUILD] = {}
     app[METRICS] = RouterMetrics(ActivityLog(config.router.activity_size, app[SHUTDOWN]))
     app[METRICS].activity.add_routes(app)
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from router.app import create_app
 from router.catalogue.config import Config
-from router.core.lifecycle import StartupError, load_startup_model
+from router.core.lifecycle import StartupError, load_startup_model, preload_models
 from router.core.reload import Loader
 from router.http.auth import exposure_warning
 from router.http.keys import MANAGER, RELOADER
@@ -90,6 +90,7 @@ class Server:
         if warning:
             log.warning("%s", warning)
         self.app[RELOADER].start_watching()
+        preload_models(self.app[MANAGER])
         log.info("llama-router listening on http://%s:%d with %d model(s): %s%s", r.host, r.port,
                  len(self.config.models), ", ".join(self.config.models) or "(none)",
                  "; admin API enabled" if r.admin_token else "")

@@ -8,9 +8,12 @@ the router starts, and the model's GGUF metadata comes from the caller.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +58,27 @@ def find_llama_server() -> str | None:
     except Exception:  # a broken install is the same as none
         return None
     return str(path) if path and os.access(path, os.X_OK) else None
+
+
+_VERSION_RE = re.compile(r"version:\s*(?:\S+\s*\(build\s*(\d+),\s*commit\s*(\w+)\)|(\d+)\s*\((\w+)\))")
+
+
+@functools.lru_cache(maxsize=4)
+def server_build_info(binary: str | None = None) -> str | None:
+    """llama.cpp's `b<build>-<commit>` of the llama-server children run (as llama.cpp's
+    router reports it in /props), from `llama-server --version`; None when unknown."""
+    binary = binary or find_llama_server()
+    if binary is None:
+        return None
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = _VERSION_RE.search(out.stdout + out.stderr)
+    if m is None:
+        return None
+    build, commit = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+    return f"b{build}-{commit}"
 
 
 def resolve_program(program: str) -> str:
@@ -106,12 +130,12 @@ def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.
                 argv.pop()
             continue
         argv.append(values.get(arg, arg))
-    argv.extend(spec.args)
-    argv.extend(extra_args)
-    if spec.mmproj and "$mmproj" not in spawn.command and _is_llama_server(argv[0]):
-        argv.extend(["--mmproj", spec.mmproj])
     argv[0] = resolve_program(argv[0])
     native = _is_llama_server(argv[0])
+    argv.extend(child_args(config, spawn.args, spec.args, argv[0] if native else None))
+    argv.extend(extra_args)
+    if spec.mmproj and "$mmproj" not in spawn.command and native:
+        argv.extend(["--mmproj", spec.mmproj])
     if native:
         argv.extend(_kv_persistence_args(config, spec, argv, meta_of))
         if report_memory and not any(has_flag(argv, f) for f in VERBOSITY_FLAGS):
@@ -123,6 +147,21 @@ def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.
     if native and router_port is not None:
         env[ROUTER_PORT_ENV] = str(router_port)
     return LaunchPlan(tuple(argv), env, spawn.health_endpoint, native)
+
+
+def child_args(config: Config, defaults: tuple[str, ...], own: tuple[str, ...], server: str | None) -> list[str]:
+    """The arguments after a child's spawn command: the spawn's defaults (a preset's `[*]`),
+    the model's own, then the router's command line (llama.cpp's router: the command
+    line wins). For llama-server (`server` is its path) a later layer replaces an option
+    of an earlier one under any of its names; another backend gets its defaults and
+    its own arguments as they are."""
+    if server is None:
+        return [*defaults, *own]
+    if not defaults and not config.cli_args:
+        return list(own)
+    from router.catalogue.server_args import server_args  # reads `llama-server --help` once
+
+    return server_args(server).merge(defaults, own, config.cli_args)
 
 
 def slot_save_dir(config: Config) -> Path:

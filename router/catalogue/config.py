@@ -16,13 +16,17 @@ DEFAULT_COMMAND = (
     "llama-server", "--model", "$path", "--alias", "$name",
     "--host", "$host", "--port", "$port",
 )
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+# A model name: segments of letters, digits and . _ : + -, each starting with a letter or
+# digit, joined by single '/' (llama.cpp's `user/repo:QUANT` ids). No '..' segment, no
+# leading, trailing or doubled '/', no space or control character: a name is never a path.
+NAME_RE = re.compile(r"^(?=.{1,128}$)[A-Za-z0-9][A-Za-z0-9._:+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:+-]*)*$")
+NAME_RULE = "letters, digits and . _ : + -, with single '/' between parts (at most 128 characters)"
 
 
 POOL = "pool"  # the group of every model that names none
 
 # Fields of Config that the router fills in; the file has no such keys.
-RUNTIME_FIELDS = ("source", "missing", "report")
+RUNTIME_FIELDS = ("source", "missing", "report", "cli_args")
 
 
 class ConfigError(ValueError):
@@ -39,6 +43,9 @@ class SpawnSpec:
 
     command: tuple[str, ...] = DEFAULT_COMMAND
     health_endpoint: str = "/health"
+    # Arguments of every child started this way, before the model's own `args`: for
+    # llama-server a model's option replaces the same option here (a preset's `[*]`).
+    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,10 @@ class RouterSettings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     notify_model_swap: bool = False
     startup_model: str | None = None
+    preload: tuple[str, ...] = ()  # models loaded in the background once the port is open
+    # False (`--no-models-autoload`): a request for a model that is not running gets 400
+    # instead of loading it, unless it asks `?autoload=true` (llama.cpp's router).
+    models_autoload: bool = True
     ttl: float = 0.0  # idle seconds before a model unloads; 0 = never (a model's own ttl wins)
     drain_timeout: float = 30.0
     watch_config: bool = True
@@ -161,6 +172,9 @@ class Config:
     # Not keys of the file: models whose file is gone (hidden, 404), and what discovery saw.
     missing: frozenset[str] = frozenset()
     report: DiscoveryReport = field(default_factory=DiscoveryReport, compare=False)
+    # llama-server arguments given to `llama-router` itself: every llama-server child gets
+    # them, over its model's own (llama.cpp's router: the command line wins).
+    cli_args: tuple[str, ...] = ()
 
     def resolve(self, name: str) -> ModelSpec | None:
         """Find a model by name or alias."""

@@ -41,7 +41,10 @@ __all__ = [
     "apply_rescan",
     "import_models",
     "model_entry",
+    "remove_model_entry",
     "rescan",
+    "set_router_key",
+    "write_catalogue",
 ]
 
 HEADER = (
@@ -68,7 +71,7 @@ class ImportReport:
 
 @dataclass
 class RescanPlan:
-    added: dict[str, dict[str, str]] = field(default_factory=dict)
+    added: dict[str, dict[str, Any]] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
 
@@ -81,8 +84,12 @@ def _abs(p: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(os.path.expandvars(str(p)))))
 
 
-def model_entry(model: DiscoveredModel, state: str) -> dict[str, str]:
-    entry = {"path": _abs(model.path)}
+def model_entry(model: DiscoveredModel, state: str, taken: set[str] | None = None) -> dict[str, Any]:
+    """`taken`: names and aliases in use; an alias among them is left out."""
+    entry: dict[str, Any] = {"path": _abs(model.path)}
+    aliases = [a for a in model.aliases if taken is None or a not in taken]
+    if aliases:
+        entry["aliases"] = aliases
     if model.mmproj is not None:
         entry["mmproj"] = _abs(model.mmproj)
     entry["state"] = state
@@ -257,8 +264,11 @@ def import_models(
         name = unique_name(m.name, taken)
         if name != m.name:
             report.renamed[m.name] = name
-        catalogue[name] = CommentedMap(model_entry(m, state))
-        taken.add(name)
+        entry = model_entry(m, state, taken)
+        if "aliases" in entry:
+            entry["aliases"] = CommentedSeq(entry["aliases"])
+        catalogue[name] = CommentedMap(entry)
+        taken.update((name, *entry.get("aliases", ())))
         known.update({p, os.path.realpath(p)})
         report.added.append(name)
     if report.added or remembered or not doc.path.exists():
@@ -319,7 +329,8 @@ def rescan(catalogue_models: Mapping[str, Mapping[str, Any]], found: Iterable[Di
         name = unique_name(m.name, taken)
         taken.add(name)
         catalogued.add(p)
-        plan.added[name] = model_entry(m, "auto")
+        plan.added[name] = model_entry(m, "auto", taken)
+        taken.update(plan.added[name].get("aliases", ()))
     return plan
 
 
@@ -335,5 +346,60 @@ def apply_rescan(config_path: str | os.PathLike[str], plan: RescanPlan) -> None:
             del catalogue[name]
     for name, entry in plan.added.items():
         if name not in catalogue:
-            catalogue[name] = CommentedMap(entry)
+            catalogue[name] = CommentedMap({k: CommentedSeq(v) if isinstance(v, list) else v for k, v in entry.items()})
     doc.save()
+
+
+# ------------------------------------------------------ admin API edits
+
+
+def set_router_key(config_path: str | os.PathLike[str], key: str, value: Any, *, replace: bool = True) -> bool:
+    """Set `router.<key>` in the file (None: remove it), everything else kept; True when
+    the file changed. With `replace=False` a value already there (not null) stays."""
+    path = Path(os.path.expanduser(config_path))
+    text, y, data = _load(path)
+    fresh = data is None
+    if data is None:
+        data = CommentedMap()
+    router = data.get("router")
+    if router is None:
+        if value is None:
+            return False
+        router = CommentedMap()
+        data.insert(0, "router", router)
+    if not isinstance(router, CommentedMap):
+        raise CatalogueWriteError(path, "`router:` must be a mapping")
+    if value is None:
+        if key not in router:
+            return False
+        del router[key]
+    elif router.get(key) is not None and (not replace or router[key] == value):
+        return False
+    else:
+        router[key] = value
+    _dump(path, text, y, data, fresh)
+    return True
+
+
+def remove_model_entry(config_path: str | os.PathLike[str], name: str) -> bool:
+    """Delete `models.<name>` from the file, everything else kept; False when it has no such entry."""
+    path = Path(os.path.expanduser(config_path))
+    _, _, data = _load(path)
+    models = data.get("models") if data is not None else None
+    if not isinstance(models, CommentedMap) or name not in models:
+        return False
+    doc = _open_doc(path)
+    del doc.models[name]
+    doc.save()
+    return True
+
+
+def write_catalogue(config_path: str | os.PathLike[str], content: str | Mapping[str, Any]) -> None:
+    """Replace the file atomically: YAML text exactly as given (its comments kept), or a
+    mapping (a JSON body) written as block-style YAML."""
+    path = Path(os.path.expanduser(config_path))
+    if not isinstance(content, str):
+        buf = io.StringIO()
+        _yaml_for("").dump(dict(content), buf)
+        content = buf.getvalue()
+    _atomic_write(path, content)

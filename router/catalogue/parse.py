@@ -22,6 +22,7 @@ from router.catalogue.config import (
     DEFAULT_COMMAND,
     MIN_SECRET_LEN,
     NAME_RE,
+    NAME_RULE,
     RESERVED_FLAGS,
     RUNTIME_FIELDS,
     Config,
@@ -165,6 +166,8 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         api_keys=api_keys,
         notify_model_swap=r.boolean("notify_model_swap", d.notify_model_swap),
         startup_model=r.string("startup_model"),
+        preload=r.str_list("preload"),
+        models_autoload=r.boolean("models_autoload", d.models_autoload),
         ttl=float(r.number("ttl", d.ttl)),
         drain_timeout=float(r.number("drain_timeout", d.drain_timeout)),
         watch_config=r.boolean("watch_config", d.watch_config),
@@ -211,14 +214,13 @@ def _parse_spawn(data: Any, source: str, prefix: str) -> SpawnSpec:
     health = r.string("health_endpoint", "/health", allow_none=False)
     if not health.startswith("/"):
         raise r.fail("health_endpoint", f"expected a path starting with '/', got {health!r}")
-    return SpawnSpec(command=command, health_endpoint=health)
+    return SpawnSpec(command=command, health_endpoint=health, args=r.str_list("args"))
 
 
 def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
     key = f"models.{name}"
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ConfigError(source, key, "expected a model name of letters, digits and . _ : + - "
-                          "(no '/', spaces or control characters, at most 128 characters)")
+        raise ConfigError(source, key, f"expected a model name of {NAME_RULE}")
     r = _Reader(data, source, key, _MODEL_KEYS)
     env_data = r.data.get("env") or {}
     if not isinstance(env_data, dict):

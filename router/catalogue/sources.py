@@ -119,7 +119,10 @@ def discover(config: Config, found: list[DiscoveredModel] | None = None,
     for name, entry in plan.added.items():
         if name in taken:
             continue
-        models[name] = ModelSpec(name=name, path=entry["path"], mmproj=entry.get("mmproj"), state="auto")
+        aliases = tuple(a for a in entry.get("aliases", ()) if a not in taken and a not in models)
+        models[name] = ModelSpec(name=name, path=entry["path"], mmproj=entry.get("mmproj"), state="auto",
+                                 aliases=aliases)
+        taken.update(aliases)
     missing = frozenset(n for n, s in models.items() if s.model_file and not os.path.exists(s.model_file))
     return replace(config, models=models, missing=missing), plan
 

@@ -39,6 +39,18 @@ async def load_startup_model(manager: ModelManager) -> None:
         raise StartupError(f"start-up model {spec.name!r} failed to load: {reason}")
 
 
+def preload_models(manager: ModelManager) -> None:
+    """router.preload (a preset's load-on-startup, llama-swap's hooks.on_startup.preload):
+    loaded in the background once the port is open, as the scheduler allows."""
+    for name in manager.config.router.preload:
+        spec = manager.config.resolve(name)
+        if spec is None:
+            log.warning("router.preload: %r is not in the catalogue", name)
+        elif manager.state(spec.name) is State.STOPPED:
+            log.info("[%s] preloading", spec.name)
+            manager.load(spec.name)
+
+
 def ttls(manager: ModelManager) -> dict[str, float]:
     """Each model's idle limit: a request's keep_alive, else its own ttl, else the
     global one (0 = never)."""

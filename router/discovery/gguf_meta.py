@@ -12,7 +12,9 @@ keys it needs, skips the big tokenizer arrays by their lengths, and reads the
 tensor infos only for element counts, types and the expected end of the data.
 The `gguf` package still supplies the format's constants (magic, value types,
 quantisation block sizes, file-type names), so new quantisation types come
-with a `gguf` upgrade.
+with a `gguf` upgrade. Only its `constants` module is loaded: the package's
+`__init__` imports numpy and its reader, about 15 MiB of the router's
+resident memory that nothing here uses (`_gguf_constants`).
 
 Every failure - not GGUF, truncated, corrupt, unreadable - surfaces as
 `GGUFError`, so callers scanning untrusted folders need one `except`.
@@ -20,19 +22,42 @@ Every failure - not GGUF, truncated, corrupt, unreadable - surfaces as
 
 from __future__ import annotations
 
+import importlib.util
 import mmap
 import os
 import stat
 import struct
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-import gguf
 
 __all__ = ["GGUFError", "GGUFMeta", "read_gguf_meta"]
 
+
+
+def _gguf_constants() -> ModuleType:
+    """`gguf.constants` without running `gguf/__init__` (numpy, the reader, the writer);
+    the whole package where it is already imported or laid out otherwise."""
+    if "gguf" in sys.modules:
+        return sys.modules["gguf"]
+    spec = importlib.util.find_spec("gguf")
+    folder = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else None
+    path = os.path.join(folder, "constants.py") if folder else None
+    if path is None or not os.path.isfile(path):
+        import gguf
+
+        return gguf
+    cspec = importlib.util.spec_from_file_location("router_gguf_constants", path)
+    assert cspec is not None and cspec.loader is not None
+    module = importlib.util.module_from_spec(cspec)
+    cspec.loader.exec_module(module)
+    return module
+
+
+gguf = _gguf_constants()
 _MAGIC = struct.pack("<I", gguf.GGUF_MAGIC)  # b"GGUF"
 _SUPPORTED_VERSIONS = (2, 3)
 _MAX_DIMS = 8  # ggml uses 4; leave room, but reject garbage

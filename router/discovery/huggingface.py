@@ -8,7 +8,8 @@ default), then every shard and the best projector are fetched with
 
 huggingface_hub reads HF_ENDPOINT and HF_HOME once, at import; the endpoint
 and cache dir are therefore re-read from the environment on every call and
-passed explicitly.
+passed explicitly. Longer than 300 lines because choosing the files and
+turning each Hub failure into a clear message belong to one download.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from router.discovery.gguf_meta import GGUFError, GGUFMeta, read_gguf_meta
-from router.discovery.naming import default_hf_cache_dir, hf_model_name, model_stem, quant_label, split_parts
+from router.discovery.hf_progress import ProgressCallback, fetch_file
+from router.discovery.naming import (
+    default_hf_cache_dir,
+    hf_model_id,
+    hf_model_name,
+    model_stem,
+    quant_label,
+    split_parts,
+)
 from router.discovery.scan import DiscoveredModel, projector_fits, scan_hf_cache
 
 __all__ = ["DEFAULT_QUANT", "HFError", "download_gguf", "parse_hf_ref"]
@@ -198,15 +207,16 @@ def download_gguf(
     endpoint: str | None = None,
     token: str | bool | None = None,
     revision: str | None = None,
+    progress_cb: ProgressCallback | None = None,
 ) -> DiscoveredModel:
     """Download `ref` (all shards, best projector) into the HF cache and describe it.
 
     Files already in the cache are not fetched again (one HEAD checks the
     revision). When the Hub cannot be reached, a matching model already in
-    the cache is returned instead.
+    the cache is returned instead. `progress_cb`: see discovery/hf_progress.py.
     """
     import httpx2
-    from huggingface_hub import HfApi, constants, hf_hub_download
+    from huggingface_hub import HfApi, constants
     from huggingface_hub import errors as hfe
 
     try:
@@ -260,7 +270,7 @@ def download_gguf(
             # the rest are pinned to that commit so a split set stays consistent.
             rev = revision
             for f in (*chosen.files, *([mmproj_file] if mmproj_file else [])):
-                paths.append(hf_hub_download(repo_id, f, revision=rev, cache_dir=cache, endpoint=endpoint, token=token))
+                paths.append(fetch_file(repo_id, f, rev, cache, endpoint, token, progress_cb))
                 rev = _snapshot_commit(paths[0], storage) or info.sha or revision
     except hfe.LocalEntryNotFoundError as e:
         raise HFError(f"{repo_id}: lost the connection to {endpoint} during download ({e})") from None
@@ -281,7 +291,8 @@ def download_gguf(
         mmproj = None  # kept in the cache, but llama-server would refuse the pair
     size = sum(p.stat().st_size for p in model_paths)
     return DiscoveredModel(
-        name=hf_model_name(repo_id, chosen.files[0]),
+        name=hf_model_id(repo_id, chosen.files[0]),
+        aliases=(hf_model_name(repo_id, chosen.files[0]),),
         path=model_paths[0],
         mmproj=mmproj,
         meta=meta,

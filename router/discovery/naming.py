@@ -51,8 +51,21 @@ def quant_label(stem: str) -> str | None:
     return found[-1] if found else None
 
 
+_TAG_RE = re.compile(r"[-.]([A-Z0-9_]+)$", re.IGNORECASE)
+
+
+def hf_model_id(repo_id: str, filename: str) -> str:
+    """llama.cpp's id for a model of the Hugging Face cache, `user/repo:TAG`: the tag
+    is the last `-`/`.`-separated word of the file name (shard suffix removed),
+    upper-cased, as llama.cpp's router lists its cache (common/download.cpp)."""
+    stem = model_stem(Path(filename).name)
+    m = _TAG_RE.search(stem)
+    return f"{repo_id}:{m.group(1).upper()}" if m else repo_id
+
+
 def hf_model_name(repo_id: str, filename: str) -> str:
-    """`user-repo-quant`, with a trailing `-GGUF` dropped from the repo name."""
+    """`user-repo-quant`, with a trailing `-GGUF` dropped from the repo name: the name
+    llama-router gave cache models before it used llama.cpp's ids (kept as an alias)."""
     user, _, repo = repo_id.partition("/")
     repo = re.sub(r"[-_.]gguf$", "", repo, flags=re.IGNORECASE)
     stem = model_stem(Path(filename).name)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 from collections import defaultdict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from router.discovery.gguf_meta import GGUFError, GGUFMeta, read_gguf_meta
 from router.discovery.naming import (
     default_hf_cache_dir,
+    hf_model_id,
     hf_model_name,
     model_stem,
     quant_label,
@@ -53,6 +54,7 @@ class DiscoveredModel:
     shards: tuple[Path, ...] = ()
     size_bytes: int = 0  # all shards, projector excluded
     repo_id: str | None = None
+    aliases: tuple[str, ...] = ()  # other names it answers to (a cache model's former slug name)
 
 
 @dataclass
@@ -334,7 +336,9 @@ def scan_hf_cache(cache_dir: str | os.PathLike[str] | None = None) -> ScanResult
                 if u.mmproj is None and d != rev.snapshot_path:
                     # Repos keep split quants in sub-folders and one projector at the top.
                     u.mmproj = _pick_projector(u.meta, root_projectors)
-                name = unique_name(hf_model_name(repo.repo_id, u.path.name), taken)
-                taken.add(name)
-                res.models.append(_model(name, u, "hf", repo.repo_id))
+                name = unique_name(hf_model_id(repo.repo_id, u.path.name), taken)
+                slug = hf_model_name(repo.repo_id, u.path.name)
+                aliases = (slug,) if slug not in taken and slug != name else ()
+                taken.update((name, *aliases))
+                res.models.append(replace(_model(name, u, "hf", repo.repo_id), aliases=aliases))
     return res

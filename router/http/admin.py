@@ -1,22 +1,34 @@
 """The operator's API under /admin (token-protected by router.auth).
 
 It exists only when router.admin_token (or --admin-token) is set; without
-one every /admin path answers 403 "admin disabled".
+one every /admin path answers 403 "admin disabled". The catalogue itself
+(GET/PUT /admin/config) is in http/admin_config.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from router.catalogue.config import Config
+from router.catalogue.yamlio import YAMLReadError, read_yaml
 from router.core.scheduler import State
 from router.core.snapshot import ModelSnapshot, snapshots
+from router.discovery.naming import default_hf_cache_dir
+from router.http.admin_config import add_config_routes
 from router.http.errors import HTTPError
-from router.http.keys import MANAGER, RELOADER
+from router.http.keys import DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.launch_args import load_overrides
+from router.http.model_files import RemovalRefused, allowed_root, files_in_use, plan_removal, remove_model
 from router.http.request import parse_json_object, read_body, resolve_model, servable_model
+from router.http.sse import relay_events
+
+DOWNLOAD_EVENTS = frozenset({"download_progress", "download_finished", "download_failed", "model_remove",
+                             "models_reload"})
 
 
 def model_status(snap: ModelSnapshot) -> dict[str, Any]:
@@ -89,6 +101,80 @@ async def handle_unload(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "model": spec.name, "state": manager.state(spec.name).value})
 
 
+async def handle_download(request: web.Request) -> web.Response:
+    """`{"repo": "user/repo", "quant": "Q4_K_M"}` or `{"model": "user/repo:QUANT"}`: POST /models's
+    download; the first one to finish becomes router.startup_model when the file names none."""
+    data = parse_json_object(await read_body(request))
+    ref, repo, quant = data.get("model"), data.get("repo"), data.get("quant")
+    if ref is not None and (repo is not None or quant is not None):
+        raise HTTPError(400, "give either 'model' (user/repo:QUANT) or 'repo' and 'quant'", code="invalid_request")
+    if ref is None:
+        if not isinstance(repo, str) or not repo.strip():
+            raise HTTPError(400, "missing 'repo' (user/repo) or 'model' (user/repo:QUANT)", code="model_required")
+        if quant is not None and not isinstance(quant, str):
+            raise HTTPError(400, "'quant' must be a string such as Q4_K_M", code="invalid_model")
+        ref = f"{repo.strip()}:{quant.strip()}" if quant else repo
+    dl = request.app[DOWNLOADS].start(ref, startup_model=True)
+    return web.json_response({"success": True, "model": dl.name, "events": "/admin/download/events"})
+
+
+async def handle_downloads(request: web.Request) -> web.Response:
+    return web.json_response({"downloads": request.app[DOWNLOADS].views()})
+
+
+async def handle_download_events(request: web.Request) -> web.StreamResponse:
+    """/models/sse's download events, for a client holding the admin token but no API key."""
+    def render(msg: dict[str, Any]) -> dict[str, Any] | None:
+        if msg["event"] in DOWNLOAD_EVENTS or msg["data"].get("status") == "downloading":
+            return {"model": msg["model"], "event": msg["event"], "data": msg["data"]}
+        return None
+
+    return await relay_events(request, request.app[MANAGER].events, request.app[SHUTDOWN], render)
+
+
+def _entry_in_file(path: Path | None, name: str) -> bool:
+    try:
+        data = read_yaml(path.read_text(encoding="utf-8")) if path is not None else None
+    except (OSError, UnicodeDecodeError, YAMLReadError):
+        return False
+    models = data.get("models") if isinstance(data, dict) else None
+    return isinstance(models, dict) and name in map(str, models)
+
+
+def _roots(config: Config, *, scanned: bool) -> list[Path]:
+    """The model folders: all of them (where files may be deleted), or only those the
+    router scans now (where a file would be found again)."""
+    hf = [default_hf_cache_dir()] if config.sources.hf_cache or not scanned else []
+    return [*hf, *(Path(d) for d in (*config.sources.dirs, *config.sources.import_dirs))]
+
+
+async def handle_delete_model(request: web.Request) -> web.Response:
+    """Remove a model from the catalogue; `?files=true` also deletes its files, only inside
+    the HF cache, sources.dirs and sources.import_dirs (docs/operations.md has the rules)."""
+    manager, reloader = request.app[MANAGER], request.app[RELOADER]
+    name = request.match_info["name"]
+    files = request.query.get("files", "").lower() in ("1", "true", "yes")
+    if await request.app[DOWNLOADS].cancel(name):
+        return web.json_response({"success": True, "model": name, "cancelled": True})
+    spec = resolve_model(manager, name)
+    in_file = await asyncio.to_thread(_entry_in_file, reloader.path, spec.name)
+    removal = None
+    if files:
+        try:
+            removal = plan_removal(spec, _roots(manager.config, scanned=False), files_in_use(manager.config, spec.name))
+        except RemovalRefused as e:
+            raise HTTPError(403, f"not deleting the files of '{spec.name}': {e}", code="path_not_allowed") from None
+    elif not in_file:
+        raise HTTPError(409, f"model '{spec.name}' was found in a model folder or the Hugging Face cache, not "
+                        "written in the catalogue file: only deleting its files removes it (?files=true)",
+                        code="model_discovered")
+    elif spec.model_file and allowed_root(spec.model_file, _roots(manager.config, scanned=True)) is not None:
+        raise HTTPError(409, f"the file of '{spec.name}' is in a folder the router scans, so the model would come "
+                        "back at the next reload: delete its files too (?files=true)", code="model_in_source")
+    out = await remove_model(manager, reloader, spec, removal, drop_entry=in_file)
+    return web.json_response(out)
+
+
 def add_admin_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/admin/status", handle_status)
@@ -96,3 +182,8 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_post("/admin/rescan", handle_rescan)
     r.add_post("/admin/models/{name}/load", handle_load)
     r.add_post("/admin/models/{name}/unload", handle_unload)
+    r.add_delete("/admin/models/{name:.+}", handle_delete_model)  # a name may hold '/'
+    r.add_post("/admin/download", handle_download)
+    r.add_get("/admin/downloads", handle_downloads)
+    r.add_get("/admin/download/events", handle_download_events)
+    add_config_routes(app)

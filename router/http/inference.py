@@ -14,7 +14,7 @@ from router.catalogue.config import ModelSpec
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.errors import HTTPError
-from router.http.keys import CONVERSATIONS, MANAGER, METRICS, REQUEST_ID
+from router.http.keys import BUILD, CONVERSATIONS, LIGHT_SESSION, MANAGER, METRICS, REQUEST_ID
 from router.http.metrics import metrics_response
 from router.http.model_api import router_props
 from router.http.proxy import ModelRewriter, forward
@@ -52,15 +52,17 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
             child_id = child.ready_info.get("id") if child.plan.native else None
             rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
             r = manager.config.router
-            return await forward(request, manager.session, child.base_url, path, body,
+            session = request.app[LIGHT_SESSION] if light else manager.session
+            return await forward(request, session, child.base_url, path, body, retry=light,
                                  connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
                                  rewriter=rewriter, into=into, stats=stats)
 
+    light = path in LIGHT_PATHS or request.method == "GET"
     if wants_progress(manager, request, spec, body):
         return await with_progress(request, manager, spec, requested, relay)
     waiting = time.perf_counter()
     try:
-        lease = await manager.acquire(spec.name, light=path in LIGHT_PATHS or request.method == "GET")
+        lease = await manager.acquire(spec.name, light=light)
         if stats is not None:
             stats["waited"] = time.perf_counter() - waiting
     except ModelUnavailable as e:
@@ -106,10 +108,11 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
 
 
 def _check_autoload(request: web.Request, spec: ModelSpec) -> None:
-    """`?autoload=false` (llama.cpp's router API; the WebUI sends it with /props):
-    answer only from a running model, never load one, and so never evict another."""
+    """`?autoload=false` (llama.cpp's router API; the WebUI sends it with /props), or
+    `--no-models-autoload` without `?autoload=true`: answer only from a running model,
+    never load one, and so never evict another."""
     autoload = request.query.get("autoload")
-    if autoload is None or autoload in ("true", "1"):
+    if autoload in ("true", "1") or (autoload is None and request.app[MANAGER].config.router.models_autoload):
         return
     if request.app[MANAGER].state(spec.name) is State.STOPPED:
         raise HTTPError(400, f"model '{spec.name}' is not loaded", code="model_not_loaded")
@@ -119,7 +122,7 @@ async def _default_get(request: web.Request) -> web.StreamResponse:
     """GET /props without a model is the router's own; others go to the last model started."""
     manager = request.app[MANAGER]
     if request.path == "/props":
-        return web.json_response(router_props(manager))
+        return web.json_response(router_props(manager, request.app[BUILD]))
     if request.path == "/metrics":
         return await metrics_response(request.app[METRICS], manager.session)
     last = manager.last_spawned

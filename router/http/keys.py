@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 from aiohttp import web
 
 from router.core.manager import ModelManager
 from router.core.reload import Reloader
 from router.http.conversations import ConversationMap
+from router.http.downloads import Downloads
 from router.http.metrics import RouterMetrics
 
 MANAGER = web.AppKey("manager", ModelManager)
@@ -21,6 +23,12 @@ RELOADER = web.AppKey("reloader", Reloader)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 CONVERSATIONS = web.AppKey("conversations", ConversationMap)
 METRICS = web.AppKey("metrics", RouterMetrics)
+# Downloads into the HF cache in progress (POST /models, POST /admin/download).
+DOWNLOADS = web.AppKey("downloads", Downloads)
+# Kept-alive connections to children, for requests that take no slot (router/app.py).
+LIGHT_SESSION = web.AppKey("light_session", aiohttp.ClientSession)
+# Facts about the llama-server build children run: {"build_info": "b<build>-<commit>"} once known.
+BUILD = web.AppKey("build", dict)
 # The id of the request being served (router/http/request_id.py).
 REQUEST_ID = web.RequestKey("request_id", str)
 # Handlers whose GET/HEAD pages load without an API key (they ask for one; their API calls still need it).

@@ -1,8 +1,11 @@
 """llama.cpp's router-mode model API: /models (with status), /models/load,
-/models/unload, /models/sse, the router's own /props, and /health."""
+/models/unload, /models/sse, the router's own /props, and /health; and its
+model management: POST /models (download), DELETE /models, ?reload=1 (and
+POST /models/reload)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict
 from typing import Any
@@ -14,22 +17,29 @@ from router.catalogue.sources import model_card
 from router.core.manager import ModelManager
 from router.core.scheduler import State
 from router.core.snapshot import ModelSnapshot, snapshots
+from router.discovery.huggingface import parse_hf_ref
+from router.http.downloads import reload_models
 from router.http.errors import HTTPError
-from router.http.keys import MANAGER, SHUTDOWN
+from router.http.keys import DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.launch_args import load_overrides
+from router.http.model_files import cache_removal, prune_hf_repo, remove_model
 from router.http.request import parse_json_object, read_body, resolve_model, servable_model
 from router.http.sse import relay_events
 
 
-def router_props(manager: ModelManager) -> dict[str, Any]:
+def router_props(manager: ModelManager, build: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's router /props; `build_info` is the children's llama.cpp build
+    (`b<build>-<commit>`, as llama.cpp's clients parse it), llama-router's own version
+    is `router_version`."""
     return {
         "role": "router",
         "max_instances": manager.config.router.models_max,
-        "models_autoload": True,
+        "models_autoload": manager.config.router.models_autoload,
         "model_alias": "llama-router",
         "model_path": "none",
         "default_generation_settings": {"params": {}, "n_ctx": 0},
-        "build_info": f"llama-router {__version__}",
+        "build_info": build.get("build_info", "unknown"),
+        "router_version": f"llama-router {__version__}",
         "ui_settings": {},
         "cors_proxy_enabled": False,
     }
@@ -66,11 +76,48 @@ def model_entry(snap: ModelSnapshot, now: int) -> dict[str, Any]:
 
 
 async def handle_models(request: web.Request) -> web.Response:
+    if request.query.get("reload"):  # llama.cpp: any non-empty value re-reads the sources first
+        await reload_models(request.app[RELOADER], "GET /models?reload")
     now = int(time.time())
     # Unlisted models, and models whose file is gone, are not offered (the WebUI's selector reads this).
     data = [model_entry(s, now) for s in snapshots(request.app[MANAGER])
             if s.spec and not s.spec.unlisted and not s.missing]
+    data += request.app[DOWNLOADS].entries(now)
     return web.json_response({"object": "list", "data": data})
+
+
+async def handle_models_reload(request: web.Request) -> web.Response:
+    """Not in llama.cpp (which has GET /models?reload=1): the reload's own answer."""
+    res = await reload_models(request.app[RELOADER], "POST /models/reload")
+    if not res.ok:
+        raise HTTPError(400, res.error or "reload failed", code="reload_failed")
+    return web.json_response({"success": True, **res.to_json()})
+
+
+async def handle_models_download(request: web.Request) -> web.Response:
+    """llama.cpp's POST /models: start downloading `user/repo[:QUANT]`, answer at once."""
+    data = parse_json_object(await read_body(request))
+    request.app[DOWNLOADS].start(data.get("model"))
+    return web.json_response({"success": True})
+
+
+async def handle_models_delete(request: web.Request) -> web.Response:
+    """llama.cpp's DELETE /models?model=: a download in progress is cancelled; a model
+    found in the Hugging Face cache (not an entry of the catalogue file) loses its files."""
+    name = request.query.get("model", "")
+    if not name:
+        raise HTTPError(400, "model must be a non-empty string", code="model_required")
+    manager, reloader, downloads = request.app[MANAGER], request.app[RELOADER], request.app[DOWNLOADS]
+    if await downloads.cancel(name):
+        repo = parse_hf_ref(name)[0]
+        if not downloads.fetching(repo):  # what the cancelled download left, unless another one is under way
+            await asyncio.to_thread(prune_hf_repo, repo)
+        manager.events.emit(name, "model_remove", {"deleted": []})
+        await reload_models(reloader, f"removed {name}")
+        return web.json_response({"success": True})
+    spec = resolve_model(manager, name)
+    await remove_model(manager, reloader, spec, cache_removal(manager.config, spec))
+    return web.json_response({"success": True})
 
 
 async def handle_models_load(request: web.Request) -> web.Response:
@@ -88,7 +135,10 @@ async def handle_models_load(request: web.Request) -> web.Response:
 
 async def handle_models_unload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
-    spec = resolve_model(manager, parse_json_object(await read_body(request)).get("model"))
+    name = parse_json_object(await read_body(request)).get("model")
+    if isinstance(name, str) and await request.app[DOWNLOADS].cancel(name):
+        return web.json_response({"success": True})  # llama.cpp: unloading a download cancels it
+    spec = resolve_model(manager, name)
     if manager.state(spec.name) is State.STOPPED:
         raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
     manager.unload(spec.name)
@@ -110,6 +160,9 @@ def add_model_api_routes(app: web.Application) -> None:
     r.add_get("/v1/health", handle_health)
     for path in ("/models", "/v1/models"):
         r.add_get(path, handle_models)
+    r.add_post("/models", handle_models_download)
+    r.add_delete("/models", handle_models_delete)
+    r.add_post("/models/reload", handle_models_reload)
     r.add_post("/models/load", handle_models_load)
     r.add_post("/models/unload", handle_models_unload)
     r.add_get("/models/sse", handle_models_sse)

@@ -88,18 +88,20 @@ async def forward(
     rewriter: ModelRewriter | None = None,
     into: web.StreamResponse | None = None,
     stats: dict[str, Any] | None = None,
+    retry: bool = False,
 ) -> web.StreamResponse:
     """`into`: an event stream already sent to the client (swap progress);
     the child's stream continues it, and a child error becomes an error event.
     `stats` receives "first_byte" (perf_counter at the first byte of the reply's
-    body) and "tail" (its last bytes, where usage and timings are)."""
+    body) and "tail" (its last bytes, where usage and timings are).
+    `retry`: the request is idempotent (it takes no slot) and goes over a kept-alive
+    connection, which the child may have closed meanwhile: it is sent once more then."""
     url = base_url + path
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
     resp: web.StreamResponse | None = into
     try:
-        async with session.request(request.method, url, params=request.query, data=body,
-                                   headers=_request_headers(request), timeout=timeout,
-                                   allow_redirects=False, auto_decompress=False) as up:
+        up = await _send(session, request, url, body, timeout, retry)
+        async with up:
             headers = _response_headers(up)
             if request.get(REQUEST_ID_KEY):
                 headers[REQUEST_ID] = request[REQUEST_ID_KEY]
@@ -149,6 +151,19 @@ async def forward(
         except (ConnectionError, RuntimeError):
             pass
         return resp
+
+
+async def _send(session: aiohttp.ClientSession, request: web.Request, url: str, body: bytes | None,
+                timeout: aiohttp.ClientTimeout, retry: bool) -> aiohttp.ClientResponse:
+    for attempt in range(2 if retry else 1):
+        try:
+            return await session.request(request.method, url, params=request.query, data=body,
+                                         headers=_request_headers(request), timeout=timeout,
+                                         allow_redirects=False, auto_decompress=False)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if attempt or not retry:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _write_error_event(resp: web.StreamResponse, status: int, data: bytes) -> None:

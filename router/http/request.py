@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from router.catalogue.config import NAME_RE, ModelSpec
+from router.catalogue.config import NAME_RE, NAME_RULE, ModelSpec
 from router.core.manager import ModelManager
 from router.core.scheduler import State
 from router.http.errors import HTTPError
@@ -127,9 +127,8 @@ def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
     if not isinstance(name, str):
         raise HTTPError(400, "'model' must be a string", code="invalid_model")
     if not NAME_RE.match(name):
-        # Never echoed, never looked up on disk: '/', '..', NUL and control characters stop here.
-        raise HTTPError(400, "invalid model name: use letters, digits and . _ : + - (at most 128 characters)",
-                        code="invalid_model")
+        # Never echoed, never looked up on disk: '..', '//', NUL and control characters stop here.
+        raise HTTPError(400, f"invalid model name: use {NAME_RULE}", code="invalid_model")
     spec = manager.config.resolve(name)
     if spec is None:
         raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")

@@ -54,7 +54,7 @@ class RouterProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router", "-c", str(config), "--log-level", "debug", *args],
+            [sys.executable, "-m", "router", "--config", str(config), "--log-level", "debug", *args],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )

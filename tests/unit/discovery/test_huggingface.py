@@ -99,7 +99,8 @@ def test_parse_hf_ref_rejects_bad_input_with_the_reason(ref, reason):
 
 def test_download_by_quant_matches_case_insensitively_and_takes_the_best_projector(hub, tmp_path):
     m = download_gguf("acme/Tiny-GGUF:q8_0", progress=False)
-    assert m.name == "acme-tiny-q8_0" and m.source == "hf" and m.repo_id == "acme/Tiny-GGUF"
+    assert m.name == "acme/Tiny-GGUF:Q8_0" and m.source == "hf" and m.repo_id == "acme/Tiny-GGUF"
+    assert m.aliases == ("acme-tiny-q8_0",)  # the name llama-router used before: old catalogues keep working
     assert m.path.name == "Tiny-Q8_0.gguf" and m.mmproj is not None and m.mmproj.name == "mmproj-Tiny-F16.gguf"
     cache = (tmp_path / "hf-home" / "hub").resolve()  # HF_HOME read at call time, not import time
     assert m.path.is_relative_to(cache / "models--acme--Tiny-GGUF" / "snapshots" / hub.commit("acme/Tiny-GGUF"))
@@ -122,19 +123,19 @@ def test_split_model_downloads_every_shard_pinned_to_one_commit(hub):
     m = download_gguf("acme/Split-GGUF:q2_k", progress=False)
     assert [p.name for p in m.shards] == [f"Split-Q2_K-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     assert m.path == m.shards[0] and all(p.parent == m.path.parent for p in m.shards)
-    assert m.name == "acme-split-q2_k" and m.meta.split_count == 3
+    assert m.name == "acme/Split-GGUF:Q2_K" and m.meta.split_count == 3
     commit = hub.commit("acme/Split-GGUF")
     gets = [r.path for r in hub.requests if r.method == "GET" and "/resolve/" in r.path]
     assert len(gets) == 4 and "/resolve/main/" in gets[0] and all(f"/resolve/{commit}/" in g for g in gets[1:])
     # the repo-root projector, not the one in an unrelated sub-folder
     assert m.mmproj is not None and m.mmproj.parent == m.path.parent.parent and m.mmproj.name == "mmproj-F16.gguf"
-    assert by_name(scan_hf_cache())["acme-split-q2_k"].mmproj == m.mmproj
+    assert by_name(scan_hf_cache())["acme/Split-GGUF:Q2_K"].mmproj == m.mmproj
 
 
 def test_projector_that_does_not_fit_the_model_is_not_attached(hub):
     m = download_gguf("acme/Mismatch-GGUF", progress=False)
     assert m.mmproj is None
-    assert by_name(scan_hf_cache())["acme-mismatch-q4_k_m"].mmproj is None
+    assert by_name(scan_hf_cache())["acme/Mismatch-GGUF:Q4_K_M"].mmproj is None
 
 
 def test_unknown_quant_error_lists_the_available_ones(hub):
@@ -173,15 +174,15 @@ def test_second_download_is_served_from_the_cache(hub):
 def test_downloaded_model_shows_up_in_scan_hf_cache(hub):
     m = download_gguf("acme/Tiny-GGUF:Q8_0", progress=False)
     found = by_name(scan_hf_cache())
-    assert set(found) == {"acme-tiny-q8_0"}
-    assert (found["acme-tiny-q8_0"].path, found["acme-tiny-q8_0"].mmproj) == (m.path, m.mmproj)
+    assert set(found) == {"acme/Tiny-GGUF:Q8_0"}
+    assert (found["acme/Tiny-GGUF:Q8_0"].path, found["acme/Tiny-GGUF:Q8_0"].mmproj) == (m.path, m.mmproj)
 
 
 def test_explicit_cache_dir_and_endpoint_win_over_the_environment(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", _dead_endpoint())
     m = download_gguf("acme/Tiny-GGUF", cache_dir=tmp_path / "own-cache", endpoint=hub.endpoint, progress=False)
     assert m.path.is_relative_to((tmp_path / "own-cache").resolve())
-    assert [x.name for x in scan_hf_cache(tmp_path / "own-cache").models] == ["acme-tiny-q4_k_m"]
+    assert [x.name for x in scan_hf_cache(tmp_path / "own-cache").models] == ["acme/Tiny-GGUF:Q4_K_M"]
 
 
 def test_interrupted_download_resumes_with_a_range_request(hub, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from router.discovery.naming import hf_model_name, quant_label, slugify
+from router.discovery.naming import hf_model_id, hf_model_name, quant_label, slugify
 from router.discovery.scan import ScanResult, scan_hf_cache, scan_import_dir, scan_models_dir
 from tests.support.ggufwriter import by_name, write_gguf, write_projector
 
@@ -72,6 +72,15 @@ def test_hf_model_name_is_user_repo_quant_without_gguf_suffix():
         "unsloth-qwen3-vl-32b-instruct-q4_k_m"
     assert hf_model_name("acme/Big-GGUF", "Q8_0/Big-Q8_0-00001-of-00003.gguf") == "acme-big-q8_0"
     assert hf_model_name("acme/plain", "weights.gguf") == "acme-plain-weights"
+
+
+def test_hf_model_id_is_llamacpp_user_repo_colon_tag():
+    """The id llama.cpp's router gives a cache model (common/download.cpp: the last
+    [-.]WORD of the file stem, upper-cased, shard suffix removed)."""
+    assert hf_model_id("ggml-org/tinygemma3-GGUF", "tinygemma3-Q8_0.gguf") == "ggml-org/tinygemma3-GGUF:Q8_0"
+    assert hf_model_id("acme/Big-GGUF", "Q8_0/Big-q8_0-00001-of-00003.gguf") == "acme/Big-GGUF:Q8_0"
+    assert hf_model_id("acme/m", "gemma-3-270m-it.Q4_K_M.gguf") == "acme/m:Q4_K_M"
+    assert hf_model_id("acme/plain", "weights.gguf") == "acme/plain"  # no tag: the repo alone
 
 
 # ------------------------------------------------------ llama.cpp models dir
@@ -310,14 +319,18 @@ def test_hf_cache_models_are_named_user_repo_quant_with_projectors_and_shards(tm
     got = {m.name: (m.path.relative_to(cache).as_posix(), m.mmproj and m.mmproj.name, len(m.shards), m.repo_id)
            for m in res.models}
     assert got == {
-        "acme-vision-q4_k_m": (f"models--acme--Vision-GGUF/snapshots/{c1}/Vision-Q4_K_M.gguf", "mmproj-BF16.gguf", 1,
+        "acme/Vision-GGUF:Q4_K_M": (f"models--acme--Vision-GGUF/snapshots/{c1}/Vision-Q4_K_M.gguf", "mmproj-BF16.gguf", 1,
                                "acme/Vision-GGUF"),
-        "acme-vision-q8_0": (f"models--acme--Vision-GGUF/snapshots/{c1}/Vision-Q8_0.gguf", "mmproj-BF16.gguf", 1,
+        "acme/Vision-GGUF:Q8_0": (f"models--acme--Vision-GGUF/snapshots/{c1}/Vision-Q8_0.gguf", "mmproj-BF16.gguf", 1,
                              "acme/Vision-GGUF"),
-        "acme-huge-q2_k": (f"models--acme--Huge-GGUF/snapshots/{c2}/Q2_K/Huge-Q2_K-00001-of-00002.gguf", None, 2,
+        "acme/Huge-GGUF:Q2_K": (f"models--acme--Huge-GGUF/snapshots/{c2}/Q2_K/Huge-Q2_K-00001-of-00002.gguf", None, 2,
                            "acme/Huge-GGUF"),
     }
     assert all(m.source == "hf" for m in res.models) and res.skipped == []
+    # The names llama-router gave them before llama.cpp's ids stay as aliases.
+    assert {m.name: m.aliases for m in res.models} == {
+        "acme/Vision-GGUF:Q4_K_M": ("acme-vision-q4_k_m",), "acme/Vision-GGUF:Q8_0": ("acme-vision-q8_0",),
+        "acme/Huge-GGUF:Q2_K": ("acme-huge-q2_k",)}
 
 
 def test_hf_cache_quant_in_a_sub_folder_uses_the_projector_at_the_snapshot_root(tmp_path):
@@ -362,4 +375,4 @@ def test_hf_cache_defaults_to_hf_home_read_at_call_time(tmp_path, monkeypatch):
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     _cache_file(tmp_path / "home" / "hub", "acme/T-GGUF", "e" * 40, "T-Q8_0.gguf", _model(tmp_path / "t.gguf"))
-    assert [m.name for m in scan_hf_cache().models] == ["acme-t-q8_0"]
+    assert [m.name for m in scan_hf_cache().models] == ["acme/T-GGUF:Q8_0"]

@@ -1,0 +1,163 @@
+"""llama.cpp's router-mode command line, read into the catalogue.
+
+`llama-server --models-dir ~/m -ngl 99 -c 8192` runs llama.cpp's router:
+every argument it does not know as a router setting becomes a default
+argument of every child. `llama-router` takes the same command line:
+`split_command_line` separates llama-router's own options from the
+llama-server arguments (told apart with llama-server's own argument table,
+so `-c 8192` is a context size and `--jinja` takes no value), and
+`apply_preset` lays a `--models-preset` INI file over the served catalogue
+the way llama.cpp's router does (tools/server/server-models.cpp,
+`load_models`):
+
+- the preset's `[*]` section is a default of every model (lowest);
+- a section named like a model that exists (a Hugging Face cache id, a
+  `--models-dir` model, a catalogue entry or alias) adds its arguments to
+  that model, over the model's own;
+- any other section is a new model and names its `model` file or its
+  `hf-repo` (a repo already in the Hugging Face cache is served from there;
+  otherwise llama-server downloads it with `-hf` on first load);
+- the command line wins over both (Config.cli_args, merged at launch);
+- `load-on-startup` models are loaded once the port is open;
+- `dedup-cache-models` hides a cache model that a preset section serves
+  from the same file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from router.catalogue.config import NAME_RE, NAME_RULE, RESERVED_FLAGS, Config, ConfigError, ModelSpec, SpawnSpec
+
+if TYPE_CHECKING:  # both read on demand: the router starts without them when no preset is given
+    from router.catalogue.preset import Preset
+    from router.catalogue.server_args import ServerArgs
+
+# llama-server options that only mean something to a router: they are llama-router's own.
+ROUTER_ONLY = frozenset({"--models-dir", "--models-max", "--models-preset", "--models-autoload",
+                         "--no-models-autoload", "--api-key", "--api-key-file", "--sleep-idle-seconds",
+                         "--host", "--port"})
+# Arguments that name one model: a router serves many, so they belong to a model entry.
+PER_MODEL = frozenset({"-m", "--model", "-a", "--alias", "-mm", "--mmproj", "-hff", "--hf-file",
+                       "-mu", "--model-url"})
+
+
+def split_command_line(argv: Sequence[str], own: set[str], takes_value: set[str],
+                       table: ServerArgs | None) -> tuple[list[str], list[str]]:
+    """(llama-router's own arguments, llama-server arguments for every child).
+
+    `own` holds llama-router's option strings and `takes_value` those of them
+    that take a value. `-c` is llama-server's context size, as in llama.cpp; an
+    existing `.yaml`/`.yml` file after `-c` still means `--config` (llama-router's
+    older spelling). Without a table, a child option takes the next argument as
+    its value when that does not start with '-'."""
+    mine: list[str] = []
+    child: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        flag, eq, _ = tok.partition("=")
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if tok == "-c" and nxt is not None and _is_catalogue_file(nxt):
+            mine += ["--config", nxt]
+            i += 2
+            continue
+        if tok == "-c" and nxt is not None and not nxt.isdigit():
+            raise ConfigError("<command line>", "-c", f"is llama-server's context size and expects a number, got "
+                              f"{nxt!r} (a catalogue file is --config PATH)")
+        if flag in own and tok.startswith("-"):
+            mine.append(tok)
+            if flag in takes_value and not eq and nxt is not None:
+                mine.append(nxt)
+                i += 1
+            i += 1
+            continue
+        if not tok.startswith("-") or _is_number(tok):
+            raise ConfigError("<command line>", tok, "unexpected argument (expected an option such as --models-dir)")
+        option = table.option(flag) if table is not None else None
+        if (option is not None and option.key in RESERVED_FLAGS | PER_MODEL) or flag in RESERVED_FLAGS | PER_MODEL:
+            raise ConfigError("<command line>", flag, "names one model's file, alias or address; llama-router "
+                              "serves many: put it in a model entry (catalogue `models:`, a preset section) instead")
+        if table is not None and option is None:
+            raise ConfigError("<command line>", flag, "is neither a llama-router option nor a llama-server "
+                              "argument (see llama-router --help and llama-server --help)")
+        child.append(tok)
+        wants = option.takes_value if option is not None else (nxt is not None and (not nxt.startswith("-")
+                                                                                    or _is_number(nxt)))
+        if wants and not eq:
+            if nxt is None:
+                raise ConfigError("<command line>", flag, "expects a value")
+            child.append(nxt)
+            i += 1
+        i += 1
+    return mine, child
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_catalogue_file(text: str) -> bool:
+    return text.lower().endswith((".yaml", ".yml")) and os.path.isfile(os.path.expanduser(text))
+
+
+def read_api_keys(keys: Sequence[str], key_file: str | None) -> tuple[str, ...]:
+    """`--api-key a,b` (llama.cpp: a comma-separated list) and `--api-key-file` (a key a line)."""
+    out = [k.strip() for arg in keys for k in arg.split(",") if k.strip()]
+    if key_file:
+        try:
+            with open(os.path.expanduser(key_file), encoding="utf-8") as f:
+                out += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+        except OSError as e:
+            raise ConfigError(key_file, "--api-key-file", f"cannot read: {e.strerror or e}") from None
+    return tuple(dict.fromkeys(out))
+
+
+def apply_preset(config: Config, preset: Preset, source: str, table: ServerArgs) -> Config:
+    """`config` (the served catalogue, sources already scanned) with `preset` laid over it."""
+    defaults = tuple(table.merge(preset.defaults, config.spawn.args))
+    models = dict(config.models)
+    by_path = {os.path.realpath(s.path): s.name for s in models.values() if s.path and s.state == "auto"}
+    preload = list(config.router.preload)
+    hidden: set[str] = set()
+    for pm in preset.models:
+        existing = config.resolve(pm.name)
+        aliases = tuple(a for a in pm.aliases if config.resolve(a) is None)
+        if existing is not None:
+            spec = replace(existing, args=tuple(table.merge(existing.args, pm.args)), state="manual",
+                           aliases=existing.aliases + aliases, path=pm.path or existing.path,
+                           mmproj=pm.mmproj or existing.mmproj)
+        else:
+            if not NAME_RE.match(pm.name):
+                raise ConfigError(source, f"[{pm.name}]", f"expected a model name of {NAME_RULE}")
+            path, spawn = pm.path, None
+            cached = config.resolve(pm.hf_repo) if pm.hf_repo and path is None else None
+            if cached is not None and cached.path:
+                path = cached.path
+                if preset.dedup_cache_models and cached.state == "auto":
+                    hidden.add(cached.name)
+            elif pm.hf_repo and path is None:
+                # Not downloaded yet: llama-server fetches it on the first load.
+                spawn = SpawnSpec(command=("llama-server", "-hf", pm.hf_repo, "--alias", "$name",
+                                           "--host", "$host", "--port", "$port"), args=defaults)
+            if path is None and spawn is None:
+                raise ConfigError(source, f"[{pm.name}]", "is not a model the router knows; name its file "
+                                  "with `model = /path/to/file.gguf` or its repo with `hf-repo = user/repo:QUANT`")
+            if path and preset.dedup_cache_models and os.path.realpath(path) in by_path:
+                hidden.add(by_path[os.path.realpath(path)])
+            spec = ModelSpec(name=pm.name, path=path, aliases=aliases, args=pm.args, mmproj=pm.mmproj,
+                             spawn=spawn, state="manual")
+        models[spec.name] = spec
+        if pm.load_on_startup and spec.name not in preload:
+            preload.append(spec.name)
+    for name in hidden:
+        models[name] = replace(models[name], unlisted=True)
+    spawn = replace(config.spawn, args=defaults)
+    return replace(config, models=models, spawn=spawn, router=replace(config.router, preload=tuple(preload)))

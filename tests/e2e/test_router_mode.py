@@ -1,0 +1,239 @@
+"""llama.cpp's router-mode command line, given to llama-router: the same flags,
+the same model ids, the same answers. Each test starts llama-router the way a
+llama.cpp user starts `llama-server` in router mode, against a real
+llama-server, and where it is cheap runs llama.cpp's own router side by side
+on the same files and compares the replies."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.support.http import call, wait_until
+from tests.support.routerproc import ROOT, RouterProcess, free_port
+from tests.support.tinygguf import write_tiny_model
+
+pytestmark = pytest.mark.real
+
+KEY = "sk-router-mode-key"
+CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def bare_config(path: Path) -> Path:
+    """Only what the test harness needs (port, children's ports, KV folder): the
+    models and their arguments come from the llama.cpp-style command line."""
+    path.write_text(yaml.safe_dump({"router": {"port": free_port(), "port_range": [54000, 54999],
+                                               "slot_save_path": str(path.parent / "slots")},
+                                    "sources": {"hf_cache": False}}))
+    return path
+
+
+def cache_file(cache: Path, repo_id: str, rfile: str, src: Path) -> Path:
+    """A file laid out in a Hugging Face cache the way huggingface_hub does it."""
+    commit = "c" * 40
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    data = src.read_bytes()
+    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    link = repo / "snapshots" / commit / rfile
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return link
+
+
+def child_argv(router: RouterProcess, model: str) -> list[str]:
+    """The real command line of the llama-server child serving `model`."""
+    for p in router.children():
+        try:
+            argv = p.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "--alias" in argv and argv[argv.index("--alias") + 1] == model:
+            return argv
+    raise AssertionError(f"no child serves {model}: {[p.cmdline() for p in router.children()]}")
+
+
+def opt(argv: list[str], *names: str) -> str | None:
+    """The value llama-server takes for an option given under any of `names` (the last one)."""
+    value = None
+    for i, a in enumerate(argv[:-1]):
+        if a in names:
+            value = argv[i + 1]
+    return value
+
+
+class LlamaCppRouter:
+    """llama.cpp's own router mode: `llama-server` with no model, on the same files."""
+
+    def __init__(self, binary: Path, log: Path, *args: str, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(self.port), *args],
+                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def __enter__(self) -> LlamaCppRouter:
+        def healthy() -> bool:
+            assert self.proc.poll() is None, "llama.cpp's router exited"
+            try:
+                return call(self.url + "/health", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, 60, "llama.cpp's router")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        kids = self.ps.children(recursive=True)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        _, alive = psutil.wait_procs(kids, timeout=15)
+        for p in alive:
+            p.kill()
+        self._log.close()
+
+
+def test_command_line_of_llamacpp_router_mode(tmp_path, tiny_dir, llama_server):
+    """`llama-router --models-dir D -c 1024 -np 2 --no-models-autoload --api-key K`: the
+    child gets -c/-np, the key is required, a model that is not running answers 400
+    like llama.cpp's router until ?autoload=true loads it; /props says so."""
+    cfg = bare_config(tmp_path / "c.yaml")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with RouterProcess(cfg, tmp_path / "router.log", "--models-dir", str(tiny_dir), "-c", "1024", "-np", "2",
+                       "--no-models-autoload", "--api-key", KEY) as router:
+        assert call(router.url + "/v1/chat/completions", {"model": "tiny-a", **CHAT})[0] == 401
+        status, body = call(router.url + "/v1/chat/completions", {"model": "tiny-a", **CHAT}, headers=auth)
+        assert status == 400 and body["error"]["type"] == "invalid_request_error", body
+        assert "not loaded" in body["error"]["message"]
+        assert not router.children()  # refused without loading anything
+        status, _ = call(router.url + "/v1/chat/completions?autoload=true", {"model": "tiny-a", **CHAT},
+                         headers=auth, timeout=60)
+        assert status == 200
+        assert call(router.url + "/v1/chat/completions", {"model": "tiny-a", **CHAT}, headers=auth)[0] == 200
+        argv = child_argv(router, "tiny-a")
+        assert opt(argv, "-c", "--ctx-size") == "1024" and opt(argv, "-np", "--parallel") == "2", argv
+        status, props = call(router.url + "/props", headers=auth)
+        assert status == 200 and props["role"] == "router" and props["models_autoload"] is False
+        assert re.fullmatch(r"b\d+-\w+", props["build_info"]), props["build_info"]
+        version = subprocess.run([str(llama_server), "--version"], capture_output=True, text=True, timeout=30)
+        build = re.search(r"build (\d+), commit (\w+)|version: (\d+) \((\w+)\)", version.stdout + version.stderr)
+        assert build is not None
+        assert props["build_info"] == "b{}-{}".format(*[g for g in build.groups() if g is not None])
+
+
+def test_preset_ini_defaults_sections_and_command_line_precedence(tmp_path, tiny_dir, llama_server):
+    """A --models-preset file: [*] for every model, a section per model over it, the
+    command line over both (llama.cpp's precedence); a section with `model =` adds a
+    model; `load-on-startup` loads it without a request."""
+    extra = write_tiny_model(tmp_path / "elsewhere" / "extra.gguf", name="extra", seed=9)
+    preset = tmp_path / "models.ini"
+    preset.write_text(f"""version = 1
+; defaults for every model
+[*]
+c = 768
+temp = 0.3
+n-predict = 7
+
+[tiny-a]
+ctx-size = 640
+LLAMA_ARG_N_PREDICT = 5
+
+[my-extra]
+model = {extra}
+load-on-startup = true
+""")
+    cfg = bare_config(tmp_path / "c.yaml")
+    with RouterProcess(cfg, tmp_path / "router.log", "--models-dir", str(tiny_dir), "--models-preset", str(preset),
+                       "--models-max", "3", "--temp", "0.9") as router:
+        wait_until(lambda: any(m["id"] == "my-extra" and m["status"]["value"] == "loaded"
+                               for m in call(router.url + "/models")[1]["data"]), 60, "load-on-startup")
+        for model in ("tiny-a", "tiny-b"):
+            assert call(router.url + "/v1/chat/completions", {"model": model, **CHAT}, timeout=60)[0] == 200
+        a, b, extra_argv = (child_argv(router, m) for m in ("tiny-a", "tiny-b", "my-extra"))
+        assert opt(a, "-c", "--ctx-size") == "640" and opt(a, "-n", "--n-predict", "--predict") == "5"  # section
+        assert opt(b, "-c", "--ctx-size") == "768" and opt(b, "-n", "--n-predict", "--predict") == "7"  # [*]
+        assert opt(extra_argv, "-m", "--model") == str(extra)
+        for argv in (a, b, extra_argv):
+            assert opt(argv, "--temp", "--temperature") == "0.9"  # the command line wins over the preset
+
+
+def test_same_ids_statuses_and_errors_as_llamacpp_router(tmp_path, tiny_dir, llama_server):
+    """The same command line to llama.cpp's router and to llama-router, on the same
+    models folder and Hugging Face cache: the same model ids (`user/repo:QUANT` for
+    the cache), the same statuses, the same refusal without autoload."""
+    cache = tmp_path / "hub"
+    cache_file(cache, "acme/Tiny-GGUF", "Tiny-Q8_0.gguf", tiny_dir / "tiny-c.gguf")
+    env = {"HF_HUB_CACHE": str(cache), "LLAMA_CACHE": str(cache)}
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("tiny-a", "tiny-b"):
+        (models / f"{name}.gguf").symlink_to(tiny_dir / f"{name}.gguf")
+    args = ("--models-dir", str(models), "--models-max", "2", "--no-models-autoload", "-c", "512", "-np", "1")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"router": {"port": free_port(), "port_range": [54000, 54999],
+                                              "slot_save_path": str(tmp_path / "slots")}}))
+    with LlamaCppRouter(llama_server, tmp_path / "llamacpp.log", *args, env=env) as cpp, \
+            RouterProcess(cfg, tmp_path / "router.log", *args, env=env) as ours:
+        replies = {}
+        for name, url in (("llama.cpp", cpp.url), ("llama-router", ours.url)):
+            listed = {m["id"]: m["status"]["value"] for m in call(url + "/models")[1]["data"]}
+            refused = call(url + "/v1/chat/completions", {"model": "acme/Tiny-GGUF:Q8_0", **CHAT})
+            loaded = call(url + "/models/load", {"model": "acme/Tiny-GGUF:Q8_0"})
+            wait_until(lambda u=url: {m["id"]: m["status"]["value"] for m in call(u + "/models")[1]["data"]}
+                       .get("acme/Tiny-GGUF:Q8_0") == "loaded", 60, f"{name} loads the cache model")
+            chat = call(url + "/v1/chat/completions", {"model": "acme/Tiny-GGUF:Q8_0", **CHAT}, timeout=60)
+            quoted = urllib.parse.quote("acme/Tiny-GGUF:Q8_0", safe="")
+            props = call(url + f"/props?model={quoted}", timeout=30)
+            replies[name] = (listed, refused[0], refused[1]["error"]["type"], loaded, chat[0], props[0])
+        assert replies["llama-router"] == replies["llama.cpp"], replies
+        listed = replies["llama-router"][0]
+        assert listed == {"tiny-a": "unloaded", "tiny-b": "unloaded", "acme/Tiny-GGUF:Q8_0": "unloaded"}
+        # The name llama-router gave cache models before still reaches the same model.
+        assert call(ours.url + "/v1/chat/completions", {"model": "acme-tiny-q8_0", **CHAT}, timeout=60)[0] == 200
+
+
+def test_import_preset_writes_a_catalogue_that_serves_it(tmp_path, tiny_dir, llama_server):
+    """`--import-preset models.ini` writes the preset as a catalogue (its [*] as
+    spawn.args, its sections as models); the router then serves it as llama.cpp would."""
+    preset = tmp_path / "models.ini"
+    preset.write_text(f"""[*]
+c = 768
+
+[first]
+model = {tiny_dir / "tiny-a.gguf"}
+c = 640
+alias = one,uno
+
+[second]
+model = {tiny_dir / "tiny-b.gguf"}
+""")
+    dest = bare_config(tmp_path / "c.yaml")
+    done = subprocess.run([sys.executable, "-m", "router", "--import-preset", str(preset), "--config", str(dest)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    catalogue = yaml.safe_load(dest.read_text())
+    assert set(catalogue["models"]) == {"first", "second"}
+    with RouterProcess(dest, tmp_path / "router.log", "--models-max", "2") as router:
+        for model in ("uno", "second"):
+            assert call(router.url + "/v1/chat/completions", {"model": model, **CHAT}, timeout=60)[0] == 200
+        assert opt(child_argv(router, "first"), "-c", "--ctx-size") == "640"
+        assert opt(child_argv(router, "second"), "-c", "--ctx-size") == "768"
