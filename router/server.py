@@ -18,6 +18,8 @@ from aiohttp import web
 
 from router.app import create_app
 from router.catalogue.config import Config
+from router.catalogue.tls import server_context
+from router.connguard import ConnectionGuard, GuardedRunner
 from router.core.lifecycle import StartupError, load_startup_model, preload_models
 from router.core.reload import Loader
 from router.http.auth import exposure_warning
@@ -34,7 +36,8 @@ class Server:
         self.stop = stop or asyncio.Event()
         self.force_exit = asyncio.Event()
         self.app = create_app(config, loader=loader)
-        self.runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None,
+        guard = ConnectionGuard(config.router.header_timeout, config.router.max_client_connections)
+        self.runner = GuardedRunner(self.app, guard, handler_cancellation=True, access_log=None,
                                     shutdown_timeout=config.router.drain_timeout)
         self._reloads: set[asyncio.Task[object]] = set()
 
@@ -80,20 +83,27 @@ class Server:
             log.error("cannot start: %s", e)
             return 1
         r = self.config.router
-        site = web.TCPSite(self.runner, r.host, r.port, reuse_address=True)
+        try:  # checked when the catalogue was read; a file changed since is still refused clearly
+            tls = server_context(r.tls_cert, r.tls_key) if r.tls_cert and r.tls_key else None
+        except OSError as e:  # ssl.SSLError included
+            log.error("cannot use the TLS certificate %s and key %s: %s", r.tls_cert, r.tls_key, e)
+            return 2
+        site = web.TCPSite(self.runner, r.host, r.port, reuse_address=True, ssl_context=tls)
         try:
             await site.start()
         except OSError as e:
             log.error("cannot listen on %s:%d: %s", r.host, r.port, e.strerror or e)
             return 1
-        warning = exposure_warning(r.host, r.api_keys)
+        warning = exposure_warning(r.host, r.api_keys, tls=tls is not None)
         if warning:
             log.warning("%s", warning)
         self.app[RELOADER].start_watching()
         preload_models(self.app[MANAGER])
-        log.info("llama-router listening on http://%s:%d with %d model(s): %s%s", r.host, r.port,
+        log.info("llama-router listening on %s://%s:%d with %d model(s): %s%s",
+                 "https" if tls else "http", r.host, r.port,
                  len(self.config.models), ", ".join(self.config.models) or "(none)",
-                 "; admin API enabled" if r.admin_token else "")
+                 "; admin API enabled" if r.admin_token or any(
+                     getattr(k, "role", None) == "admin" for k in r.api_keys) else "")
         return None
 
     async def main_loop(self) -> None:

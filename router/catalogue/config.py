@@ -19,7 +19,8 @@ DEFAULT_COMMAND = (
 # A model name: segments of letters, digits and . _ : + -, each starting with a letter or
 # digit, joined by single '/' (llama.cpp's `user/repo:QUANT` ids). No '..' segment, no
 # leading, trailing or doubled '/', no space or control character: a name is never a path.
-NAME_RE = re.compile(r"^(?=.{1,128}$)[A-Za-z0-9][A-Za-z0-9._:+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:+-]*)*$")
+# `$(?!\n)`: Python's `$` also matches before a final newline (the same text in the JSON Schema).
+NAME_RE = re.compile(r"^(?=.{1,128}$)[A-Za-z0-9][A-Za-z0-9._:+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:+-]*)*$(?!\n)")
 NAME_RULE = "letters, digits and . _ : + -, with single '/' between parts (at most 128 characters)"
 
 
@@ -97,6 +98,44 @@ class MemorySettings:
     probe: bool = False
 
 
+ROLES = ("read", "inference", "admin")  # what a scoped API key may do, least first
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+              "h": 3600.0, "hour": 3600.0}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A request rate written `N/unit` (`60/min`): a token bucket of N that refills in `per_s`."""
+
+    requests: int
+    per_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        m = re.fullmatch(r"\s*([0-9]+)\s*/\s*([A-Za-z]+)\s*", text)
+        if not m or int(m.group(1)) < 1 or m.group(2).lower() not in RATE_UNITS:
+            raise ValueError(f"expected N/second, N/minute or N/hour (e.g. 60/min), got {text!r}")
+        return cls(int(m.group(1)), RATE_UNITS[m.group(2).lower()])
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "min", 3600.0: "hour"}.get(self.per_s, f"{self.per_s:g}s")
+        return f"{self.requests}/{unit}"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An entry of router.api_keys written as a mapping: a key limited to some models,
+    a role and limits (docs/api.md, "API keys and roles"). A plain string entry is a key
+    for every model with the inference role and no limits, as before mappings existed."""
+
+    key: str = field(default="", repr=False)  # the secret itself, from `key` or the first line of `key_file`
+    key_file: str | None = None
+    models: tuple[str, ...] = ()  # fnmatch patterns over model names and aliases; () = every model
+    role: str = "inference"  # read < inference < admin
+    rate: Rate | None = None  # requests per period, a token bucket (429 past it)
+    concurrency: int = 0  # requests in flight at once (0 = no limit; 429 past it)
+
+
 @dataclass(frozen=True)
 class RouterSettings:
     host: str = "127.0.0.1"
@@ -108,10 +147,16 @@ class RouterSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
     max_body_bytes: int = 64 * 1024 * 1024
+    header_timeout: float = 10.0  # seconds a client has to send a request's headers (0 = no limit)
+    body_timeout: float = 60.0  # seconds a client has to send a request's body (0 = no limit)
+    max_client_connections: int = 512  # connections from one address at once (0 = no cap)
     log_lines: int = 500
     # Secrets: never part of repr(), so a logged config cannot leak them.
     admin_token: str | None = field(default=None, repr=False)
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys: tuple[str | ApiKey, ...] = field(default=(), repr=False)
+    # TLS: the server's certificate chain and private key (PEM); both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     notify_model_swap: bool = False
     startup_model: str | None = None
     preload: tuple[str, ...] = ()  # models loaded in the background once the port is open

@@ -24,15 +24,19 @@ from router.catalogue.config import (
     NAME_RE,
     NAME_RULE,
     RESERVED_FLAGS,
+    ROLES,
     RUNTIME_FIELDS,
+    ApiKey,
     Config,
     ConfigError,
     MemorySettings,
     ModelSpec,
+    Rate,
     RouterSettings,
     SourcesSpec,
     SpawnSpec,
 )
+from router.catalogue.tls import check_tls
 from router.catalogue.values import budget_value, expand_env, parse_size
 from router.catalogue.yamlio import YAMLReadError, read_yaml
 
@@ -46,6 +50,7 @@ _MODEL_KEYS = _keys(ModelSpec, exclude=("name",))
 _SPAWN_KEYS = _keys(SpawnSpec)
 _SOURCES_KEYS = _keys(SourcesSpec)
 _MEMORY_KEYS = _keys(MemorySettings)
+_API_KEY_KEYS = _keys(ApiKey)
 _TOP_KEYS = _keys(Config, exclude=RUNTIME_FIELDS)
 
 
@@ -138,11 +143,9 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
     admin_token = r.string("admin_token")
     if admin_token is not None and len(admin_token) < MIN_SECRET_LEN:
         raise r.fail("admin_token", f"expected a secret of at least {MIN_SECRET_LEN} characters")
-    api_keys = r.str_list("api_keys")
-    for i, k in enumerate(api_keys):
-        if len(k) < MIN_SECRET_LEN or any(c.isspace() for c in k):
-            raise ConfigError(source, f"router.api_keys[{i}]",
-                              f"expected a key of at least {MIN_SECRET_LEN} characters without spaces")
+    api_keys = _parse_api_keys(r.data.get("api_keys"), source)
+    tls_cert, tls_key = _file_path(r.string("tls_cert"), source), _file_path(r.string("tls_key"), source)
+    check_tls(tls_cert, tls_key, source)
     ui_path = r.string("ui_path")
     if ui_path is not None:
         ui_dir = Path(ui_path).expanduser()
@@ -161,9 +164,14 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         connect_timeout=float(r.number("connect_timeout", d.connect_timeout, minimum=0.1)),
         read_timeout=float(r.number("read_timeout", d.read_timeout, minimum=0.1)),
         max_body_bytes=r.number("max_body_bytes", d.max_body_bytes, integer=True, minimum=1024),
+        header_timeout=float(r.number("header_timeout", d.header_timeout)),
+        body_timeout=float(r.number("body_timeout", d.body_timeout)),
+        max_client_connections=r.number("max_client_connections", d.max_client_connections, integer=True),
         log_lines=r.number("log_lines", d.log_lines, integer=True, minimum=1),
         admin_token=admin_token,
         api_keys=api_keys,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         notify_model_swap=r.boolean("notify_model_swap", d.notify_model_swap),
         startup_model=r.string("startup_model"),
         preload=r.str_list("preload"),
@@ -181,6 +189,75 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         memory=_parse_memory(r.data.get("memory"), source),
         activity_size=r.number("activity_size", d.activity_size, integer=True, minimum=1),
     )
+
+
+def _parse_api_keys(data: Any, source: str) -> tuple[str | ApiKey, ...]:
+    """Plain keys (every model, the inference role) and scoped ones (a mapping)."""
+    if data is None:
+        return ()
+    if isinstance(data, dict):
+        raise ConfigError(source, "router.api_keys", "expected a list of keys (strings or mappings), got a mapping")
+    items = data if isinstance(data, list) else [data]
+    out: list[str | ApiKey] = []
+    for i, item in enumerate(items):
+        where = f"router.api_keys[{i}]"
+        entry: str | ApiKey
+        if isinstance(item, dict):
+            entry = _parse_api_key(item, source, where)
+        elif isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise ConfigError(source, where, f"expected a key (a string) or a mapping with `key` or `key_file`, "
+                              f"got {_kind(item)}")
+        else:
+            entry = expand_env(str(item), source, where)
+        secret = entry.key if isinstance(entry, ApiKey) else entry
+        if len(secret) < MIN_SECRET_LEN or any(c.isspace() for c in secret):
+            raise ConfigError(source, where, f"expected a key of at least {MIN_SECRET_LEN} characters without spaces")
+        for j, earlier in enumerate(out):  # one key, two scopes: which one would apply?
+            scoped = isinstance(entry, ApiKey) or isinstance(earlier, ApiKey)
+            if scoped and (earlier.key if isinstance(earlier, ApiKey) else earlier) == secret:
+                raise ConfigError(source, where, f"the same key as router.api_keys[{j}]")
+        out.append(entry)
+    return tuple(out)
+
+
+def _parse_api_key(data: dict[str, Any], source: str, where: str) -> ApiKey:
+    r = _Reader(data, source, where, _API_KEY_KEYS)
+    key, key_file = r.string("key"), _file_path(r.string("key_file"), source)
+    if (key is None) == (key_file is None):
+        raise r.fail("key", "expected either `key` (the secret, e.g. ${TEAM_KEY}) or `key_file` (a file "
+                      "holding it on its first line)")
+    if key_file is not None:
+        try:
+            with open(key_file, encoding="utf-8") as f:
+                key = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise r.fail("key_file", f"cannot read {key_file}: {getattr(e, 'strerror', None) or e}") from None
+    role = r.string("role", "inference", allow_none=False)
+    if role not in ROLES:
+        raise r.fail("role", f"expected one of {', '.join(ROLES)}, got {role!r}")
+    models = r.str_list("models")
+    if role == "admin" and models:
+        raise r.fail("models", "an admin key sees every model (/admin shows them all); remove `models` or use "
+                     "the inference or read role")
+    if any(not m.strip() for m in models):
+        raise r.fail("models", "expected model names or glob patterns (qwen-*), got an empty one")
+    rate = r.string("rate")
+    try:
+        parsed_rate = Rate.parse(rate) if rate is not None else None
+    except ValueError as e:
+        raise r.fail("rate", str(e)) from None
+    return ApiKey(key=key or "", key_file=key_file, models=models, role=role, rate=parsed_rate,
+                  concurrency=r.number("concurrency", 0, integer=True))
+
+
+def _file_path(value: str | None, source: str) -> str | None:
+    """A file named in the catalogue: `~` expanded, relative to the catalogue's folder."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute() and not source.startswith("<"):
+        path = Path(source).expanduser().parent / path
+    return str(path)
 
 
 def _parse_memory(data: Any, source: str) -> MemorySettings:

@@ -141,7 +141,7 @@ def apply_preset(config: Config, preset: Preset, source: str, table: ServerArgs)
             cached = config.resolve(pm.hf_repo) if pm.hf_repo and path is None else None
             if cached is not None and cached.path:
                 path = cached.path
-                if preset.dedup_cache_models and cached.state == "auto":
+                if pm.dedup_cache_models and cached.state == "auto":
                     hidden.add(cached.name)
             elif pm.hf_repo and path is None:
                 # Not downloaded yet: llama-server fetches it on the first load.
@@ -150,7 +150,7 @@ def apply_preset(config: Config, preset: Preset, source: str, table: ServerArgs)
             if path is None and spawn is None:
                 raise ConfigError(source, f"[{pm.name}]", "is not a model the router knows; name its file "
                                   "with `model = /path/to/file.gguf` or its repo with `hf-repo = user/repo:QUANT`")
-            if path and preset.dedup_cache_models and os.path.realpath(path) in by_path:
+            if path and pm.dedup_cache_models and os.path.realpath(path) in by_path:
                 hidden.add(by_path[os.path.realpath(path)])
             spec = ModelSpec(name=pm.name, path=path, aliases=aliases, args=pm.args, mmproj=pm.mmproj,
                              spawn=spawn, state="manual")

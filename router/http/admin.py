@@ -1,7 +1,8 @@
 """The operator's API under /admin (token-protected by router.auth).
 
-It exists only when router.admin_token (or --admin-token) is set; without
-one every /admin path answers 403 "admin disabled". The catalogue itself
+It exists only when router.admin_token (or --admin-token) is set, or an API
+key has the admin role; without either every /admin path answers 403
+"admin disabled". The catalogue itself
 (GET/PUT /admin/config) is in http/admin_config.py.
 """
 

@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 
+from router.backend.child import ChildProcess
 from router.catalogue.config import ModelSpec
-from router.core.manager import Lease, ModelUnavailable
+from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.scheduler import State
-from router.http.errors import HTTPError
-from router.http.keys import BUILD, CONVERSATIONS, LIGHT_SESSION, MANAGER, METRICS, REQUEST_ID
+from router.http.errors import HTTPError, error_response
+from router.http.keys import API_KEY, BUILD, CONVERSATIONS, LIGHT_SESSION, MANAGER, METRICS, REQUEST_ID
+from router.http.keys_policy import INFERENCE, has_role, may_use
 from router.http.metrics import metrics_response
 from router.http.model_api import router_props
-from router.http.proxy import ModelRewriter, forward
+from router.http.proxy import ModelRewriter, UpstreamLost, forward
 from router.http.request import read_body, read_request, servable_model, take_keep_alive
 from router.http.swap_progress import wants_progress, with_progress
+
+log = logging.getLogger("router.proxy")
 
 # POST endpoints of llama-server that carry the model in the body.
 POST_ROUTES = (
@@ -33,6 +38,7 @@ POST_ROUTES = (
 UNKNOWN_MODEL = "(unknown)"  # the model label of requests that named no model the router knows
 CLIENT_LEFT = 499  # the status recorded for a request whose client went away
 RETRY_AFTER_S = "1"  # a full queue drains in about a request's time
+CHILD_GONE_WAIT_S = 2.0  # how long a lost connection may take to show as the child's exit
 # Endpoints that use none of the child's slots: they skip its concurrency limit.
 LIGHT_PATHS = frozenset({"/tokenize", "/detokenize", "/apply-template", "/v1/messages/count_tokens", "/props",
                          "/slots", "/metrics", "/lora-adapters"})
@@ -47,15 +53,30 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
     manager = request.app[MANAGER]
 
     async def relay(lease: Lease, into: web.StreamResponse | None = None) -> web.StreamResponse:
-        async with lease:
-            child = lease.child
-            child_id = child.ready_info.get("id") if child.plan.native else None
-            rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
-            r = manager.config.router
-            session = request.app[LIGHT_SESSION] if light else manager.session
-            return await forward(request, session, child.base_url, path, body, retry=light,
-                                 connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
-                                 rewriter=rewriter, into=into, stats=stats)
+        for replay in (False, True):
+            async with lease:
+                child = lease.child
+                child_id = child.ready_info.get("id") if child.plan.native else None
+                rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
+                r = manager.config.router
+                session = request.app[LIGHT_SESSION] if light else manager.session
+                try:
+                    return await forward(request, session, child.base_url, path, body, retry=light,
+                                         replayable=not replay and into is None,
+                                         connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
+                                         rewriter=rewriter, into=into, stats=stats)
+                except UpstreamLost as e:
+                    lost = e
+            # The child died before answering: once it is known gone, send the request again
+            # (its restart is the scheduler's usual load); a child that lives on was not lost.
+            if not await _gone(manager, spec.name, child):
+                break
+            log.warning("[%s] child lost before replying (%s): replaying the request once", spec.name, lost)
+            try:
+                lease = await manager.acquire(spec.name, light=light)
+            except ModelUnavailable as e:
+                raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+        return error_response(502, f"upstream model server failed: {lost}", "upstream_error")
 
     light = path in LIGHT_PATHS or request.method == "GET"
     if wants_progress(manager, request, spec, body):
@@ -72,6 +93,19 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
     return await relay(lease)
 
 
+async def _gone(manager: ModelManager, model: str, child: ChildProcess) -> bool:
+    """Has `child` exited, and has the manager taken note (so a new lease starts a new child)?"""
+    try:
+        await asyncio.wait_for(child.exited.wait(), CHILD_GONE_WAIT_S)
+    except TimeoutError:
+        return False
+    for _ in range(100):  # the manager's watcher wakes on the same event: let it run
+        if manager.children.get(model) is not child:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 async def handle_inference(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     body = await read_body(request)
@@ -82,7 +116,7 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     stats: dict[str, Any] = {}
     label, status, keep_alive = UNKNOWN_MODEL, 500, None
     try:
-        spec = servable_model(manager, name)
+        spec = servable_model(manager, name, request.get(API_KEY))
         label = spec.name
         _check_autoload(request, spec)
         keep_alive = take_keep_alive(data) if data is not None else None
@@ -112,6 +146,9 @@ def _check_autoload(request: web.Request, spec: ModelSpec) -> None:
     `--no-models-autoload` without `?autoload=true`: answer only from a running model,
     never load one, and so never evict another."""
     autoload = request.query.get("autoload")
+    key = request.get(API_KEY)
+    if key is not None and not has_role(key, INFERENCE):
+        autoload = "false"  # a read key looks (/props, /metrics), it never loads a model
     if autoload in ("true", "1") or (autoload is None and request.app[MANAGER].config.router.models_autoload):
         return
     if request.app[MANAGER].state(spec.name) is State.STOPPED:
@@ -126,7 +163,7 @@ async def _default_get(request: web.Request) -> web.StreamResponse:
     if request.path == "/metrics":
         return await metrics_response(request.app[METRICS], manager.session)
     last = manager.last_spawned
-    if last and manager.state(last) is State.READY:
+    if last and manager.state(last) is State.READY and may_use(request.get(API_KEY), manager.config.models[last]):
         return await proxy_to_model(request, manager.config.models[last], last, request.path, None)
     raise HTTPError(400, "missing 'model': pass ?model=NAME (no model is running)", code="model_required")
 
@@ -134,7 +171,7 @@ async def _default_get(request: web.Request) -> web.StreamResponse:
 async def handle_upstream(request: web.Request) -> web.StreamResponse:
     """/upstream/{model}/{path}: talk to one child directly (its own web UI, debugging)."""
     name = request.match_info["model"]
-    spec = servable_model(request.app[MANAGER], name)
+    spec = servable_model(request.app[MANAGER], name, request.get(API_KEY))
     body = await read_body(request)
     return await proxy_to_model(request, spec, name, "/" + request.match_info["path"], body or None)
 

@@ -12,10 +12,12 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
+from router.catalogue.config import ApiKey
 from router.core.manager import ModelManager
 from router.core.reload import Reloader
 from router.http.conversations import ConversationMap
 from router.http.downloads import Downloads
+from router.http.keys_policy import KeyLimits
 from router.http.metrics import RouterMetrics
 
 MANAGER = web.AppKey("manager", ModelManager)
@@ -29,6 +31,10 @@ DOWNLOADS = web.AppKey("downloads", Downloads)
 LIGHT_SESSION = web.AppKey("light_session", aiohttp.ClientSession)
 # Facts about the llama-server build children run: {"build_info": "b<build>-<commit>"} once known.
 BUILD = web.AppKey("build", dict)
+# Each API key's rate and requests in flight (router/http/auth.py).
+KEY_LIMITS = web.AppKey("key_limits", KeyLimits)
+# The API key a request came with, when router.api_keys is set (router/http/auth.py).
+API_KEY = web.RequestKey("api_key", ApiKey)
 # The id of the request being served (router/http/request_id.py).
 REQUEST_ID = web.RequestKey("request_id", str)
 # Handlers whose GET/HEAD pages load without an API key (they ask for one; their API calls still need it).

@@ -11,6 +11,7 @@ request.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from router.catalogue.config import RESERVED_FLAGS, ModelSpec
@@ -21,6 +22,7 @@ ARG_KEYS = ("args", "extra_args")
 LAUNCH_KEYS = frozenset({"args", "extra_args", "command", "cmd", "spawn", "env", "model_path", "mmproj"})
 MAX_ARGS = 32
 MAX_VALUE_LEN = 256
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def _bad(message: str) -> HTTPError:
@@ -48,11 +50,9 @@ def check_args(spec: ModelSpec, args: Any) -> tuple[str, ...]:
 
 
 def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
+    """A negative value such as -1 or -0.5. Only plain ASCII decimals: float() also takes
+    "-inf", "-nan", "-1_000" and "-1e5", which launch.build_launch reads as flags."""
+    return _NUMBER.fullmatch(s) is not None
 
 
 def load_overrides(spec: ModelSpec, data: dict[str, Any]) -> tuple[str, ...]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from router.http.keys import MANAGER, SHUTDOWN
+from router.http.keys import API_KEY, MANAGER, SHUTDOWN
 from router.http.request import resolve_model
 from router.http.sse import relay_events
 
 
 def _lines(request: web.Request) -> tuple[str, list[str]]:
     manager = request.app[MANAGER]
-    spec = resolve_model(manager, request.match_info["model"])
+    spec = resolve_model(manager, request.match_info["model"], request.get(API_KEY))
     return spec.name, list(manager.logs.get(spec.name, ()))
 
 

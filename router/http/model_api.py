@@ -20,7 +20,8 @@ from router.core.snapshot import ModelSnapshot, snapshots
 from router.discovery.huggingface import parse_hf_ref
 from router.http.downloads import reload_models
 from router.http.errors import HTTPError
-from router.http.keys import DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
+from router.http.keys import API_KEY, DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
+from router.http.keys_policy import may_see, may_use
 from router.http.launch_args import load_overrides
 from router.http.model_files import cache_removal, prune_hf_repo, remove_model
 from router.http.request import parse_json_object, read_body, resolve_model, servable_model
@@ -79,10 +80,12 @@ async def handle_models(request: web.Request) -> web.Response:
     if request.query.get("reload"):  # llama.cpp: any non-empty value re-reads the sources first
         await reload_models(request.app[RELOADER], "GET /models?reload")
     now = int(time.time())
-    # Unlisted models, and models whose file is gone, are not offered (the WebUI's selector reads this).
+    key = request.get(API_KEY)
+    # Unlisted models, models whose file is gone and models the API key may not use are not
+    # offered (the WebUI's selector reads this).
     data = [model_entry(s, now) for s in snapshots(request.app[MANAGER])
-            if s.spec and not s.spec.unlisted and not s.missing]
-    data += request.app[DOWNLOADS].entries(now)
+            if s.spec and not s.spec.unlisted and not s.missing and may_use(key, s.spec)]
+    data += [e for e in request.app[DOWNLOADS].entries(now) if may_see(key, e["id"], request.app[MANAGER].config)]
     return web.json_response({"object": "list", "data": data})
 
 
@@ -115,7 +118,7 @@ async def handle_models_delete(request: web.Request) -> web.Response:
         manager.events.emit(name, "model_remove", {"deleted": []})
         await reload_models(reloader, f"removed {name}")
         return web.json_response({"success": True})
-    spec = resolve_model(manager, name)
+    spec = resolve_model(manager, name, request.get(API_KEY))
     await remove_model(manager, reloader, spec, cache_removal(manager.config, spec))
     return web.json_response({"success": True})
 
@@ -124,7 +127,7 @@ async def handle_models_load(request: web.Request) -> web.Response:
     body = await read_body(request)
     manager = request.app[MANAGER]
     data = parse_json_object(body)
-    spec = servable_model(manager, data.get("model"))
+    spec = servable_model(manager, data.get("model"), request.get(API_KEY))
     extra = load_overrides(spec, data)
     if extra and manager.state(spec.name) is not State.STOPPED:
         raise HTTPError(409, f"model '{spec.name}' is running; unload it before loading it with other args",
@@ -136,9 +139,10 @@ async def handle_models_load(request: web.Request) -> web.Response:
 async def handle_models_unload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     name = parse_json_object(await read_body(request)).get("model")
-    if isinstance(name, str) and await request.app[DOWNLOADS].cancel(name):
+    if isinstance(name, str) and may_see(request.get(API_KEY), name, manager.config) and \
+            await request.app[DOWNLOADS].cancel(name):
         return web.json_response({"success": True})  # llama.cpp: unloading a download cancels it
-    spec = resolve_model(manager, name)
+    spec = resolve_model(manager, name, request.get(API_KEY))
     if manager.state(spec.name) is State.STOPPED:
         raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
     manager.unload(spec.name)
@@ -146,8 +150,10 @@ async def handle_models_unload(request: web.Request) -> web.Response:
 
 
 async def handle_models_sse(request: web.Request) -> web.StreamResponse:
-    return await relay_events(request, request.app[MANAGER].events, request.app[SHUTDOWN],
-                              lambda msg: {"model": msg["model"], "event": msg["event"], "data": msg["data"]})
+    manager, key = request.app[MANAGER], request.get(API_KEY)
+    return await relay_events(request, manager.events, request.app[SHUTDOWN],
+                              lambda msg: {"model": msg["model"], "event": msg["event"], "data": msg["data"]}
+                              if may_see(key, msg["model"], manager.config) else None)
 
 
 async def handle_health(request: web.Request) -> web.Response:

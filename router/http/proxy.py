@@ -33,6 +33,15 @@ _DROP_RESPONSE = frozenset({
     "server", "date", "access-control-allow-origin",
 })
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+# The child went away (crash, kill): nothing of its reply can have reached the client yet
+# when these happen before the reply is under way. A read timeout is not one of them.
+_CHILD_LOST = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError, aiohttp.ClientOSError,
+               aiohttp.ClientPayloadError, ConnectionResetError)
+
+
+class UpstreamLost(Exception):
+    """The child was lost before any byte of its reply reached the client: the request
+    may be sent again to a restarted child (forward(..., replayable=True))."""
 TAIL_BYTES = 4096  # the end of a reply kept for its token counts
 REQUEST_ID = "X-Request-Id"
 
@@ -89,13 +98,16 @@ async def forward(
     into: web.StreamResponse | None = None,
     stats: dict[str, Any] | None = None,
     retry: bool = False,
+    replayable: bool = False,
 ) -> web.StreamResponse:
     """`into`: an event stream already sent to the client (swap progress);
     the child's stream continues it, and a child error becomes an error event.
     `stats` receives "first_byte" (perf_counter at the first byte of the reply's
     body) and "tail" (its last bytes, where usage and timings are).
     `retry`: the request is idempotent (it takes no slot) and goes over a kept-alive
-    connection, which the child may have closed meanwhile: it is sent once more then."""
+    connection, which the child may have closed meanwhile: it is sent once more then.
+    `replayable`: raise UpstreamLost instead of answering 502 when the child is lost
+    before any byte of the reply was sent (the caller replays it on a restarted child)."""
     url = base_url + path
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
     resp: web.StreamResponse | None = into
@@ -111,6 +123,10 @@ async def forward(
                 return into
             if into is None and not ctype.startswith("text/event-stream") and up.content_length is not None:
                 data = await up.read()
+                if up.status >= 400 and not data.strip():  # e.g. llama-server's multipart parser: say why
+                    return error_response(up.status, f"the model server answered {up.status} {up.reason or ''} "
+                                          "with an empty body", code=up.status, headers={
+                                              k: v for k, v in headers.items() if k.lower() != "content-type"})
                 if rewriter is not None and ctype.startswith("application/json"):
                     data = rewriter.whole(data)
                 if stats is not None:
@@ -141,6 +157,8 @@ async def forward(
             return resp
     except _UPSTREAM_ERRORS as e:
         reason = f"{type(e).__name__}: {e}".rstrip(": ")
+        if replayable and resp is None and isinstance(e, _CHILD_LOST):
+            raise UpstreamLost(reason) from e
         if resp is None or not resp.prepared:
             return error_response(502, f"upstream model server failed: {reason}", "upstream_error")
         log.warning("stream to %s broke: %s", path, reason)

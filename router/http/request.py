@@ -9,7 +9,9 @@ reaches the filesystem.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
 import re
 from typing import Any
@@ -17,11 +19,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from router.catalogue.config import NAME_RE, NAME_RULE, ModelSpec
+from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, ModelSpec
 from router.core.manager import ModelManager
 from router.core.scheduler import State
 from router.http.errors import HTTPError
 from router.http.keys import MANAGER
+from router.http.keys_policy import may_use
 from router.http.launch_args import refuse_launch_keys
 from router.http.multipart import MultipartError, form_field
 
@@ -32,8 +35,13 @@ def short(text: str) -> str:
 
 
 async def read_body(request: web.Request) -> bytes:
+    patience = request.app[MANAGER].config.router.body_timeout
     try:
-        return await request.read()
+        async with asyncio.timeout(patience or None):
+            return await request.read()
+    except TimeoutError:
+        raise HTTPError(408, f"request body not received within {patience:g} s (router.body_timeout)",
+                        code="request_timeout") from None
     except web.HTTPRequestEntityTooLarge:
         # The limit the server enforces (fixed at start), not a value reloaded since.
         limit = getattr(request, "_client_max_size", None) or request.app[MANAGER].config.router.max_body_bytes
@@ -90,7 +98,18 @@ _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 def keep_alive_seconds(value: Any) -> float:
     """Ollama's keep_alive: seconds as a number, or a duration ("10m", "1h30m",
-    "-1"); 0 unloads after the reply, a negative value keeps the model loaded."""
+    "-1"); 0 unloads after the reply, a negative value keeps the model loaded.
+    ValueError for anything else, infinities and NaN included."""
+    try:
+        seconds = _seconds(value)
+    except OverflowError:  # an integer too large for a float
+        raise ValueError from None
+    if not math.isfinite(seconds):
+        raise ValueError
+    return seconds
+
+
+def _seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, (int, float)):
@@ -120,8 +139,9 @@ def take_keep_alive(data: dict[str, Any]) -> float | None:
                         "reply) or -1 (keep loaded)", code="invalid_keep_alive") from None
 
 
-def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
-    """The catalogue entry a request names (by name or alias), or a 400/404."""
+def resolve_model(manager: ModelManager, name: Any, key: ApiKey | None = None) -> ModelSpec:
+    """The catalogue entry a request names (by name or alias), or a 400/404; a model
+    the request's API key may not use is a 404 exactly like one that does not exist."""
     if name is None or name == "":
         raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
     if not isinstance(name, str):
@@ -130,18 +150,18 @@ def resolve_model(manager: ModelManager, name: Any) -> ModelSpec:
         # Never echoed, never looked up on disk: '..', '//', NUL and control characters stop here.
         raise HTTPError(400, f"invalid model name: use {NAME_RULE}", code="invalid_model")
     spec = manager.config.resolve(name)
-    if spec is None:
+    if spec is None or not may_use(key, spec):
         raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")
     return spec
 
 
-def servable_model(manager: ModelManager, name: Any) -> ModelSpec:
+def servable_model(manager: ModelManager, name: Any, key: ApiKey | None = None) -> ModelSpec:
     """`resolve_model`, and a 404 naming the file when the model's file is gone.
 
     The catalogue marks such models at each rescan; a model that is not
     running is also checked now, so a file deleted since is never handed to
     llama-server (a running child keeps its open file and goes on serving)."""
-    spec = resolve_model(manager, name)
+    spec = resolve_model(manager, name, key)
     gone = spec.name in manager.config.missing or (
         spec.model_file is not None and manager.state(spec.name) is State.STOPPED
         and not os.path.exists(spec.model_file))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "router"
 # Bottom to top. A module may import its own layer and the layers below it.
-LAYERS = ["discovery", "catalogue", "backend", "core", "http", "ui", "<top>"]
+LAYERS = ["discovery", "catalogue", "backend", "core", "http", "ui", "cluster", "<top>"]
 MAX_LINES = 300
 LONG_REASON = "Longer than 300 lines because"
 

@@ -97,3 +97,50 @@ def test_child_arguments_layer_defaults_model_command_line(table, monkeypatch):
     assert argv == ["--ctx-size", "640", "-n", "7", "--temp", "0.9", "-ngl", "12"]
     assert launch.child_args(config, ("-c", "768"), spec.args, None) == ["-c", "768", "--ctx-size", "640",
                                                                          "--temp", "0.1"]
+
+
+def test_a_preset_over_the_served_catalogue(tmp_path, table):
+    """llama.cpp's rules: a section named like a model adds arguments to it; a section
+    with `hf-repo` of a cached model serves that file (and, with dedup-cache-models,
+    hides the cache entry); load-on-startup becomes preload; [*] becomes spawn.args."""
+    from router.catalogue.preset import read_preset
+    from router.catalogue.router_mode import apply_preset
+
+    cached = tmp_path / "Tiny-Q8_0.gguf"
+    cached.write_bytes(b"GGUF")
+    served = Config(models={
+        "acme/Tiny-GGUF:Q8_0": ModelSpec(name="acme/Tiny-GGUF:Q8_0", path=str(cached), state="auto",
+                                         aliases=("acme-tiny-q8_0",)),
+        "mine": ModelSpec(name="mine", path="/m.gguf", args=("-c", "512", "--jinja")),
+    })
+    ini = tmp_path / "p.ini"
+    ini.write_text("""[*]
+c = 4096
+
+[mine]
+ctx-size = 1024
+load-on-startup = true
+
+[tiny-chat]
+hf-repo = acme/Tiny-GGUF:Q8_0
+dedup-cache-models = true
+alias = tc
+n-gpu-layers = 3
+
+[from-the-hub]
+hf-repo = other/Remote-GGUF:Q4_K_M
+""")
+    config = apply_preset(served, read_preset(ini, table), str(ini), table)
+    mine = config.models["mine"]
+    assert mine.args == ("--ctx-size", "1024", "--jinja") and mine.state == "manual"
+    chat = config.models["tiny-chat"]
+    assert chat.path == str(cached) and chat.aliases == ("tc",) and "--n-gpu-layers" in chat.args
+    assert config.models["acme/Tiny-GGUF:Q8_0"].unlisted  # deduplicated: hidden, still routable
+    hub = config.models["from-the-hub"]
+    assert hub.path is None and hub.spawn is not None and "other/Remote-GGUF:Q4_K_M" in hub.spawn.command
+    assert config.router.preload == ("mine",)
+    assert config.spawn.args == ("--ctx-size", "4096")
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[nowhere]\nc = 10\n")
+    with pytest.raises(ConfigError, match=r"\[nowhere\].*is not a model the router knows"):
+        apply_preset(served, read_preset(bad, table), str(bad), table)

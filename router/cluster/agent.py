@@ -1,0 +1,195 @@
+"""The host agent: this project's single-host core, run on one Ray node.
+
+One `HostAgent` per node, a Ray actor pinned there (NodeAffinity, restarted
+if its worker dies). Inside it runs an unchanged `ModelManager` over the
+shared catalogue with the node's port range and RAM budget (nodes.py), so
+every single-host rule - one swap at a time, busy models never evicted,
+concurrency limits, KV save/restore, idle TTL - holds per host as it does
+on one machine. What the cluster adds is small:
+
+- children bind to the node's address instead of loopback, and require the
+  cluster's secret (llama-server's `LLAMA_API_KEY`, set in the child's
+  environment only: never in argv, so never in `ps` or the logs);
+- a request's lease is held here on the front's behalf (`acquire` returns
+  the child's base URL, `release` ends it): the front streams from the
+  child over HTTP itself, and nothing but this small dict crosses Ray;
+- `report()` tells the front what placement needs.
+
+The agent starts its manager on its first call, so a restarted actor comes
+back by itself (its children died with the old worker: PR_SET_PDEATHSIG and
+stdin EOF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+
+from router.backend.child import Child, EventSink
+from router.backend.launch import LaunchPlan
+from router.backend.logring import LogRing
+from router.catalogue.config import Config
+from router.cluster.nodes import NodeSettings, node_config
+from router.core.kv_persistence import KVPersistence
+from router.core.lifecycle import unload_idle
+from router.core.manager import Lease, ModelManager, ModelUnavailable
+from router.core.scheduler import State
+
+SECRET_ENV = "LLAMA_API_KEY"  # llama-server's --api-key, read from the environment
+GONE_WAIT_S = 2.0  # how long a lost connection may take to show as the child's exit
+
+
+class NodeChild(Child):
+    """A llama-server child reachable from other hosts: bound to the node's address."""
+
+    def __init__(self, name: str, plan: LaunchPlan, port: int, logs: LogRing, on_event: EventSink | None,
+                 address: str):
+        super().__init__(name, plan, port, logs, on_event)
+        self.address = address
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+
+def rebind(argv: tuple[str, ...], address: str) -> tuple[str, ...]:
+    """`--host 127.0.0.1` (the default command's `$host`) becomes `--host ADDRESS`;
+    a host the catalogue chose itself (0.0.0.0...) is kept."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--host" and out[i + 1] == "127.0.0.1":
+            out[i + 1] = address
+    return tuple(out)
+
+
+class HostAgent:
+    """Wrapped by `ray.remote` in cluster/front.py; every method is a coroutine on the actor's loop."""
+
+    def __init__(self, config: Config, node: NodeSettings, secret: str, front_port: int):
+        self.node = node
+        self.config = node_config(config, node)
+        self._secret = secret
+        self._front_port = front_port
+        self._manager: ModelManager | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._leases: dict[int, Lease] = {}
+        self._ids = itertools.count(1)
+        self._figured: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    def _child(self, name: str, plan: LaunchPlan, port: int, logs: LogRing, on_event: EventSink) -> Child:
+        env = {**plan.env, SECRET_ENV: self._secret}
+        return NodeChild(name, replace(plan, argv=rebind(plan.argv, self.node.address), env=env), port, logs,
+                         on_event, self.node.address)
+
+    async def _ready(self) -> ModelManager:
+        async with self._lock:
+            if self._manager is None:
+                # Every call of this agent's manager to its children (KV slots, /props) carries the secret.
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0, force_close=True),
+                    headers={"Authorization": f"Bearer {self._secret}"}, auto_decompress=False)
+                manager = ModelManager(self.config, self._session, self._front_port, child_factory=self._child)
+                KVPersistence(manager).install()
+                self._tasks.append(asyncio.create_task(unload_idle(manager)))
+                self._manager = manager
+            return self._manager
+
+    # ----- requests --------------------------------------------------------
+    async def acquire(self, model: str, light: bool = False) -> dict[str, Any]:
+        """Wait until `model` is ready here and hold one request's lease on it."""
+        manager = await self._ready()
+        try:
+            lease = await manager.acquire(model, light)
+        except ModelUnavailable as e:
+            return {"error": str(e), "busy": e.busy}
+        lease_id = next(self._ids)
+        self._leases[lease_id] = lease
+        child = lease.child
+        return {"lease": lease_id, "base_url": child.base_url, "pid": child.pid,
+                "child_id": child.ready_info.get("id") if child.plan.native else None}
+
+    async def release(self, lease_id: int) -> None:
+        lease = self._leases.pop(lease_id, None)
+        if lease is not None:
+            lease.release()
+
+    async def child_gone(self, model: str, pid: int | None) -> bool:
+        """Has the child `pid` of `model` exited, and has the manager taken note (so a
+        new lease starts a new child)? Waits up to GONE_WAIT_S for both."""
+        manager = await self._ready()
+        child = manager.children.get(model)
+        if child is None or child.pid != pid:
+            return True
+        try:
+            await asyncio.wait_for(child.exited.wait(), GONE_WAIT_S)
+        except TimeoutError:
+            return False
+        for _ in range(100):  # the manager's watcher wakes on the same event: let it run
+            if manager.children.get(model) is not child:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def unload(self, model: str) -> None:
+        manager = await self._ready()
+        if model in manager.config.models:
+            manager.unload(model)
+
+    # ----- what the front needs ----------------------------------------------
+    async def report(self) -> dict[str, Any]:
+        """Models held (loading, loaded, unloading, or queued for), memory, queue."""
+        manager = await self._ready()
+        sched = manager.scheduler
+        figures: dict[str, dict[str, int]] = {}
+        serves = []
+        for name, spec in manager.config.models.items():
+            if spec.model_file is not None and not os.path.exists(spec.model_file):
+                continue  # not on this node's disk
+            serves.append(name)
+            if name not in self._figured and manager.memory.budget is not None:
+                manager.place(name)  # the estimate from its header, read here
+                self._figured.add(name)
+            figures[name] = sched.memory(name)
+        models = {}
+        for name, spec in manager.config.models.items():
+            state, waiting = manager.state(name), sched.waiting(name)
+            if state is State.STOPPED and not waiting:
+                continue
+            child = manager.children.get(name)
+            models[name] = {
+                "state": State.STARTING.value if state is State.STOPPED else state.value,
+                "inflight": sched.inflight(name), "waiting": waiting, "last_used": sched.last_used(name),
+                "memory": sched.memory(name), "group": spec.group_key, "pinned": spec.pinned,
+                "keep": manager.ttl_overrides.get(name) == 0.0,
+                "loads": manager.status[name].loads if name in manager.status else 0,
+                "pid": child.pid if child is not None else None,
+                "base_url": child.base_url if child is not None else None,
+            }
+        return {"node_id": self.node.node_id, "name": self.node.name, "address": self.node.address,
+                "pid": os.getpid(), "budget": manager.memory.budget, "used": sched.used(),
+                "models_max": manager.config.router.models_max, "models": models, "figures": figures,
+                "serves": serves, "queue": sched.waiting()}
+
+    async def pids(self) -> list[int]:
+        """The children's process ids (tests check none survives)."""
+        manager = await self._ready()
+        return [c.pid for c in manager.children.values() if c.pid is not None]
+
+    async def shutdown(self) -> None:
+        """Stop every child (KV caches saved), by pid."""
+        if self._manager is None:
+            return
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._manager.shutdown()
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,224 @@
+"""The front door in cluster mode: the same API on one port, requests placed on hosts.
+
+A request goes down once: parse it (http/request.py), place it and take a
+lease on the chosen host (`ClusterManager.acquire`, a Ray call that returns
+the child's base URL once it is ready), then relay it to that child over
+HTTP with the single-host proxy (`forward`), tokens streamed as they come -
+never through Ray. A child lost before any byte of its reply is sent once
+more (to a new child there, or to another host when its host left); one lost
+mid-stream ends the stream with an error event, as on one host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from router import __version__
+from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, Config, ModelSpec
+from router.cluster.front import ClusterManager, RemoteLease
+from router.cluster.metrics import ClusterMetrics
+from router.core.manager import ModelUnavailable
+from router.http.errors import HTTPError, error_response, json_errors
+from router.http.inference import GET_ROUTES, LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
+from router.http.keys import API_KEY, REQUEST_ID
+from router.http.keys_policy import find_key, may_use
+from router.http.proxy import ModelRewriter, UpstreamLost, forward
+from router.http.request import read_request, short, take_keep_alive
+from router.http.request_id import with_request_id
+
+log = logging.getLogger("router.cluster")
+
+CLUSTER = web.AppKey("cluster", ClusterManager)
+CLUSTER_METRICS = web.AppKey("cluster_metrics", ClusterMetrics)
+OPEN_PATHS = frozenset({"/health", "/v1/health"})
+
+
+def create_cluster_app(config: Config, secret: str) -> web.Application:
+    app = web.Application(middlewares=[with_request_id, json_errors, _require_key],
+                          client_max_size=config.router.max_body_bytes)
+    cluster = ClusterManager(config, secret, config.router.port)
+    app[CLUSTER] = cluster
+    app[CLUSTER_METRICS] = ClusterMetrics(cluster)
+
+    async def lifetime(app: web.Application):
+        follow = asyncio.create_task(cluster.run())
+        try:
+            yield
+        finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+            await cluster.shutdown()
+
+    app.cleanup_ctx.append(lifetime)
+    r = app.router
+    for path in POST_ROUTES:
+        r.add_post(path, handle_inference)
+    for path in GET_ROUTES:
+        r.add_get(path, handle_inference)
+    r.add_get("/v1/models", handle_models)
+    r.add_get("/models", handle_models)
+    r.add_get("/cluster", handle_cluster)
+    r.add_get("/health", handle_health)
+    r.add_get("/v1/health", handle_health)
+    return app
+
+
+@web.middleware
+async def _require_key(request: web.Request, handler: Any) -> web.StreamResponse:
+    """router.api_keys as on one host (a key's `models` are honoured; roles and limits
+    are not enforced in cluster mode yet)."""
+    keys = request.app[CLUSTER].config.router.api_keys
+    if not keys or request.path in OPEN_PATHS:
+        return await handler(request)
+    auth = request.headers.get("Authorization", "")
+    presented = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+    found = find_key(presented, keys)
+    if found is None:
+        return error_response(401, "API key missing or wrong: send Authorization: Bearer <key> or x-api-key",
+                              code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="llama-router"'})
+    request[API_KEY] = found[1]
+    return await handler(request)
+
+
+async def _read_body(request: web.Request, config: Config) -> bytes:
+    """The body, within router.body_timeout and router.max_body_bytes (as on one host)."""
+    patience = config.router.body_timeout
+    try:
+        async with asyncio.timeout(patience or None):
+            return await request.read()
+    except TimeoutError:
+        raise HTTPError(408, f"request body not received within {patience:g} s (router.body_timeout)",
+                        code="request_timeout") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise HTTPError(413, f"request body too large (limit {config.router.max_body_bytes} bytes)",
+                        code="body_too_large") from None
+    except RequestPayloadError as e:
+        raise HTTPError(400, f"request body cannot be read: {e.__cause__ or e}", code="invalid_body") from None
+
+
+def _resolve(config: Config, name: Any, key: ApiKey | None) -> ModelSpec:
+    if name is None or name == "":
+        raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise HTTPError(400, f"invalid model name: use {NAME_RULE}", code="invalid_model")
+    spec = config.resolve(name)
+    if spec is None or not may_use(key, spec):
+        raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")
+    return spec
+
+
+async def handle_inference(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    cluster = request.app[CLUSTER]
+    body = await _read_body(request, cluster.config)
+    name, data = await read_request(request, body)
+    if request.method == "GET" and not name:
+        if request.path == "/metrics":
+            return web.Response(body=generate_latest(request.app[CLUSTER_METRICS].registry),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if request.path == "/props":
+            return web.json_response({"role": "router", "model_alias": "llama-router", "cluster": True,
+                                      "router_version": f"llama-router {__version__}"})
+        raise HTTPError(400, "missing 'model': pass ?model=NAME", code="model_required")
+    stats: dict[str, Any] = {}
+    label, status = UNKNOWN_MODEL, 500
+    try:
+        spec = _resolve(cluster.config, name, request.get(API_KEY))
+        label = spec.name
+        if data is not None and take_keep_alive(data) is not None:  # not carried to hosts yet
+            body = json.dumps(data).encode()
+        assert isinstance(name, str)
+        resp = await _relay(request, cluster, spec, name, body or None, stats)
+        status = resp.status
+        return resp
+    except HTTPError as e:
+        status = e.status
+        raise
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    finally:
+        request.app[CLUSTER_METRICS].observe(label, request.path, status, stats.get("host", "-"), started,
+                                             stats.get("first_byte"), stats.get("waited"))
+
+
+async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec, requested: str,
+                 body: bytes | None, stats: dict[str, Any]) -> web.StreamResponse:
+    light = request.path in LIGHT_PATHS or request.method == "GET"
+    r = cluster.config.router
+    lost: Exception | None = None
+    for attempt in range(2):
+        waiting = time.perf_counter()
+        lease = await _acquire(cluster, spec.name, light)
+        stats["waited"], stats["host"] = time.perf_counter() - waiting, lease.host.name
+        rewriter = ModelRewriter(lease.child_id, requested) if lease.child_id and lease.child_id != requested else None
+        try:
+            return await forward(request, lease.host.session, lease.base_url, request.path, body, retry=light,
+                                 replayable=attempt == 0, connect_timeout=r.connect_timeout,
+                                 read_timeout=r.read_timeout, rewriter=rewriter, stats=stats)
+        except UpstreamLost as e:
+            lost = e
+        except RuntimeError as e:  # its host left between the lease and the send: the session is closed
+            if not lease.host.gone.is_set():
+                raise
+            lost = e
+        finally:
+            lease.release()
+        if attempt or not await cluster.settle(lease):
+            break
+        log.warning("[%s] child on %s lost before replying (%s): placing the request again", spec.name,
+                    lease.host.name, lost)
+    return error_response(502, f"upstream model server failed: {lost}", "upstream_error")
+
+
+async def _acquire(cluster: ClusterManager, model: str, light: bool) -> RemoteLease:
+    try:
+        return await cluster.acquire(model, light)
+    except ModelUnavailable as e:
+        if e.busy:
+            raise HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_S}) from None
+        raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+
+
+def model_entries(cluster: ClusterManager, key: ApiKey | None) -> list[dict[str, Any]]:
+    """Each model once, with where it runs: `host` (where it is loaded, else loading)
+    and `hosts` (every host that holds it, with its state there)."""
+    now = int(time.time())
+    out = []
+    for name, spec in cluster.config.models.items():
+        if spec.unlisted or not may_use(key, spec):
+            continue
+        held = [{"host": h.name, "status": m["state"], "in_flight": m["inflight"], "waiting": m["waiting"]}
+                for h in cluster.hosts.values() for n, m in h.report.get("models", {}).items() if n == name]
+        states = [x["status"] for x in held]
+        value = next((s for s in ("loaded", "loading", "unloading") if s in states), "unloaded")
+        host = next((x["host"] for x in held if x["status"] == value), None)
+        out.append({"id": name, "aliases": list(spec.aliases), "object": "model", "owned_by": "llama-router",
+                    "created": now, "status": {"value": value, "args": list(spec.args)}, "host": host,
+                    "hosts": held})
+    return out
+
+
+async def handle_models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": model_entries(request.app[CLUSTER],
+                                                                      request.get(API_KEY))})
+
+
+async def handle_cluster(request: web.Request) -> web.Response:
+    """Every host's last report: budget, memory used, models, queue."""
+    hosts = [{"host": h.name, **{k: v for k, v in h.report.items() if k != "name"}}
+             for h in request.app[CLUSTER].hosts.values()]
+    return web.json_response({"hosts": hosts, "request_id": request.get(REQUEST_ID)})
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    live = sum(1 for h in request.app[CLUSTER].hosts.values() if h.report)
+    return web.json_response({"status": "ok", "hosts": live})

@@ -1,0 +1,94 @@
+"""`llama-router --cluster auto|ADDRESS`: join a Ray cluster and serve its hosts on one port.
+
+Start-up connects to Ray (`auto`: the cluster `ray start` began on this
+machine; else `HOST:PORT` of its head), makes a fresh per-cluster secret that
+every child requires (llama-server's API key, handed to the agents, never
+logged or put on a command line), and serves until SIGINT/SIGTERM. Shutdown
+stops accepting, lets requests in flight finish for up to
+`router.drain_timeout`, has every agent stop its children, then leaves Ray
+(the agents are owned by this process, so they go with it in any case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import socket
+
+from aiohttp import web
+
+from router.catalogue.config import Config
+
+log = logging.getLogger("router.cluster")
+
+NAMESPACE = "llama-router"
+CONNECT_CHECK_S = 5.0
+MISSING_RAY = ("--cluster needs Ray: pip install 'llama-router[cluster]' "
+               "(the same Ray and Python version on every node)")
+
+
+def run(config: Config, address: str) -> int:
+    """The CLI's hand-over: returns the process exit code."""
+    try:
+        import ray
+    except ImportError:
+        log.error("%s", MISSING_RAY)
+        return 2
+    unreachable = _unreachable(address)
+    if unreachable:  # ray.init would retry for minutes: say so now
+        log.error("cannot join the Ray cluster at %s: %s", address, unreachable)
+        return 1
+    try:
+        ray.init(address=address, namespace=NAMESPACE, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        log.error("cannot join the Ray cluster at %s: %s", address, e)
+        return 1
+    try:
+        return asyncio.run(serve(config, secrets.token_urlsafe(32)))
+    finally:
+        ray.shutdown()
+
+
+def _unreachable(address: str) -> str | None:
+    """Why the head's HOST:PORT takes no connection (None: it does, or the address is `auto`/`ray://`)."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or address.startswith("ray://") or not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_CHECK_S).close()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+async def serve(config: Config, secret: str, stop: asyncio.Event | None = None) -> int:
+    """Serve the cluster's front until a signal or `stop`."""
+    from router.cluster.app import create_cluster_app
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = create_cluster_app(config, secret)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=config.router.drain_timeout)
+    await runner.setup()
+    r = config.router
+    try:
+        site = web.TCPSite(runner, r.host, r.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            log.error("cannot listen on %s:%d: %s", r.host, r.port, e.strerror or e)
+            return 1
+        log.info("llama-router (cluster) listening on http://%s:%d with %d model(s)", r.host, r.port,
+                 len(config.models))
+        await stop.wait()
+        log.info("shutting down: finishing requests in flight, then stopping every host's models")
+        return 0
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,130 @@
+"""Which host serves a request: a pure function of the agents' reports.
+
+No Ray, no I/O, no logging: the front builds a `HostView` per live host from
+the last report of its agent (plus the requests it has sent there and not
+heard back about), and `choose_host` names one. The eviction decision inside
+a host stays the core's: `plan_evictions` (router/core/scheduler.py) is asked
+what each host would have to stop, so the front ranks hosts by exactly the
+choice the host's own scheduler then makes.
+
+Order of preference:
+1. a host where the model is loaded: the one with the fewest requests in
+   flight and queued for it (stickiness: a loaded model is never loaded twice);
+2. a host where it is loading: the load in progress is joined (one load per
+   model per host at a time, and no second load elsewhere while one runs);
+3. a host where it fits: the fewest evictions, then the fewest busy ones (a
+   busy victim is waited for), then the most memory left free, then the name
+   (a stable order);
+4. none: the reason names each host's obstacle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from router.core.scheduler import Memory, ModelView, plan_evictions, too_big
+
+LOADED, LOADING = "loaded", "loading"
+
+
+@dataclass(frozen=True)
+class Resident:
+    """A model a host holds (loading, loaded or stopping), as its agent reported it."""
+
+    state: str  # "loading" | "loaded" | "unloading"
+    inflight: int = 0
+    waiting: int = 0
+    last_used: int = 0
+    memory: Memory = field(default_factory=dict)
+    group: str = "pool"
+    pinned: bool = False
+    keep: bool = False
+
+
+@dataclass(frozen=True)
+class HostView:
+    """One live host: its budget, what it runs, and what the target would take there."""
+
+    name: str
+    models: Mapping[str, Resident] = field(default_factory=dict)
+    budget: Memory | None = None
+    figure: Memory = field(default_factory=dict)  # the target's figure on this host (its own estimate)
+    models_max: int = 0
+    pending: int = 0  # requests for the target sent here and not granted yet (the front's own count)
+    serves: bool = True  # False: the target is not in this host's catalogue (or its file is missing here)
+
+
+@dataclass(frozen=True)
+class Placement:
+    host: str
+    why: str  # "loaded" | "loading" | "fits" | "evicts"
+    evictions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NoPlacement:
+    reason: str
+
+
+def choose_host(model: str, group: str, hosts: Sequence[HostView]) -> Placement | NoPlacement:
+    """The host for one request for `model` (of placement group `group`)."""
+    if not hosts:
+        return NoPlacement("no host is up in the cluster")
+    serving = [h for h in hosts if h.serves]
+    if not serving:
+        return NoPlacement(f"no host can serve model {model!r} (its file is on none of them)")
+    for state in (LOADED, LOADING):
+        holding = [h for h in serving if _state(h, model) == state or (state == LOADING and h.pending
+                                                                       and _state(h, model) is None)]
+        if holding:
+            best = min(holding, key=lambda h: (_queued(h, model), h.name))
+            return Placement(best.name, state)
+    options: list[tuple[int, int, int, str, tuple[str, ...]]] = []
+    obstacles: list[str] = []
+    for h in serving:
+        if _state(h, model) is not None:  # unloading there: wait for it elsewhere, or for its end
+            obstacles.append(f"{h.name}: unloading it")
+            continue
+        device = too_big(h.figure, h.budget)
+        if device is not None:
+            obstacles.append(f"{h.name}: needs {_mib(h.figure.get(device, 0))} of {device}, "
+                             f"budget {_mib((h.budget or {}).get(device, 0))}")
+            continue
+        victims = plan_evictions(model, group, _views(h, model), h.models_max, h.figure, h.budget)
+        if victims is None:
+            obstacles.append(f"{h.name}: only pinned models could make room")
+            continue
+        busy = sum(1 for v in victims if h.models[v].inflight)  # a busy victim is waited for
+        options.append((len(victims), busy, -_free_after(h, victims), h.name, tuple(victims)))
+    if not options:
+        return NoPlacement(f"model {model!r} fits on no host ({'; '.join(obstacles)})")
+    n, _, _, name, chosen = min(options)
+    return Placement(name, "evicts" if n else "fits", chosen)
+
+
+def _state(h: HostView, model: str) -> str | None:
+    r = h.models.get(model)
+    return r.state if r is not None else None
+
+
+def _queued(h: HostView, model: str) -> int:
+    r = h.models.get(model)
+    return (r.inflight + r.waiting if r is not None else 0) + h.pending
+
+
+def _views(h: HostView, target: str) -> list[ModelView]:
+    return [ModelView(name, r.group, r.last_used, r.inflight > 0, dict(r.memory), r.pinned, r.keep)
+            for name, r in h.models.items() if name != target]
+
+
+def _free_after(h: HostView, victims: Sequence[str]) -> int:
+    """RAM left on `h` once the victims stopped and the target started (0 without a budget)."""
+    if not h.budget:
+        return 0
+    used = sum(r.memory.get("ram", 0) for n, r in h.models.items() if n not in victims)
+    return h.budget.get("ram", 0) - used - h.figure.get("ram", 0)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 ** 2:.0f} MiB"
