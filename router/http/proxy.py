@@ -143,17 +143,20 @@ async def forward(
                         if not tail:
                             stats.setdefault("first_byte", time.perf_counter())
                         tail = (tail + chunk)[-TAIL_BYTES:]
-                    await resp.write(rewriter.feed(chunk) if rewriter else chunk)
+                    await _to_client(resp, rewriter.feed(chunk) if rewriter else chunk)
                 if stats is not None:
                     stats["tail"] = tail
                 if rewriter:
                     tail = rewriter.flush()
                     if tail:
-                        await resp.write(tail)
+                        await _to_client(resp, tail)
+                await _to_client(resp, None)
             except asyncio.CancelledError:
                 up.close()  # the client left: make the child stop generating
                 raise
-            await resp.write_eof()
+            except ClientGone:
+                up.close()  # the same, noticed on a write rather than by cancellation
+                log.debug("client left %s mid-stream", path)
             return resp
     except _UPSTREAM_ERRORS as e:
         reason = f"{type(e).__name__}: {e}".rstrip(": ")
@@ -169,6 +172,19 @@ async def forward(
         except (ConnectionError, RuntimeError):
             pass
         return resp
+
+
+class ClientGone(Exception):
+    """The client's connection closed while its reply was being written."""
+
+
+async def _to_client(resp: web.StreamResponse, data: bytes | None) -> None:
+    """Write to the client (None: the end of the reply); its departure is not the
+    child's failure (no 'stream broke')."""
+    try:
+        await (resp.write(data) if data is not None else resp.write_eof())
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError) as e:
+        raise ClientGone() from e
 
 
 async def _send(session: aiohttp.ClientSession, request: web.Request, url: str, body: bytes | None,

@@ -114,3 +114,4 @@ def test_slow_readers_neither_stall_others_nor_grow_the_router(tmp_path: Path, t
         # Reading on regardless (no backpressure) grew it by about 7 MiB here; bounded, under 1 MiB.
         assert peak - rss_before < 3 * 1024 * 1024, (rss_before, peak)
         assert call(router.url + "/v1/chat/completions", {**chat, "max_tokens": 4}, timeout=30)[0] == 200
+
