@@ -95,7 +95,11 @@ class LlamaCppRouter:
             except OSError:
                 return False
 
-        wait_until(healthy, 60, "llama.cpp's router")
+        try:
+            wait_until(healthy, 60, "llama.cpp's router")
+        except BaseException:
+            self.__exit__()  # a router that never came up is still stopped, by pid
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
