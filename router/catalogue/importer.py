@@ -22,7 +22,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ __all__ = [
     "ImportReport",
     "RescanPlan",
     "apply_rescan",
+    "atomic_write",
     "import_models",
     "model_entry",
     "remove_model_entry",
@@ -187,13 +188,16 @@ def _dump(path: Path, text: str, y: YAML, data: CommentedMap, fresh: bool) -> No
     out = buf.getvalue()
     if fresh:
         out = (text.rstrip() + "\n" if text.strip() else HEADER) + out
-    _atomic_write(path, out)
+    atomic_write(path, out)
 
 
-def _atomic_write(path: Path, content: str) -> None:
+def atomic_write(path: Path, content: str, *, new_mode: int = 0o644,
+                  check: Callable[[str], None] | None = None) -> None:
+    """Temp file + fsync + rename; an existing file keeps its mode, a new one gets
+    `new_mode`. `check(temp_path)` runs before the rename: raising keeps the old file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+        mode = path.stat().st_mode & 0o7777 if path.exists() else new_mode
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -201,6 +205,8 @@ def _atomic_write(path: Path, content: str) -> None:
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, mode)
+            if check is not None:
+                check(tmp)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -402,4 +408,4 @@ def write_catalogue(config_path: str | os.PathLike[str], content: str | Mapping[
         buf = io.StringIO()
         _yaml_for("").dump(dict(content), buf)
         content = buf.getvalue()
-    _atomic_write(path, content)
+    atomic_write(path, content)

@@ -40,10 +40,8 @@ Decisions; each loss is a report line, `<key>: not carried: <why>` (or
 from __future__ import annotations
 
 import io
-import os
 import re
 import shlex
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from os import PathLike
@@ -54,7 +52,7 @@ from urllib.parse import urlsplit
 from ruamel.yaml import YAML
 
 from router.catalogue.config import DEFAULT_COMMAND, MIN_SECRET_LEN, NAME_RE, NAME_RULE, ConfigError
-from router.catalogue.importer import CatalogueWriteError
+from router.catalogue.importer import CatalogueWriteError, atomic_write
 from router.catalogue.parse import load_config
 from router.catalogue.yamlio import YAMLReadError, read_yaml
 from router.discovery.naming import safe_name, unique_name
@@ -169,26 +167,14 @@ def _dump(data: dict[str, Any]) -> str:
 
 def _write_checked(path: Path, text: str, *, secret: bool) -> None:
     """Atomic (temp file + rename), and only once the router would load it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = path.stat().st_mode & 0o7777 if path.exists() else (0o600 if secret else 0o644)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+    def loads(tmp: str) -> None:
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            try:
-                load_config(tmp)
-            except ConfigError as e:
-                raise ConfigError(str(path), e.key, str(e).removeprefix(f"{e.source}: {e.key}: ")) from None
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise CatalogueWriteError(path, f"cannot write: {e.strerror or e}") from None
+            load_config(tmp)
+        except ConfigError as e:
+            raise ConfigError(str(path), e.key, str(e).removeprefix(f"{e.source}: {e.key}: ")) from None
+
+    atomic_write(path, text, new_mode=0o600 if secret else 0o644, check=loads)
 
 
 def _go_str(value: Any) -> str:

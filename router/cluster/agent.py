@@ -128,15 +128,7 @@ class HostAgent:
         child = manager.children.get(model)
         if child is None or child.pid != pid:
             return True
-        try:
-            await asyncio.wait_for(child.exited.wait(), GONE_WAIT_S)
-        except TimeoutError:
-            return False
-        for _ in range(100):  # the manager's watcher wakes on the same event: let it run
-            if manager.children.get(model) is not child:
-                return True
-            await asyncio.sleep(0.01)
-        return False
+        return await manager.child_gone(model, child, GONE_WAIT_S)
 
     async def unload(self, model: str) -> None:
         manager = await self._ready()

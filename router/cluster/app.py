@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router import __version__
@@ -31,7 +30,7 @@ from router.http.inference import GET_ROUTES, LIGHT_PATHS, POST_ROUTES, RETRY_AF
 from router.http.keys import API_KEY, REQUEST_ID
 from router.http.keys_policy import find_key, may_use
 from router.http.proxy import ModelRewriter, UpstreamLost, forward
-from router.http.request import read_request, short, take_keep_alive
+from router.http.request import read_body, read_request, short, take_keep_alive
 from router.http.request_id import with_request_id
 
 log = logging.getLogger("router.cluster")
@@ -88,22 +87,6 @@ async def _require_key(request: web.Request, handler: Any) -> web.StreamResponse
     return await handler(request)
 
 
-async def _read_body(request: web.Request, config: Config) -> bytes:
-    """The body, within router.body_timeout and router.max_body_bytes (as on one host)."""
-    patience = config.router.body_timeout
-    try:
-        async with asyncio.timeout(patience or None):
-            return await request.read()
-    except TimeoutError:
-        raise HTTPError(408, f"request body not received within {patience:g} s (router.body_timeout)",
-                        code="request_timeout") from None
-    except web.HTTPRequestEntityTooLarge:
-        raise HTTPError(413, f"request body too large (limit {config.router.max_body_bytes} bytes)",
-                        code="body_too_large") from None
-    except RequestPayloadError as e:
-        raise HTTPError(400, f"request body cannot be read: {e.__cause__ or e}", code="invalid_body") from None
-
-
 def _resolve(config: Config, name: Any, key: ApiKey | None) -> ModelSpec:
     if name is None or name == "":
         raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
@@ -118,7 +101,7 @@ def _resolve(config: Config, name: Any, key: ApiKey | None) -> ModelSpec:
 async def handle_inference(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     cluster = request.app[CLUSTER]
-    body = await _read_body(request, cluster.config)
+    body = await read_body(request, cluster.config.router)
     name, data = await read_request(request, body)
     if request.method == "GET" and not name:
         if request.path == "/metrics":

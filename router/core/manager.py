@@ -388,6 +388,19 @@ class ModelManager:
         self._emit(model, "unloaded", failed=True, exit_code=code, reason="crash")
         self._apply(self.scheduler.stopped(model))
 
+    async def child_gone(self, model: str, child: ChildProcess, timeout: float) -> bool:
+        """Has `child` of `model` exited within `timeout`, and has this manager taken note
+        (so the next lease starts a new child)? For replaying a request it lost."""
+        try:
+            await asyncio.wait_for(child.exited.wait(), timeout)
+        except TimeoutError:
+            return False
+        for _ in range(100):  # _watch wakes on the same event: let it run
+            if self.children.get(model) is not child:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
     async def _before_stop(self, model: str, child: ChildProcess) -> None:
         """Run the before-stop hooks (KV cache save) of a child that is still healthy."""
         if child.returncode is not None or not child.ready.is_set():

@@ -11,9 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from router.backend.child import ChildProcess
 from router.catalogue.config import ModelSpec
-from router.core.manager import Lease, ModelManager, ModelUnavailable
+from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.errors import HTTPError, error_response
 from router.http.keys import API_KEY, BUILD, CONVERSATIONS, LIGHT_SESSION, MANAGER, METRICS, REQUEST_ID
@@ -69,7 +68,7 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                     lost = e
             # The child died before answering: once it is known gone, send the request again
             # (its restart is the scheduler's usual load); a child that lives on was not lost.
-            if not await _gone(manager, spec.name, child):
+            if not await manager.child_gone(spec.name, child, CHILD_GONE_WAIT_S):
                 break
             log.warning("[%s] child lost before replying (%s): replaying the request once", spec.name, lost)
             try:
@@ -91,19 +90,6 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
             raise HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_S}) from None
         raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
     return await relay(lease)
-
-
-async def _gone(manager: ModelManager, model: str, child: ChildProcess) -> bool:
-    """Has `child` exited, and has the manager taken note (so a new lease starts a new child)?"""
-    try:
-        await asyncio.wait_for(child.exited.wait(), CHILD_GONE_WAIT_S)
-    except TimeoutError:
-        return False
-    for _ in range(100):  # the manager's watcher wakes on the same event: let it run
-        if manager.children.get(model) is not child:
-            return True
-        await asyncio.sleep(0.01)
-    return False
 
 
 async def handle_inference(request: web.Request) -> web.StreamResponse:

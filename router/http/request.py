@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, ModelSpec
+from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, ModelSpec, RouterSettings
 from router.core.manager import ModelManager
 from router.core.scheduler import State
 from router.http.errors import HTTPError
@@ -34,8 +34,11 @@ def short(text: str) -> str:
     return text if len(text) <= 120 else text[:120] + "..."
 
 
-async def read_body(request: web.Request) -> bytes:
-    patience = request.app[MANAGER].config.router.body_timeout
+async def read_body(request: web.Request, settings: RouterSettings | None = None) -> bytes:
+    """The body, within router.body_timeout and router.max_body_bytes. `settings`: the
+    router's (default: the model manager's catalogue; the cluster front passes its own)."""
+    settings = settings or request.app[MANAGER].config.router
+    patience = settings.body_timeout
     try:
         async with asyncio.timeout(patience or None):
             return await request.read()
@@ -44,7 +47,7 @@ async def read_body(request: web.Request) -> bytes:
                         code="request_timeout") from None
     except web.HTTPRequestEntityTooLarge:
         # The limit the server enforces (fixed at start), not a value reloaded since.
-        limit = getattr(request, "_client_max_size", None) or request.app[MANAGER].config.router.max_body_bytes
+        limit = getattr(request, "_client_max_size", None) or settings.max_body_bytes
         raise HTTPError(413, f"request body too large (limit {limit} bytes, router.max_body_bytes)",
                         code="body_too_large") from None
     except RequestPayloadError as e:  # e.g. Content-Encoding: gzip on a body that is not gzip

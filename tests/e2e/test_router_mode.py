@@ -6,7 +6,6 @@ on the same files and compares the replies."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ import psutil
 import pytest
 import yaml
 
+from tests.support.hfcache import cache_file
 from tests.support.http import call, wait_until
 from tests.support.routerproc import ROOT, RouterProcess, free_port
 from tests.support.tinygguf import write_tiny_model
@@ -36,22 +36,6 @@ def bare_config(path: Path) -> Path:
                                                "slot_save_path": str(path.parent / "slots")},
                                     "sources": {"hf_cache": False}}))
     return path
-
-
-def cache_file(cache: Path, repo_id: str, rfile: str, src: Path) -> Path:
-    """A file laid out in a Hugging Face cache the way huggingface_hub does it."""
-    commit = "c" * 40
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    data = src.read_bytes()
-    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    link = repo / "snapshots" / commit / rfile
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return link
 
 
 def child_argv(router: RouterProcess, model: str) -> list[str]:
@@ -185,7 +169,7 @@ def test_same_ids_statuses_and_errors_as_llamacpp_router(tmp_path, tiny_dir, lla
     models folder and Hugging Face cache: the same model ids (`user/repo:QUANT` for
     the cache), the same statuses, the same refusal without autoload."""
     cache = tmp_path / "hub"
-    cache_file(cache, "acme/Tiny-GGUF", "Tiny-Q8_0.gguf", tiny_dir / "tiny-c.gguf")
+    cache_file(cache, "acme/Tiny-GGUF", "c" * 40, "Tiny-Q8_0.gguf", tiny_dir / "tiny-c.gguf")
     env = {"HF_HUB_CACHE": str(cache), "LLAMA_CACHE": str(cache)}
     models = tmp_path / "models"
     models.mkdir()

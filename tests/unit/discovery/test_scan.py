@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from router.discovery.naming import hf_model_id, hf_model_name, quant_label, slugify
 from router.discovery.scan import ScanResult, scan_hf_cache, scan_import_dir, scan_models_dir
 from tests.support.ggufwriter import by_name, write_gguf, write_projector
+from tests.support.hfcache import cache_file as _cache_file
 
 
 def _names(res: ScanResult, root: Path) -> dict[str, tuple[str, str | None]]:
@@ -286,22 +286,6 @@ def test_scanning_a_large_library_is_fast(tmp_path):
 
 
 # ------------------------------------------------------------------ HF cache
-
-
-def _cache_file(cache: Path, repo_id: str, commit: str, rfile: str, src: Path, ref: str | None = "main") -> Path:
-    """Lay a file out exactly like huggingface_hub does: blob + relative snapshot symlink + ref."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    data = src.read_bytes()
-    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    link = repo / "snapshots" / commit / rfile
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(blob, link.parent))
-    if ref:
-        (repo / "refs").mkdir(exist_ok=True)
-        (repo / "refs" / ref).write_text(commit)
-    return link
 
 
 def test_hf_cache_models_are_named_user_repo_quant_with_projectors_and_shards(tmp_path):
