@@ -37,8 +37,16 @@ def test_recent_lines_and_the_live_stream(tmp_path, llama_server, tiny_dir):
 def test_a_crashed_models_last_lines_stay_readable(tmp_path, llama_server, tiny_dir):
     with tiny_router(tmp_path, llama_server, tiny_catalogue(tiny_dir, "tiny-a")) as r:
         assert chat(r.url, "tiny-a").status_code == 200
+
+        def logged_timing() -> bool:
+            return "print_timing" in requests.get(r.url + "/logs/tiny-a", timeout=TIMEOUT).text
+
+        # llama-server writes its log from a worker thread: the reply can reach the
+        # client before its timing lines reach the pipe. Kill only once they did.
+        wait_until(logged_timing, what="the child's timing lines")
         os.kill(r.children()[0].pid, signal.SIGKILL)
         wait_until(lambda: not r.children(), what="the child to die")
         text = requests.get(r.url + "/logs/tiny-a", timeout=TIMEOUT).text
-        assert "print_timing" in text
+        assert "print_timing" in text, "lines written before the crash are kept"
+        assert "load_model: loading model" in text
         assert "exited unexpectedly" in r.log()
