@@ -34,6 +34,7 @@ from router.http.keys import (
     METRICS,
     PUBLIC_PAGES,
     RELOADER,
+    ROUTER_SETTINGS,
     SHUTDOWN,
 )
 from router.http.keys_policy import KeyLimits
@@ -100,6 +101,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     app[SHUTDOWN] = asyncio.Event()
     app[CONVERSATIONS] = ConversationMap()
     app[PUBLIC_PAGES] = set()
+    app[ROUTER_SETTINGS] = lambda: app[MANAGER].config.router
     app[KEY_LIMITS] = KeyLimits()
     app[BUILD] = {}
     app[METRICS] = RouterMetrics(ActivityLog(config.router.activity_size, app[SHUTDOWN]))

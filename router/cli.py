@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("router").warning(
             "the catalogue %s lists no models; add some under `models:` (see config.example.yaml)", config.source)
     if args.cluster:
-        return serve_cluster(config, args.cluster)
+        return serve_cluster(config, args.cluster, loader=lambda: load_catalogue(args))
     from router.server import serve
 
     return asyncio.run(serve(config, loader=lambda: load_catalogue(args)))

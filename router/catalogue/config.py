@@ -191,6 +191,23 @@ class SourcesSpec:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """How the front of `llama-router --cluster` places requests across hosts (docs/cluster.md)."""
+
+    placement: str = "memory"  # "memory": loaded first, then fewest evictions; "round_robin": hosts in turn
+    # A model is loaded on up to `replicas` hosts; another copy starts when every copy has at
+    # least `queue_threshold` requests in flight and waiting.
+    replicas: int = 1
+    queue_threshold: int = 4
+    # How long a host's agent keeps its models after the last word from a front (a front
+    # that restarts within it finds them loaded); then it stops them and leaves.
+    front_grace: float = 60.0
+
+
+PLACEMENTS = ("memory", "round_robin")
+
+
+@dataclass(frozen=True)
 class DiscoveryReport:
     """What the last look at the model sources found (start-up, reload, rescan, folder watch)."""
 
@@ -213,6 +230,7 @@ class Config:
     spawn: SpawnSpec = field(default_factory=SpawnSpec)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     sources: SourcesSpec = field(default_factory=SourcesSpec)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     source: str = "<defaults>"
     # Not keys of the file: models whose file is gone (hidden, 404), and what discovery saw.
     missing: frozenset[str] = frozenset()

@@ -23,10 +23,12 @@ from router.catalogue.config import (
     MIN_SECRET_LEN,
     NAME_RE,
     NAME_RULE,
+    PLACEMENTS,
     RESERVED_FLAGS,
     ROLES,
     RUNTIME_FIELDS,
     ApiKey,
+    ClusterSettings,
     Config,
     ConfigError,
     MemorySettings,
@@ -49,6 +51,7 @@ _ROUTER_KEYS = _keys(RouterSettings)
 _MODEL_KEYS = _keys(ModelSpec, exclude=("name",))
 _SPAWN_KEYS = _keys(SpawnSpec)
 _SOURCES_KEYS = _keys(SourcesSpec)
+_CLUSTER_KEYS = _keys(ClusterSettings)
 _MEMORY_KEYS = _keys(MemorySettings)
 _API_KEY_KEYS = _keys(ApiKey)
 _TOP_KEYS = _keys(Config, exclude=RUNTIME_FIELDS)
@@ -350,6 +353,20 @@ def _parse_sources(data: Any, source: str) -> SourcesSpec:
     return SourcesSpec(dirs=dirs, hf_cache=r.boolean("hf_cache", True), import_dirs=import_dirs)
 
 
+def _parse_cluster(data: Any, source: str) -> ClusterSettings:
+    r = _Reader(data, source, "cluster", _CLUSTER_KEYS)
+    d = ClusterSettings()
+    placement = r.string("placement", d.placement, allow_none=False)
+    if placement not in PLACEMENTS:
+        raise r.fail("placement", f"expected one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    return ClusterSettings(
+        placement=placement,
+        replicas=r.number("replicas", d.replicas, integer=True, minimum=1),
+        queue_threshold=r.number("queue_threshold", d.queue_threshold, integer=True, minimum=1),
+        front_grace=float(r.number("front_grace", d.front_grace, minimum=1)),
+    )
+
+
 def parse_config(data: Any, source: str = "<config>") -> Config:
     top = _Reader(data, source, "", _TOP_KEYS)
     router = _parse_router(top.data.get("router"), source)
@@ -367,7 +384,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
             seen[n] = spec.name
         models[spec.name] = spec
     return Config(router=router, spawn=spawn, models=models,
-                  sources=_parse_sources(top.data.get("sources"), source), source=source)
+                  sources=_parse_sources(top.data.get("sources"), source),
+                  cluster=_parse_cluster(top.data.get("cluster"), source), source=source)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -18,13 +18,24 @@ on one machine. What the cluster adds is small:
 The agent starts its manager on its first call, so a restarted actor comes
 back by itself (its children died with the old worker: PR_SET_PDEATHSIG and
 stdin EOF).
+
+Agents are detached, named actors (`llama-router-agent-<node id>`): they outlive
+the front that started them, so a front that crashes and comes back finds them
+with their models loaded (`hello` adopts them: the new front takes their secret,
+hands them its catalogue, and the old front's leases are released). A front
+that says goodbye (`shutdown`) stops them. One that never comes back leaves
+them for `cluster.front_grace` seconds after its last call; then each stops
+its children and ends itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
+import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -38,10 +49,19 @@ from router.cluster.nodes import NodeSettings, node_config
 from router.core.kv_persistence import KVPersistence
 from router.core.lifecycle import unload_idle
 from router.core.manager import Lease, ModelManager, ModelUnavailable
+from router.core.reload import apply_config
 from router.core.scheduler import State
+
+log = logging.getLogger("router.cluster")
 
 SECRET_ENV = "LLAMA_API_KEY"  # llama-server's --api-key, read from the environment
 GONE_WAIT_S = 2.0  # how long a lost connection may take to show as the child's exit
+AGENT_PREFIX = "llama-router-agent-"
+
+
+def agent_name(node_id: str) -> str:
+    """The agent's Ray actor name: how a restarted front finds the agent of each node."""
+    return AGENT_PREFIX + node_id
 
 
 class NodeChild(Child):
@@ -83,6 +103,53 @@ class HostAgent:
         self._ids = itertools.count(1)
         self._figured: set[str] = set()
         self._lock = asyncio.Lock()
+        self._front: str | None = None  # the front this agent answers to (its id)
+        self._contact = time.monotonic()  # the last call of any front
+        self._watchdog: asyncio.Task[None] | None = None
+        self.incarnation = uuid.uuid4().hex  # a restarted worker is a new agent
+
+    def _touch(self) -> None:
+        self._contact = time.monotonic()
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch_front())
+
+    async def _watch_front(self) -> None:
+        """No word from any front for `cluster.front_grace`: stop the children and end."""
+        while True:
+            grace = self.config.cluster.front_grace
+            left = self._contact + grace - time.monotonic()
+            if left > 0:
+                await asyncio.sleep(min(left, 1.0))
+                continue
+            log.warning("host %s: no front for %g s: stopping its models and leaving", self.node.name, grace)
+            await self.shutdown()
+            import ray
+
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+            return
+
+    async def hello(self, front: str, config: Config, secret: str) -> dict[str, Any]:
+        """A front (the first, or one restarted) takes this agent over: the catalogue
+        becomes its own (running models that did not change keep running), requests
+        of an earlier front are forgotten, and the children's secret is returned (a
+        new front adopts the one they were started with)."""
+        self._touch()
+        if front != self._front:
+            if self._front is not None:
+                log.info("host %s: adopted by a new front; %d lease(s) of the old one released", self.node.name,
+                         len(self._leases))
+                for lease in self._leases.values():
+                    lease.release()
+                self._leases.clear()
+            self._front = front
+        new = node_config(config, self.node)
+        if self._manager is None:
+            self.config, self._secret = new, secret
+        elif new != self._manager.config:
+            apply_config(self._manager, new, "a front's catalogue")
+            self.config = new
+        running = sorted(n for n, c in (self._manager.children.items() if self._manager else ()) if c.pid)
+        return {"secret": self._secret, "incarnation": self.incarnation, "running": running}
 
     def _child(self, name: str, plan: LaunchPlan, port: int, logs: LogRing, on_event: EventSink) -> Child:
         env = {**plan.env, SECRET_ENV: self._secret}
@@ -105,6 +172,7 @@ class HostAgent:
     # ----- requests --------------------------------------------------------
     async def acquire(self, model: str, light: bool = False) -> dict[str, Any]:
         """Wait until `model` is ready here and hold one request's lease on it."""
+        self._touch()
         manager = await self._ready()
         try:
             lease = await manager.acquire(model, light)
@@ -117,6 +185,7 @@ class HostAgent:
                 "child_id": child.ready_info.get("id") if child.plan.native else None}
 
     async def release(self, lease_id: int) -> None:
+        self._touch()
         lease = self._leases.pop(lease_id, None)
         if lease is not None:
             lease.release()
@@ -130,7 +199,17 @@ class HostAgent:
             return True
         return await manager.child_gone(model, child, GONE_WAIT_S)
 
+    async def load(self, model: str, extra_args: tuple[str, ...] = ()) -> bool:
+        """Start `model` here without a request (POST /models/load)."""
+        self._touch()
+        manager = await self._ready()
+        if model not in manager.config.models:
+            return False
+        manager.load(model, tuple(extra_args))
+        return True
+
     async def unload(self, model: str) -> None:
+        self._touch()
         manager = await self._ready()
         if model in manager.config.models:
             manager.unload(model)
@@ -138,6 +217,7 @@ class HostAgent:
     # ----- what the front needs ----------------------------------------------
     async def report(self) -> dict[str, Any]:
         """Models held (loading, loaded, unloading, or queued for), memory, queue."""
+        self._touch()
         manager = await self._ready()
         sched = manager.scheduler
         figures: dict[str, dict[str, int]] = {}
@@ -168,7 +248,7 @@ class HostAgent:
         return {"node_id": self.node.node_id, "name": self.node.name, "address": self.node.address,
                 "pid": os.getpid(), "budget": manager.memory.budget, "used": sched.used(),
                 "models_max": manager.config.router.models_max, "models": models, "figures": figures,
-                "serves": serves, "queue": sched.waiting()}
+                "serves": serves, "queue": sched.waiting(), "incarnation": self.incarnation}
 
     async def pids(self) -> list[int]:
         """The children's process ids (tests check none survives)."""
@@ -179,9 +259,11 @@ class HostAgent:
         """Stop every child (KV caches saved), by pid."""
         if self._manager is None:
             return
-        for task in self._tasks:
+        manager, self._manager = self._manager, None
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._manager.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await manager.shutdown()
         if self._session is not None:
             await self._session.close()

@@ -21,30 +21,35 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router import __version__
-from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, Config, ModelSpec
+from router.catalogue.config import ApiKey, Config, ModelSpec
 from router.cluster.front import ClusterManager, RemoteLease
 from router.cluster.metrics import ClusterMetrics
 from router.core.manager import ModelUnavailable
+from router.http.auth import require_auth
 from router.http.errors import HTTPError, error_response, json_errors
 from router.http.inference import GET_ROUTES, LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
-from router.http.keys import API_KEY, REQUEST_ID
-from router.http.keys_policy import find_key, may_use
+from router.http.keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, REQUEST_ID, ROUTER_SETTINGS
+from router.http.keys_policy import KeyLimits, may_use
+from router.http.launch_args import load_overrides
 from router.http.proxy import ModelRewriter, UpstreamLost, forward
-from router.http.request import read_body, read_request, short, take_keep_alive
+from router.http.request import parse_json_object, read_body, read_request, resolve_name, take_keep_alive
 from router.http.request_id import with_request_id
 
 log = logging.getLogger("router.cluster")
 
 CLUSTER = web.AppKey("cluster", ClusterManager)
 CLUSTER_METRICS = web.AppKey("cluster_metrics", ClusterMetrics)
-OPEN_PATHS = frozenset({"/health", "/v1/health"})
 
 
 def create_cluster_app(config: Config, secret: str) -> web.Application:
-    app = web.Application(middlewares=[with_request_id, json_errors, _require_key],
+    app = web.Application(middlewares=[with_request_id, json_errors, require_auth],
                           client_max_size=config.router.max_body_bytes)
     cluster = ClusterManager(config, secret, config.router.port)
     app[CLUSTER] = cluster
+    # API keys as on one host: roles, models, rate and concurrency limits (http/auth.py).
+    app[ROUTER_SETTINGS] = lambda: cluster.config.router
+    app[KEY_LIMITS] = KeyLimits()
+    app[PUBLIC_PAGES] = set()
     app[CLUSTER_METRICS] = ClusterMetrics(cluster)
 
     async def lifetime(app: web.Application):
@@ -64,38 +69,12 @@ def create_cluster_app(config: Config, secret: str) -> web.Application:
         r.add_get(path, handle_inference)
     r.add_get("/v1/models", handle_models)
     r.add_get("/models", handle_models)
+    r.add_post("/models/load", handle_models_load)
+    r.add_post("/models/unload", handle_models_unload)
     r.add_get("/cluster", handle_cluster)
     r.add_get("/health", handle_health)
     r.add_get("/v1/health", handle_health)
     return app
-
-
-@web.middleware
-async def _require_key(request: web.Request, handler: Any) -> web.StreamResponse:
-    """router.api_keys as on one host (a key's `models` are honoured; roles and limits
-    are not enforced in cluster mode yet)."""
-    keys = request.app[CLUSTER].config.router.api_keys
-    if not keys or request.path in OPEN_PATHS:
-        return await handler(request)
-    auth = request.headers.get("Authorization", "")
-    presented = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
-    found = find_key(presented, keys)
-    if found is None:
-        return error_response(401, "API key missing or wrong: send Authorization: Bearer <key> or x-api-key",
-                              code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="llama-router"'})
-    request[API_KEY] = found[1]
-    return await handler(request)
-
-
-def _resolve(config: Config, name: Any, key: ApiKey | None) -> ModelSpec:
-    if name is None or name == "":
-        raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise HTTPError(400, f"invalid model name: use {NAME_RULE}", code="invalid_model")
-    spec = config.resolve(name)
-    if spec is None or not may_use(key, spec):
-        raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")
-    return spec
 
 
 async def handle_inference(request: web.Request) -> web.StreamResponse:
@@ -114,7 +93,7 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     stats: dict[str, Any] = {}
     label, status = UNKNOWN_MODEL, 500
     try:
-        spec = _resolve(cluster.config, name, request.get(API_KEY))
+        spec = resolve_name(cluster.config, name, request.get(API_KEY))
         label = spec.name
         if data is not None and take_keep_alive(data) is not None:  # not carried to hosts yet
             body = json.dumps(data).encode()
@@ -193,6 +172,30 @@ def model_entries(cluster: ClusterManager, key: ApiKey | None) -> list[dict[str,
 async def handle_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": model_entries(request.app[CLUSTER],
                                                                       request.get(API_KEY))})
+
+
+async def handle_models_load(request: web.Request) -> web.Response:
+    """llama.cpp's POST /models/load: start the model on the host placement picks
+    (where it is loaded or loading already: nothing to do); `host` names it."""
+    cluster = request.app[CLUSTER]
+    data = parse_json_object(await read_body(request, cluster.config.router))
+    spec = resolve_name(cluster.config, data.get("model"), request.get(API_KEY))
+    try:
+        host = await cluster.load(spec.name, load_overrides(spec, data))
+    except ModelUnavailable as e:
+        raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+    return web.json_response({"success": True, "host": host})
+
+
+async def handle_models_unload(request: web.Request) -> web.Response:
+    """llama.cpp's POST /models/unload: stop it (once idle) on every host that holds it."""
+    cluster = request.app[CLUSTER]
+    spec = resolve_name(cluster.config, parse_json_object(await read_body(request, cluster.config.router)).get("model"),
+                        request.get(API_KEY))
+    hosts = await cluster.unload(spec.name)
+    if not hosts:
+        raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
+    return web.json_response({"success": True, "hosts": hosts})
 
 
 async def handle_cluster(request: web.Request) -> web.Response:

@@ -8,6 +8,10 @@ from it are closed, so their clients get a clean 502 instead of a hang), asks
 every agent for its report twice a second, and places each request with the
 pure `choose_host` (cluster/placement.py). Only small dicts cross Ray: the
 reply itself comes from the child over HTTP (cluster/app.py).
+
+An agent that already runs on a node (a front before this one started it) is
+adopted, not replaced: its loaded models stay loaded and the first reports
+rebuild the placement view, so a restarted front causes no reload storm.
 """
 
 from __future__ import annotations
@@ -15,18 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+import uuid
 from typing import Any
 
-import aiohttp
 import ray
 from ray.exceptions import ActorDiedError, ActorUnschedulableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from router.catalogue.config import Config
-from router.cluster.agent import HostAgent
-from router.cluster.nodes import NodeLabelError, NodeSettings, node_settings
-from router.cluster.placement import HostView, NoPlacement, Resident, choose_host
+from router.cluster.agent import HostAgent, agent_name
+from router.cluster.host import Host, RemoteLease, awaitable
+from router.cluster.nodes import NodeLabelError, node_settings
+from router.cluster.placement import HostView, NoPlacement, choose_host, round_robin
 from router.core.manager import ModelUnavailable
 
 log = logging.getLogger("router.cluster")
@@ -38,50 +42,6 @@ PLACEMENTS = 4  # a request whose host leaves is placed again, at most this many
 AGENT_RESTARTS = 3
 
 
-class Host:
-    """One node's agent as the front knows it."""
-
-    def __init__(self, node: NodeSettings, handle: Any, secret: str):
-        self.node, self.handle = node, handle
-        self.report: dict[str, Any] = {}
-        self.gone = asyncio.Event()
-        self.pending: Counter[str] = Counter()  # requests sent to its agent, not granted yet
-        self.granted: dict[str, float] = {}  # when each model last got a lease here
-        # One session per host: closing it cuts every stream from that host at once.
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=True),
-            headers={"Authorization": f"Bearer {secret}"}, auto_decompress=False)
-
-    @property
-    def name(self) -> str:
-        return self.node.name
-
-    def view(self, model: str) -> HostView:
-        r = self.report
-        residents = {n: Resident(m["state"], m["inflight"], m["waiting"], m["last_used"], m["memory"],
-                                 m["group"], m["pinned"], m["keep"]) for n, m in r.get("models", {}).items()}
-        return HostView(self.name, residents, r.get("budget"), r.get("figures", {}).get(model, {}),
-                        r.get("models_max", 0), self.pending[model], model in r.get("serves", ()))
-
-
-class RemoteLease:
-    """A request granted on one host: the child's URL, released exactly once."""
-
-    def __init__(self, host: Host, model: str, grant: dict[str, Any]):
-        self.host, self.model = host, model
-        self.lease_id: int = grant["lease"]
-        self.base_url: str = grant["base_url"]
-        self.child_id: str | None = grant.get("child_id")
-        self.pid: int | None = grant.get("pid")
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            if not self.host.gone.is_set():
-                self.host.handle.release.remote(self.lease_id)
-
-
 class ClusterManager:
     def __init__(self, config: Config, secret: str, front_port: int):
         self.config = config
@@ -91,6 +51,17 @@ class ClusterManager:
         self._refused: dict[str, str] = {}  # node id -> why it runs no agent (a bad label)
         self._background: set[asyncio.Task[Any]] = set()
         self._agent = ray.remote(HostAgent)
+        self._id = uuid.uuid4().hex  # agents tell one front from the next by it
+        self._turn = 0  # cluster.placement: round_robin
+
+    async def set_config(self, config: Config) -> None:
+        """A reloaded catalogue: every agent gets it (its unchanged models keep running
+        there) and reports once more before requests are placed by it."""
+        hosts = list(self.hosts.values())
+        await asyncio.gather(*(self._greet(h, config) for h in hosts), return_exceptions=True)
+        self.config = config
+        await asyncio.gather(*(self._refresh(h) for h in hosts))
+        log.info("reload: %d model(s), handed to %d host(s)", len(config.models), len(hosts))
 
     # ----- nodes and reports -------------------------------------------------
     async def run(self) -> None:
@@ -123,11 +94,13 @@ class ClusterManager:
         if not settings.serve:
             self._refused[node_id] = "llama-router/serve=false"
             return
+        # Detached and named: a front that restarts finds it (and its loaded models) again.
         handle = self._agent.options(
+            name=agent_name(node_id), lifetime="detached", get_if_exists=True,
             num_cpus=0, max_restarts=AGENT_RESTARTS, max_task_retries=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         ).remote(self.config, settings, self._secret, self._front_port)
-        self.hosts[node_id] = Host(settings, handle, self._secret)
+        self.hosts[node_id] = Host(settings, handle)
         log.info("host %s joined (address %s, ports %s, ram %s)", settings.name, settings.address,
                  "{}-{}".format(*settings.port_range) if settings.port_range else "from the catalogue",
                  settings.ram if settings.ram_given else "from the catalogue")
@@ -135,7 +108,9 @@ class ClusterManager:
     async def _refresh(self, host: Host) -> None:
         asked = time.monotonic()
         try:
-            report = await asyncio.wait_for(_awaitable(host.handle.report.remote()), CALL_TIMEOUT_S)
+            if host.incarnation is None:
+                await self._greet(host)
+            report = await asyncio.wait_for(awaitable(host.handle.report.remote()), CALL_TIMEOUT_S)
         except TimeoutError:
             log.warning("host %s: no report for %g s", host.name, CALL_TIMEOUT_S)
             return
@@ -144,10 +119,23 @@ class ClusterManager:
             return
         if host.gone.is_set():
             return
+        if report.get("incarnation") != host.incarnation:  # Ray restarted its worker: greet the new one
+            host.incarnation, host.report = None, {}
+            return
         host.report = report
         for model, at in host.granted.items():
-            if at >= asked:  # granted while this report was on its way: it may not show it yet
-                self._note_grant(host, model)
+            spec = self.config.models.get(model)  # (gone from a reloaded catalogue: not noted)
+            if at >= asked and spec is not None:  # granted while this report was on its way: it may not show it
+                host.note(model, spec, "loaded")
+
+    async def _greet(self, host: Host, config: Config | None = None) -> None:
+        """Hand the agent this front's catalogue and learn its children's secret; an
+        agent a previous front started keeps its models (adopted)."""
+        hello = host.handle.hello.remote(self._id, config or self.config, self._secret)
+        hi = await asyncio.wait_for(awaitable(hello), CALL_TIMEOUT_S)
+        await host.greeted(hi["secret"], hi["incarnation"])
+        if hi["running"]:
+            log.info("host %s: adopted with %s loaded", host.name, ", ".join(hi["running"]))
 
     def host_gone(self, node_id: str, why: str) -> None:
         """Forget a host at once: its models are unloaded as far as placement knows,
@@ -160,7 +148,7 @@ class ClusterManager:
                     ", ".join(host.report.get("models", {})) or "no model")
         host.report = {}
         host.gone.set()
-        self._spawn(host.session.close())
+        self._spawn(host.close())
         try:
             ray.kill(host.handle, no_restart=True)
         except Exception:  # already gone with its node
@@ -170,8 +158,8 @@ class ClusterManager:
         """The agent's worker died: its children died with it (PDEATHSIG, stdin EOF)."""
         if isinstance(error, (ActorDiedError, ActorUnschedulableError)):
             self.host_gone(host.node.node_id, f"its agent died: {error}")
-        else:  # restarting: nothing runs there until it reports again
-            host.report = {}
+        else:  # restarting: nothing runs there until it is greeted and reports again
+            host.report, host.incarnation = {}, None
 
     # ----- requests ----------------------------------------------------------
     def views(self, model: str) -> list[HostView]:
@@ -180,12 +168,8 @@ class ClusterManager:
     async def acquire(self, model: str, light: bool = False) -> RemoteLease:
         """Place one request for `model` and wait for its lease; a host that leaves
         meanwhile is forgotten and the request placed again."""
-        spec = self.config.models[model]
         for _ in range(PLACEMENTS):
-            choice = choose_host(model, spec.group_key, self.views(model))
-            if isinstance(choice, NoPlacement):
-                raise ModelUnavailable(choice.reason)
-            host = next(h for h in self.hosts.values() if h.name == choice.host)
+            host = self._place(model)
             host.pending[model] += 1
             try:
                 grant = await self._call_on(host, host.handle.acquire.remote(model, light))
@@ -196,25 +180,40 @@ class ClusterManager:
             if "error" in grant:
                 raise ModelUnavailable(grant["error"], grant.get("busy", False))
             host.granted[model] = time.monotonic()
-            self._note_grant(host, model)
+            host.note(model, self.config.models[model], "loaded")
             return RemoteLease(host, model, grant)
         raise ModelUnavailable(f"model {model!r}: hosts kept leaving while it was placed")
 
-    def _note_grant(self, host: Host, model: str) -> None:
-        """Until the next report, the model counts as loaded there (stickiness)."""
-        models = host.report.setdefault("models", {})
-        m = models.get(model)
-        if m is None:
-            spec = self.config.models[model]
-            figure = host.report.get("figures", {}).get(model, {})
-            models[model] = {"state": "loaded", "inflight": 1, "waiting": 0, "last_used": 0, "memory": figure,
-                             "group": spec.group_key, "pinned": spec.pinned, "keep": False, "noted": True}
+    def _place(self, model: str) -> Host:
+        """The host for the next request for `model`, by `cluster.placement`."""
+        spec, c = self.config.models[model], self.config.cluster
+        if c.placement == "round_robin":
+            choice = round_robin(model, spec.group_key, self.views(model), self._turn)
+            self._turn += 1
         else:
-            m.update(state="loaded", inflight=m["inflight"] + 1, noted=True)
+            choice = choose_host(model, spec.group_key, self.views(model), c.replicas, c.queue_threshold)
+        if isinstance(choice, NoPlacement):
+            raise ModelUnavailable(choice.reason)
+        return next(h for h in self.hosts.values() if h.name == choice.host)
+
+    async def load(self, model: str, extra_args: tuple[str, ...] = ()) -> str:
+        """Start `model` where a request for it would go (POST /models/load); the host's name."""
+        host = self._place(model)
+        if await self._call_on(host, host.handle.load.remote(model, extra_args)) is None:
+            raise ModelUnavailable(f"host {host.name} left while {model!r} was being loaded there")
+        host.note(model, self.config.models[model], "loading")  # until the next report: a load in progress
+        return host.name
+
+    async def unload(self, model: str) -> list[str]:
+        """Stop `model` once idle on every host that holds it; their names."""
+        holding = [h for h in self.hosts.values()
+                   if h.report.get("models", {}).get(model, {}).get("state") in ("loaded", "loading")]
+        await asyncio.gather(*(self._call_on(h, h.handle.unload.remote(model)) for h in holding))
+        return sorted(h.name for h in holding)
 
     async def _call_on(self, host: Host, ref: Any) -> Any:
         """The result of an agent call, or None when its host left first."""
-        call = asyncio.ensure_future(_awaitable(ref))
+        call = asyncio.ensure_future(awaitable(ref))
         gone = asyncio.ensure_future(host.gone.wait())
         try:
             done, _ = await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -256,7 +255,7 @@ class ClusterManager:
             return True
         try:
             ref = lease.host.handle.child_gone.remote(lease.model, lease.pid)
-            return bool(await asyncio.wait_for(_awaitable(ref), CALL_TIMEOUT_S))
+            return bool(await asyncio.wait_for(awaitable(ref), CALL_TIMEOUT_S))
         except (TimeoutError, RayActorError, ActorUnschedulableError):
             return True
 
@@ -273,7 +272,7 @@ class ClusterManager:
 
         async def stop(host: Host) -> None:
             try:
-                await asyncio.wait_for(_awaitable(host.handle.shutdown.remote()),
+                await asyncio.wait_for(awaitable(host.handle.shutdown.remote()),
                                        self.config.router.stop_timeout + CALL_TIMEOUT_S)
             except (TimeoutError, RayActorError, ActorUnschedulableError) as e:
                 log.warning("host %s did not stop cleanly (%s); its children die with its agent", host.name, e)
@@ -281,13 +280,9 @@ class ClusterManager:
                 ray.kill(host.handle, no_restart=True)
             except Exception:
                 pass
-            await host.session.close()
+            await host.close()
 
         await asyncio.gather(*(stop(h) for h in hosts))
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _awaitable(ref: Any) -> asyncio.Future[Any]:
-    return asyncio.wrap_future(ref.future())

@@ -5,8 +5,11 @@ machine; else `HOST:PORT` of its head), makes a fresh per-cluster secret that
 every child requires (llama-server's API key, handed to the agents, never
 logged or put on a command line), and serves until SIGINT/SIGTERM. Shutdown
 stops accepting, lets requests in flight finish for up to
-`router.drain_timeout`, has every agent stop its children, then leaves Ray
-(the agents are owned by this process, so they go with it in any case).
+`router.drain_timeout`, has every agent stop its children, then leaves Ray.
+SIGHUP reads the catalogue again and hands it to every agent (models whose
+launch settings did not change keep running, as on one host). A front that
+dies without a goodbye leaves its agents running for `cluster.front_grace`
+seconds: a front started again within it adopts them and their loaded models.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import logging
 import secrets
 import signal
 import socket
+from collections.abc import Callable
 
 from aiohttp import web
 
-from router.catalogue.config import Config
+from router.catalogue.config import Config, ConfigError
+from router.catalogue.tls import server_context
 
 log = logging.getLogger("router.cluster")
 
@@ -29,7 +34,7 @@ MISSING_RAY = ("--cluster needs Ray: pip install 'llama-router[cluster]' "
                "(the same Ray and Python version on every node)")
 
 
-def run(config: Config, address: str) -> int:
+def run(config: Config, address: str, loader: Callable[[], Config] | None = None) -> int:
     """The CLI's hand-over: returns the process exit code."""
     try:
         import ray
@@ -46,7 +51,7 @@ def run(config: Config, address: str) -> int:
         log.error("cannot join the Ray cluster at %s: %s", address, e)
         return 1
     try:
-        return asyncio.run(serve(config, secrets.token_urlsafe(32)))
+        return asyncio.run(serve(config, secrets.token_urlsafe(32), loader=loader))
     finally:
         ray.shutdown()
 
@@ -63,32 +68,52 @@ def _unreachable(address: str) -> str | None:
     return None
 
 
-async def serve(config: Config, secret: str, stop: asyncio.Event | None = None) -> int:
+async def serve(config: Config, secret: str, stop: asyncio.Event | None = None,
+                loader: Callable[[], Config] | None = None) -> int:
     """Serve the cluster's front until a signal or `stop`."""
-    from router.cluster.app import create_cluster_app
+    from router.cluster.app import CLUSTER, create_cluster_app
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    app = create_cluster_app(config, secret)
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        if loader is None:
+            return
+        try:
+            new = await loop.run_in_executor(None, loader)
+        except ConfigError as e:
+            log.error("reload (SIGHUP) failed; keeping the running catalogue: %s", e)
+            return
+        await app[CLUSTER].set_config(new)
+
+    def hangup() -> None:
+        task = asyncio.ensure_future(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app = create_cluster_app(config, secret)
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=config.router.drain_timeout)
     await runner.setup()
     r = config.router
     try:
-        site = web.TCPSite(runner, r.host, r.port, reuse_address=True)
         try:
+            tls = server_context(r.tls_cert, r.tls_key) if r.tls_cert and r.tls_key else None
+            site = web.TCPSite(runner, r.host, r.port, reuse_address=True, ssl_context=tls)
             await site.start()
-        except OSError as e:
+        except OSError as e:  # ssl.SSLError included
             log.error("cannot listen on %s:%d: %s", r.host, r.port, e.strerror or e)
             return 1
-        log.info("llama-router (cluster) listening on http://%s:%d with %d model(s)", r.host, r.port,
-                 len(config.models))
+        log.info("llama-router (cluster) listening on %s://%s:%d with %d model(s)", "https" if tls else "http",
+                 r.host, r.port, len(config.models))
         await stop.wait()
         log.info("shutting down: finishing requests in flight, then stopping every host's models")
         return 0
     finally:
         await runner.cleanup()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -10,12 +10,19 @@ choice the host's own scheduler then makes.
 Order of preference:
 1. a host where the model is loaded: the one with the fewest requests in
    flight and queued for it (stickiness: a loaded model is never loaded twice);
+   except that when every copy has `queue_threshold` requests or more and
+   fewer than `replicas` copies exist, one more copy starts on a host where it
+   fits without waiting for a busy model (a replica; one starts at a time);
 2. a host where it is loading: the load in progress is joined (one load per
    model per host at a time, and no second load elsewhere while one runs);
 3. a host where it fits: the fewest evictions, then the fewest busy ones (a
    busy victim is waited for), then the most memory left free, then the name
    (a stable order);
 4. none: the reason names each host's obstacle.
+
+`round_robin` is the naive baseline the benchmark compares with (and a
+choice for users who want load spread whatever it costs in loads): hosts in
+turn, skipping only those the model cannot fit on at all.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ class HostView:
 @dataclass(frozen=True)
 class Placement:
     host: str
-    why: str  # "loaded" | "loading" | "fits" | "evicts"
+    why: str  # "loaded" | "loading" | "fits" | "evicts" | "replica" | "turn"
     evictions: tuple[str, ...] = ()
 
 
@@ -67,40 +74,79 @@ class NoPlacement:
     reason: str
 
 
-def choose_host(model: str, group: str, hosts: Sequence[HostView]) -> Placement | NoPlacement:
+def choose_host(model: str, group: str, hosts: Sequence[HostView], replicas: int = 1,
+                queue_threshold: int = 4) -> Placement | NoPlacement:
     """The host for one request for `model` (of placement group `group`)."""
     if not hosts:
         return NoPlacement("no host is up in the cluster")
     serving = [h for h in hosts if h.serves]
     if not serving:
         return NoPlacement(f"no host can serve model {model!r} (its file is on none of them)")
-    for state in (LOADED, LOADING):
-        holding = [h for h in serving if _state(h, model) == state or (state == LOADING and h.pending
-                                                                       and _state(h, model) is None)]
-        if holding:
-            best = min(holding, key=lambda h: (_queued(h, model), h.name))
-            return Placement(best.name, state)
-    options: list[tuple[int, int, int, str, tuple[str, ...]]] = []
+    copies = [h for h in serving if _state(h, model) in (LOADED, LOADING) or (h.pending and _state(h, model) is None)]
+    loaded = [h for h in serving if _state(h, model) == LOADED]
+    if loaded:
+        best = min(loaded, key=lambda h: (_queued(h, model), h.name))
+        if len(copies) == len(loaded) < replicas and _queued(best, model) >= queue_threshold:
+            spare = [o for o in _options(model, group, serving) if o[1] == 0]  # waits for no busy model
+            if spare:
+                *_, name, chosen = min(spare)
+                return Placement(name, "replica", chosen)
+        return Placement(best.name, LOADED)
+    if copies:
+        best = min(copies, key=lambda h: (_queued(h, model), h.name))
+        return Placement(best.name, LOADING)
     obstacles: list[str] = []
-    for h in serving:
-        if _state(h, model) is not None:  # unloading there: wait for it elsewhere, or for its end
-            obstacles.append(f"{h.name}: unloading it")
-            continue
-        device = too_big(h.figure, h.budget)
-        if device is not None:
-            obstacles.append(f"{h.name}: needs {_mib(h.figure.get(device, 0))} of {device}, "
-                             f"budget {_mib((h.budget or {}).get(device, 0))}")
-            continue
-        victims = plan_evictions(model, group, _views(h, model), h.models_max, h.figure, h.budget)
-        if victims is None:
-            obstacles.append(f"{h.name}: only pinned models could make room")
-            continue
-        busy = sum(1 for v in victims if h.models[v].inflight)  # a busy victim is waited for
-        options.append((len(victims), busy, -_free_after(h, victims), h.name, tuple(victims)))
+    options = _options(model, group, serving, obstacles)
     if not options:
         return NoPlacement(f"model {model!r} fits on no host ({'; '.join(obstacles)})")
     n, _, _, name, chosen = min(options)
     return Placement(name, "evicts" if n else "fits", chosen)
+
+
+def round_robin(model: str, group: str, hosts: Sequence[HostView], turn: int) -> Placement | NoPlacement:
+    """The `turn`-th host in name order among those `model` can fit on at all."""
+    serving = [h for h in hosts if h.serves]
+    obstacles: list[str] = []
+    able = sorted({o[3]: o for o in _options(model, group, serving, obstacles, holding_ok=True)}.values(),
+                  key=lambda o: o[3])
+    if not able:
+        return NoPlacement(f"model {model!r} fits on no host ({'; '.join(obstacles) or 'no host is up'})")
+    *_, name, chosen = able[turn % len(able)]
+    return Placement(name, "turn", chosen)
+
+
+Option = tuple[int, int, int, str, tuple[str, ...]]  # evictions, busy ones, -free after, host, victims
+
+
+def _options(model: str, group: str, serving: Sequence[HostView], obstacles: list[str] | None = None,
+             holding_ok: bool = False) -> list[Option]:
+    """Every host `model` could be started on, with what starting it there costs."""
+    options: list[Option] = []
+    for h in serving:
+        state = _state(h, model)
+        if state is not None and not holding_ok:  # unloading there (or a copy already): not a new copy
+            _note(obstacles, f"{h.name}: unloading it" if state not in (LOADED, LOADING) else "")
+            continue
+        if state in (LOADED, LOADING):
+            options.append((0, 0, 0, h.name, ()))
+            continue
+        device = too_big(h.figure, h.budget)
+        if device is not None:
+            _note(obstacles, f"{h.name}: needs {_mib(h.figure.get(device, 0))} of {device}, "
+                             f"budget {_mib((h.budget or {}).get(device, 0))}")
+            continue
+        victims = plan_evictions(model, group, _views(h, model), h.models_max, h.figure, h.budget)
+        if victims is None:
+            _note(obstacles, f"{h.name}: only pinned models could make room")
+            continue
+        busy = sum(1 for v in victims if h.models[v].inflight)  # a busy victim is waited for
+        options.append((len(victims), busy, -_free_after(h, victims), h.name, tuple(victims)))
+    return options
+
+
+def _note(obstacles: list[str] | None, why: str) -> None:
+    if obstacles is not None and why:
+        obstacles.append(why)
 
 
 def _state(h: HostView, model: str) -> str | None:

@@ -81,6 +81,30 @@ def catalogue_events(old: Config, new: Config) -> list[tuple[str, str]]:
     return out
 
 
+def apply_config(manager: ModelManager, new: Config, why: str) -> ReloadResult:
+    """Switch `manager` to `new`: unchanged models keep running, changed ones restart
+    once idle, removed ones stop once idle (a reload here, a new front's catalogue
+    on a cluster host)."""
+    old = manager.config
+    res = diff(old, new)
+    for item in res.skipped:
+        log.info("reload (%s): skipped %s: %s", why, item["path"], item["reason"])
+    if new == old:
+        log.info("reload (%s): catalogue unchanged", why)
+        return res
+    res.restarting = [n for n in res.changed if manager.state(n).value != "unloaded"]
+    manager.set_config(new, restart=res.restarting)
+    for name, event in catalogue_events(old, new):
+        spec = new.models.get(name) or old.models.get(name)
+        manager.events.emit(name, event, {"path": spec.path if spec else None, "reason": why})
+    for key in res.needs_restart:
+        log.warning("reload (%s): router.%s changed; it applies when the router restarts", why, key)
+    log.info("reload (%s): added %s, removed %s, changed %s (restarting when idle: %s), kept %s, "
+             "missing %s", why, res.added or "-", res.removed or "-", res.changed or "-",
+             res.restarting or "-", len(res.kept), res.missing or "-")
+    return res
+
+
 class Reloader:
     """Owns the catalogue's source: re-reads it, and applies it to the manager."""
 
@@ -108,25 +132,10 @@ class Reloader:
                 log.error("reload (%s) failed; keeping the running catalogue: %s", why, e)
                 return ReloadResult(ok=False, error=str(e))
             old = self.manager.config
-            res = diff(old, new)
             self._look_again_if_unsettled(new)
-            for item in res.skipped:
-                log.info("reload (%s): skipped %s: %s", why, item["path"], item["reason"])
-            if new == old:
-                log.info("reload (%s): catalogue unchanged", why)
-                return res
-            res.restarting = [n for n in res.changed if self.manager.state(n).value != "unloaded"]
-            self.manager.set_config(new, restart=res.restarting)
-            for name, event in catalogue_events(old, new):
-                spec = new.models.get(name) or old.models.get(name)
-                self.manager.events.emit(name, event, {"path": spec.path if spec else None, "reason": why})
+            res = apply_config(self.manager, new, why)
             if self._folders(old) != self._folders(new):
                 self._restart_folder_watch()
-            for key in res.needs_restart:
-                log.warning("reload (%s): router.%s changed; it applies when the router restarts", why, key)
-            log.info("reload (%s): added %s, removed %s, changed %s (restarting when idle: %s), kept %s, "
-                     "missing %s", why, res.added or "-", res.removed or "-", res.changed or "-",
-                     res.restarting or "-", len(res.kept), res.missing or "-")
             return res
 
     # ----- file watching ---------------------------------------------------

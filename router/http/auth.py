@@ -23,7 +23,7 @@ from aiohttp import web
 
 from router.catalogue.config import ApiKey, RouterSettings
 from router.http.errors import error_response
-from router.http.keys import API_KEY, KEY_LIMITS, MANAGER, PUBLIC_PAGES
+from router.http.keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, ROUTER_SETTINGS
 from router.http.keys_policy import ADMIN, Refusal, find_key, is_admin_path, route_refusal
 
 log = logging.getLogger("router.auth")
@@ -58,7 +58,7 @@ def matches(candidate: str | None, secrets: Iterable[str]) -> bool:
 
 @web.middleware
 async def require_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    settings = request.app[MANAGER].config.router
+    settings = request.app[ROUTER_SETTINGS]()
     if is_admin_path(request.path):
         return await _admin(request, handler, settings)
     if not settings.api_keys or request.path in OPEN_PATHS or is_public_page(request):

@@ -8,11 +8,12 @@ WebUI conversations, and the handlers that serve pages without an API key.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
-from router.catalogue.config import ApiKey
+from router.catalogue.config import ApiKey, RouterSettings
 from router.core.manager import ModelManager
 from router.core.reload import Reloader
 from router.http.conversations import ConversationMap
@@ -31,6 +32,9 @@ DOWNLOADS = web.AppKey("downloads", Downloads)
 LIGHT_SESSION = web.AppKey("light_session", aiohttp.ClientSession)
 # Facts about the llama-server build children run: {"build_info": "b<build>-<commit>"} once known.
 BUILD = web.AppKey("build", dict)
+# The router settings in force now (keys, admin token): read on every request, so a reload applies at
+# once; the single-host app reads its manager's catalogue, the cluster front its own (router/http/auth.py).
+ROUTER_SETTINGS: web.AppKey[Callable[[], RouterSettings]] = web.AppKey("router_settings")
 # Each API key's rate and requests in flight (router/http/auth.py).
 KEY_LIMITS = web.AppKey("key_limits", KeyLimits)
 # The API key a request came with, when router.api_keys is set (router/http/auth.py).

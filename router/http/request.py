@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, ModelSpec, RouterSettings
+from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, Config, ModelSpec, RouterSettings
 from router.core.manager import ModelManager
 from router.core.scheduler import State
 from router.http.errors import HTTPError
@@ -145,6 +145,11 @@ def take_keep_alive(data: dict[str, Any]) -> float | None:
 def resolve_model(manager: ModelManager, name: Any, key: ApiKey | None = None) -> ModelSpec:
     """The catalogue entry a request names (by name or alias), or a 400/404; a model
     the request's API key may not use is a 404 exactly like one that does not exist."""
+    return resolve_name(manager.config, name, key)
+
+
+def resolve_name(config: Config, name: Any, key: ApiKey | None = None) -> ModelSpec:
+    """`resolve_model` in a catalogue (the cluster front has no manager of its own)."""
     if name is None or name == "":
         raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
     if not isinstance(name, str):
@@ -152,7 +157,7 @@ def resolve_model(manager: ModelManager, name: Any, key: ApiKey | None = None) -
     if not NAME_RE.match(name):
         # Never echoed, never looked up on disk: '..', '//', NUL and control characters stop here.
         raise HTTPError(400, f"invalid model name: use {NAME_RULE}", code="invalid_model")
-    spec = manager.config.resolve(name)
+    spec = config.resolve(name)
     if spec is None or not may_use(key, spec):
         raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")
     return spec

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
+import requests
+import yaml
 
 from tests.cluster.conftest import NO_RAY
 from tests.support.routerproc import free_port
@@ -61,6 +66,10 @@ def ray_cluster():
 def catalogue(tmp_path: Path, llama_server: Path, tiny_dir: Path):
     from router.catalogue.parse import parse_config
 
+    return parse_config(catalogue_data(tmp_path, llama_server, tiny_dir), "<cluster test>")
+
+
+def catalogue_data(tmp_path: Path, llama_server: Path, tiny_dir: Path) -> dict[str, Any]:
     command = [str(llama_server), "--model", "$path", "--alias", "$name", "--host", "$host", "--port", "$port",
                "-np", "1"]
     slow = ["/bin/sh", "-c", f'sleep {SLOW_LOAD_S}; exec "$0" "$@"', *command]
@@ -69,10 +78,10 @@ def catalogue(tmp_path: Path, llama_server: Path, tiny_dir: Path):
     models["big"] = {"path": str(tiny_dir / "tiny-c.gguf"), "args": ["--ctx-size", "65536"]}
     models["slow"] = {"path": str(tiny_dir / "tiny-b.gguf"), "args": ["--ctx-size", "512"],
                       "spawn": {"command": slow}}
-    return parse_config({
+    return {
         "router": {"port": free_port(), "models_max": 0, "kv_persistence": False, "health_timeout": 30,
                    "slot_save_path": str(tmp_path / "slots"), "memory": {"ram": "64MiB", "gpu": "off"}},
-        "spawn": {"command": command}, "models": models}, "<cluster test>")
+        "spawn": {"command": command}, "models": models}
 
 
 @dataclass
@@ -201,6 +210,222 @@ async def test_models_spill_to_the_nodes_with_room(front):
         assert h.report["used"]["ram"] <= h.report["budget"]["ram"]
         loads = {n: m["loads"] for n, m in h.report["models"].items()}
         assert set(loads.values()) == {1}, (h.name, h.report["models"])  # nothing was evicted and loaded again
+
+
+async def test_a_long_queue_starts_a_replica_on_another_host(front):
+    from dataclasses import replace
+
+    from router.catalogue.config import ClusterSettings
+
+    replicas = ClusterSettings(replicas=2, queue_threshold=2)
+    await front.cluster.set_config(replace(front.cluster.config, cluster=replicas))
+    assert (await chat(front.url, "tiny-c"))[0] == 200
+    await until(lambda: front.reported("tiny-c"), 5, "a report showing tiny-c")
+    (first,) = front.where("tiny-c")
+
+    async def long_chat() -> int:
+        body = {"model": "tiny-c", "messages": [{"role": "user", "content": "count"}], "max_tokens": 200,
+                "ignore_eos": True}
+        async with aiohttp.ClientSession() as s, s.post(front.url + "/v1/chat/completions", json=body,
+                                                        timeout=aiohttp.ClientTimeout(total=60)) as r:
+            await r.read()
+            return r.status
+
+    statuses = await asyncio.gather(*(long_chat() for _ in range(6)))
+    assert statuses == [200] * 6
+    await until(lambda: len(front.where("tiny-c")) == 2, 5, "tiny-c on two hosts")
+    assert first in front.where("tiny-c")
+    for h in front.cluster.hosts.values():
+        assert h.report["models"].get("tiny-c", {}).get("loads", 0) <= 1, "each copy loaded once"
+
+
+async def test_api_keys_keep_their_roles_models_and_limits_in_cluster_mode(front):
+    from router.catalogue.config import ApiKey, Rate
+
+    keys = (ApiKey(key="reader-key-0001", role="read"), ApiKey(key="team-a-key-0001", models=("tiny-a",)),
+            ApiKey(key="once-a-minute-01", rate=Rate(1, 60.0)))
+    await front.cluster.set_config(front.cluster.config.with_router(api_keys=keys))
+    body = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+    async def call(method: str, path: str, key: str | None, json: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with aiohttp.ClientSession() as s, s.request(method, front.url + path, json=json, headers=headers,
+                                                           timeout=aiohttp.ClientTimeout(total=60)) as r:
+            return r.status, await r.json()
+
+    assert (await call("POST", "/v1/chat/completions", None, body))[0] == 401
+    status, listed = await call("GET", "/v1/models", "reader-key-0001")
+    assert status == 200 and {"tiny-a", "tiny-b"} <= {m["id"] for m in listed["data"]}
+    status, refused = await call("POST", "/v1/chat/completions", "reader-key-0001", body)
+    assert status == 403 and refused["error"]["code"], refused
+    assert (await call("POST", "/v1/chat/completions", "team-a-key-0001", body))[0] == 200
+    status, hidden = await call("POST", "/v1/chat/completions", "team-a-key-0001", {**body, "model": "tiny-b"})
+    assert status == 404 and hidden["error"]["code"] == "model_not_found"
+    assert [m["id"] for m in (await call("GET", "/v1/models", "team-a-key-0001"))[1]["data"]] == ["tiny-a"]
+    assert (await call("POST", "/v1/chat/completions", "once-a-minute-01", body))[0] == 200
+    status, limited = await call("POST", "/v1/chat/completions", "once-a-minute-01", body)
+    assert status == 429 and limited["error"]["code"], limited
+
+
+async def test_models_load_and_unload_as_llama_cpp_clients_call_them(front):
+    async def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as s, s.post(front.url + path, json=body,
+                                                        timeout=aiohttp.ClientTimeout(total=60)) as r:
+            return r.status, await r.json()
+
+    status, loaded = await post("/models/load", {"model": "big"})
+    assert status == 200 and loaded == {"success": True, "host": "n3"}, loaded
+    await until(lambda: front.reported("big"), 30, "big loaded on n3 without a request")
+    assert front.where("big") == ["n3"]
+    status, unloaded = await post("/models/unload", {"model": "big"})
+    assert status == 200 and unloaded["hosts"] == ["n3"], unloaded
+    await until(lambda: not front.where("big"), 15, "big unloaded")
+    status, again = await post("/models/unload", {"model": "big"})
+    assert status == 400 and again["error"]["code"] == "model_not_running"
+    assert (await post("/models/load", {"model": "nope"}))[0] == 404
+    status, refused = await post("/models/load", {"model": "tiny-a", "command": ["/bin/sh"]})
+    assert status == 400 and "catalogue" in refused["error"]["message"]
+    status, refused = await post("/models/load", {"model": "tiny-a", "args": ["--model", "/etc/passwd"]})
+    assert status == 400, refused
+
+
+# ----- the front as its own process: a crash, a restart, a front that never returns -------------
+class FrontProcess:
+    """`llama-router --cluster ADDRESS` in its own process (Ray namespace `llama-router`)."""
+
+    def __init__(self, config: Path, address: str, port: int, log: Path):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "router", "--config", str(config), "--cluster",
+                                          address, "--log-level", "debug"], stdout=out, stderr=subprocess.STDOUT)
+
+    def get(self, path: str) -> Any:
+        return requests.get(self.url + path, timeout=10).json()
+
+    def healthy(self, hosts: int) -> bool:
+        try:
+            return self.get("/health").get("hosts") == hosts
+        except requests.RequestException:
+            return False
+
+    def chat(self, model: str) -> requests.Response:
+        body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+        return requests.post(self.url + "/v1/chat/completions", json=body, timeout=60)
+
+    def loaded(self) -> dict[str, dict[str, Any]]:
+        """model -> {host, pid, loads} for every model some agent reports loaded."""
+        return {n: {"host": h["host"], "pid": m["pid"], "loads": m["loads"]} for h in self.get("/cluster")["hosts"]
+                for n, m in h.get("models", {}).items() if m["state"] == "loaded" and not m.get("noted")}
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def agents_alive() -> list[str]:
+    import ray
+
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "llama-router" and a["name"].startswith("llama-router-agent-")]
+
+
+@pytest.fixture
+def front_process(ray_cluster, tmp_path, llama_server, tiny_dir):
+    """Starts fronts on one catalogue (cluster.front_grace: 4 s); each is stopped by pid at the end."""
+    cluster, _ = ray_cluster
+    data = catalogue_data(tmp_path, llama_server, tiny_dir)
+    data["cluster"] = {"front_grace": 4}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    started: list[FrontProcess] = []
+
+    def start() -> FrontProcess:
+        front = FrontProcess(path, cluster.address, data["router"]["port"], tmp_path / "front.log")
+        started.append(front)
+        wait_for(lambda: front.healthy(3) or front.proc.poll() is not None, 90, "the front's hosts")
+        assert front.proc.poll() is None, front.log.read_text()[-3000:]
+        return front
+
+    start.path, start.data = path, data  # type: ignore[attr-defined]
+    yield start
+    for front in started:
+        front.stop(signal.SIGKILL)
+    wait_for(lambda: not agents_alive(), 30, "the agents to leave")
+    wait_for(lambda: not _children_of(tiny_dir), 15, "no llama-server child left")
+
+
+def test_a_restarted_front_adopts_the_loaded_models_without_loading_them_again(front_process, tiny_dir):
+    first = front_process()
+    assert first.chat("tiny-a").status_code == 200
+    before = wait_for(lambda: first.loaded().get("tiny-a"), 5, "tiny-a reported loaded")
+    assert before["loads"] == 1
+    first.stop(signal.SIGKILL)  # a crash: no goodbye to the agents
+
+    second = front_process()
+    # The placement view is rebuilt from the agents' reports, before any request.
+    listed = {m["id"]: m for m in second.get("/v1/models")["data"]}
+    assert listed["tiny-a"]["status"]["value"] == "loaded" and listed["tiny-a"]["host"] == before["host"]
+    for _ in range(3):
+        reply = second.chat("tiny-a")
+        assert reply.status_code == 200, reply.text
+    after = wait_for(lambda: second.loaded().get("tiny-a"), 5, "an agent's report after the requests")
+    assert after == before, "the same child serves: no reload storm"
+    assert psutil.pid_exists(before["pid"])
+
+    second.stop()  # a clean stop says goodbye: every agent stops its children
+    wait_for(lambda: not psutil.pid_exists(before["pid"]), 15, "the child to stop with the front")
+    wait_for(lambda: not agents_alive(), 15, "the agents to leave with the front")
+    assert not _children_of(tiny_dir)
+
+
+def test_agents_whose_front_never_returns_stop_their_models_after_the_grace(front_process, tiny_dir):
+    front = front_process()
+    assert front.chat("tiny-b").status_code == 200
+    pid = wait_for(lambda: front.loaded().get("tiny-b"), 5, "tiny-b reported loaded")["pid"]
+    front.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    assert psutil.pid_exists(pid), "kept through the grace, for a front that comes back"
+    wait_for(lambda: not psutil.pid_exists(pid), 4 + 15, "the child to stop once the grace (4 s) is over")
+    assert time.monotonic() - killed >= 3, "not before the grace"
+    wait_for(lambda: not agents_alive(), 15, "the agents to end themselves")
+    assert not _children_of(tiny_dir)
+
+
+def test_sighup_hands_the_edited_catalogue_to_every_host(front_process, tiny_dir):
+    front = front_process()
+    assert front.chat("tiny-a").status_code == 200
+    pid = wait_for(lambda: front.loaded().get("tiny-a"), 5, "tiny-a reported loaded")["pid"]
+    data = front_process.data
+    data["models"]["tiny-d"] = {**data["models"]["tiny-b"], "aliases": ["dee"]}
+    front_process.path.write_text(yaml.safe_dump(data))
+    front.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "tiny-d" in {m["id"] for m in front.get("/v1/models")["data"]}, 10, "tiny-d listed")
+    reply = front.chat("dee")
+    assert reply.status_code == 200, reply.text
+    assert wait_for(lambda: front.loaded().get("tiny-d"), 5, "tiny-d reported loaded")
+    assert front.loaded()["tiny-a"]["pid"] == pid, "an unchanged model keeps running"
+    data["router"]["models_max"] = "many"  # invalid: refused, nothing changes
+    front_process.path.write_text(yaml.safe_dump(data))
+    front.proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert front.proc.poll() is None and front.chat("tiny-a").status_code == 200
+    assert "reload (SIGHUP) failed" in front.log.read_text()
 
 
 async def test_removing_a_node_mid_load_replaces_its_queued_requests_and_leaves_no_orphan(front, ray_cluster):

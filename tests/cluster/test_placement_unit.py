@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.cluster.placement import HostView, NoPlacement, Placement, Resident, choose_host
+from router.cluster.placement import HostView, NoPlacement, Placement, Resident, choose_host, round_robin
 
 MIB = 1024 ** 2
 
@@ -93,3 +93,47 @@ def test_no_host_no_placement():
 def test_ties_are_broken_by_name_so_placement_is_stable():
     hosts = [host("c"), host("a"), host("b")]
     assert choose_host("m", "pool", hosts).host == "a"
+
+
+# ----- replicas: a long queue starts another copy ------------------------------------------------
+def test_a_long_queue_starts_a_replica_where_it_fits_without_waiting():
+    hosts = [host("a", models={"m": loaded(inflight=1, waiting=3)}), host("b", 40), host("c", 200)]
+    assert choose_host("m", "pool", hosts, replicas=2, queue_threshold=4) == Placement("c", "replica")
+
+
+def test_below_the_threshold_or_without_replicas_the_loaded_copy_serves():
+    hosts = [host("a", models={"m": loaded(inflight=1, waiting=2)}), host("b")]
+    assert choose_host("m", "pool", hosts, replicas=2, queue_threshold=4) == Placement("a", "loaded")
+    long = [host("a", models={"m": loaded(inflight=1, waiting=9)}), host("b")]
+    assert choose_host("m", "pool", long) == Placement("a", "loaded"), "replicas default to 1"
+
+
+def test_a_replica_never_waits_for_a_busy_model_and_never_exceeds_the_count():
+    busy_elsewhere = [host("a", models={"m": loaded(inflight=1, waiting=5)}),
+                      host("b", budget_mib=30, models={"x": loaded(30, inflight=1)})]
+    assert choose_host("m", "pool", busy_elsewhere, replicas=2, queue_threshold=2) == Placement("a", "loaded")
+    two = [host("a", models={"m": loaded(inflight=1, waiting=5)}),
+           host("b", models={"m": loaded(inflight=1, waiting=5)}), host("c")]
+    assert choose_host("m", "pool", two, replicas=2, queue_threshold=2).why == "loaded"
+    assert choose_host("m", "pool", two, replicas=3, queue_threshold=2) == Placement("c", "replica")
+
+
+def test_one_replica_starts_at_a_time_and_the_copies_share_the_queue():
+    starting = [host("a", models={"m": loaded(inflight=1, waiting=5)}),
+                host("b", models={"m": loaded(state="loading")}), host("c")]
+    assert choose_host("m", "pool", starting, replicas=3, queue_threshold=2) == Placement("a", "loaded")
+    both = [host("a", models={"m": loaded(inflight=1, waiting=5)}), host("b", models={"m": loaded(inflight=1)})]
+    assert choose_host("m", "pool", both, replicas=2, queue_threshold=2) == Placement("b", "loaded")
+
+
+# ----- round robin: the naive baseline ------------------------------------------------------------
+def test_round_robin_takes_hosts_in_turn_whatever_they_hold():
+    hosts = [host("b"), host("a", models={"m": loaded()}), host("c")]
+    assert [round_robin("m", "pool", hosts, turn).host for turn in range(4)] == ["a", "b", "c", "a"]
+
+
+def test_round_robin_skips_hosts_the_model_cannot_fit_on():
+    hosts = [host("a", budget_mib=40, figure_mib=100), host("b", 200, 100), host("c", 200, 100)]
+    assert [round_robin("m", "pool", hosts, turn).host for turn in range(3)] == ["b", "c", "b"]
+    refused = round_robin("m", "pool", [host("a", 40, 100)], 0)
+    assert isinstance(refused, NoPlacement) and "a: needs 100 MiB" in refused.reason

@@ -20,6 +20,7 @@ from router.catalogue.config import (
     NAME_RE,
     RESERVED_FLAGS,
     RUNTIME_FIELDS,
+    ClusterSettings,
     Config,
     ConfigError,
     ModelSpec,
@@ -41,6 +42,7 @@ SECTIONS = [
     ("model", ModelSpec, ("name",)),
     ("spawn", SpawnSpec, ()),
     ("sources", SourcesSpec, ()),
+    ("cluster", ClusterSettings, ()),
 ]
 
 

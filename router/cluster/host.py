@@ -1,0 +1,97 @@
+"""One host as the front knows it: its agent's handle, last report and the
+session that reaches its children; and the lease of one request there."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import aiohttp
+
+from router.catalogue.config import ModelSpec
+from router.cluster.nodes import NodeSettings
+from router.cluster.placement import HostView, Resident
+
+
+class Host:
+    """One node's agent as the front knows it."""
+
+    def __init__(self, node: NodeSettings, handle: Any):
+        self.node, self.handle = node, handle
+        self.report: dict[str, Any] = {}
+        self.gone = asyncio.Event()
+        self.pending: Counter[str] = Counter()  # requests sent to its agent, not granted yet
+        self.granted: dict[str, float] = {}  # when each model last got a lease here
+        self.incarnation: str | None = None  # the agent worker this front greeted (None: not yet)
+        self._session: aiohttp.ClientSession | None = None
+        self._secret: str | None = None
+
+    async def greeted(self, secret: str, incarnation: str) -> None:
+        """The agent answered `hello`: its children require `secret`."""
+        self.incarnation = incarnation
+        if self._session is None or secret != self._secret:  # a new agent worker may take a new secret
+            old, self._secret = self._session, secret
+            # One session per host: closing it cuts every stream from that host at once.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True),
+                headers={"Authorization": f"Bearer {secret}"}, auto_decompress=False)
+            if old is not None:  # its children died with the old worker
+                await old.close()
+
+    def note(self, model: str, spec: ModelSpec, state: str) -> None:
+        """Until the next report: `model` counts as `loaded` here (a lease was granted:
+        stickiness) or `loading` (a load was asked for)."""
+        models = self.report.setdefault("models", {})
+        m = models.get(model)
+        if m is None:
+            models[model] = {"state": state, "inflight": int(state == "loaded"), "waiting": 0, "last_used": 0,
+                             "memory": self.report.get("figures", {}).get(model, {}), "group": spec.group_key,
+                             "pinned": spec.pinned, "keep": False, "noted": True}
+        elif state == "loaded":
+            m.update(state="loaded", inflight=m["inflight"] + 1, noted=True)
+        elif m["state"] not in ("loaded", "loading"):
+            m.update(state=state, noted=True)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "a host is used only once its agent answered"
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def view(self, model: str) -> HostView:
+        r = self.report
+        residents = {n: Resident(m["state"], m["inflight"], m["waiting"], m["last_used"], m["memory"],
+                                 m["group"], m["pinned"], m["keep"]) for n, m in r.get("models", {}).items()}
+        return HostView(self.name, residents, r.get("budget"), r.get("figures", {}).get(model, {}),
+                        r.get("models_max", 0), self.pending[model], model in r.get("serves", ()))
+
+
+class RemoteLease:
+    """A request granted on one host: the child's URL, released exactly once."""
+
+    def __init__(self, host: Host, model: str, grant: dict[str, Any]):
+        self.host, self.model = host, model
+        self.lease_id: int = grant["lease"]
+        self.base_url: str = grant["base_url"]
+        self.child_id: str | None = grant.get("child_id")
+        self.pid: int | None = grant.get("pid")
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            if not self.host.gone.is_set():
+                self.host.handle.release.remote(self.lease_id)
+
+
+def awaitable(ref: Any) -> asyncio.Future[Any]:
+    """A Ray object ref as an asyncio future."""
+    return asyncio.wrap_future(ref.future())
