@@ -5,16 +5,13 @@ The body is already in memory (it is forwarded to the child unchanged), so
 the parser walks it chunk by chunk, keeps only the field asked
 for, and stops as soon as that field ends: the file parts are never copied.
 Large bodies are parsed in a worker thread so that one upload never holds
-the event loop.
+the event loop. python_multipart is imported by the first body parsed (only
+audio transcriptions send one), not by every router at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
-
-from python_multipart import MultipartParser
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import parse_options_header
 
 CHUNK = 256 * 1024
 MAX_VALUE = 4096  # a model name is short; a longer field value is cut here
@@ -46,6 +43,8 @@ class _FieldFinder:
         self.header_value += data[start:end]
 
     def on_header_end(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
         if self.header_field.strip().lower() == b"content-disposition":
             _, params = parse_options_header(self.header_value)
             self.in_wanted = params.get(b"name") == self.wanted
@@ -62,6 +61,8 @@ class _FieldFinder:
 
 
 def _boundary(content_type: str) -> bytes:
+    from python_multipart.multipart import parse_options_header
+
     ctype, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not ctype.startswith(b"multipart/") or not boundary:
@@ -72,6 +73,9 @@ def _boundary(content_type: str) -> bytes:
 
 
 def _find(content_type: str, body: bytes, name: str) -> str | None:
+    from python_multipart import MultipartParser
+    from python_multipart.exceptions import MultipartParseError
+
     finder = _FieldFinder(name)
     parser = MultipartParser(_boundary(content_type), {
         "on_part_begin": finder.on_part_begin, "on_header_field": finder.on_header_field,

@@ -354,6 +354,12 @@ def test_hf_cache_that_does_not_exist_is_empty(tmp_path):
     assert scan_hf_cache(tmp_path / "none") == ScanResult()
 
 
+def test_hf_cache_that_is_a_file_is_reported(tmp_path):
+    (tmp_path / "hub").write_text("")
+    res = scan_hf_cache(tmp_path / "hub")
+    assert res.models == [] and [reason.split(":")[0] for _, reason in res.skipped] == ["cannot scan HF cache"]
+
+
 def test_hf_cache_defaults_to_hf_home_read_at_call_time(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
