@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: setup test lint unit demo bench bench-full bench-profile clean webui browser soak test-cluster
+.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster clean webui browser soak test-cluster
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -70,6 +70,12 @@ bench: setup
 
 bench-full: setup
 	$(BIN)/python -m bench --full
+
+# Cluster mode on this machine (docs/cluster.md): a simulated three-node Ray cluster, six tiny
+# models; loads over a 200-request trace (memory placement vs round robin) and the latency the
+# front adds next to a direct llama-server and a single-host llama-router (about two minutes).
+bench-cluster: $(VENV)/.installed
+	$(BIN)/python -m bench.cluster
 
 # Chaos soak: a real router on three tiny models, 300 clients for ten minutes while children
 # are SIGKILLed and frozen, the KV slot disk fills and the catalogue reloads; prints the

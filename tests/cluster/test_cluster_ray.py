@@ -23,6 +23,7 @@ import aiohttp
 import psutil
 import pytest
 import requests
+import trustme
 import yaml
 
 from tests.cluster.conftest import NO_RAY
@@ -293,15 +294,15 @@ async def test_models_load_and_unload_as_llama_cpp_clients_call_them(front):
 class FrontProcess:
     """`llama-router --cluster ADDRESS` in its own process (Ray namespace `llama-router`)."""
 
-    def __init__(self, config: Path, address: str, port: int, log: Path):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
+    def __init__(self, config: Path, address: str, port: int, log: Path, ca: Path | None = None):
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{port}"
+        self.log, self.verify = log, str(ca) if ca else True
         with open(log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "router", "--config", str(config), "--cluster",
                                           address, "--log-level", "debug"], stdout=out, stderr=subprocess.STDOUT)
 
     def get(self, path: str) -> Any:
-        return requests.get(self.url + path, timeout=10).json()
+        return requests.get(self.url + path, timeout=10, verify=self.verify).json()
 
     def healthy(self, hosts: int) -> bool:
         try:
@@ -311,7 +312,7 @@ class FrontProcess:
 
     def chat(self, model: str) -> requests.Response:
         body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
-        return requests.post(self.url + "/v1/chat/completions", json=body, timeout=60)
+        return requests.post(self.url + "/v1/chat/completions", json=body, timeout=60, verify=self.verify)
 
     def loaded(self) -> dict[str, dict[str, Any]]:
         """model -> {host, pid, loads} for every model some agent reports loaded."""
@@ -355,8 +356,9 @@ def front_process(ray_cluster, tmp_path, llama_server, tiny_dir):
     path.write_text(yaml.safe_dump(data))
     started: list[FrontProcess] = []
 
-    def start() -> FrontProcess:
-        front = FrontProcess(path, cluster.address, data["router"]["port"], tmp_path / "front.log")
+    def start(ca: Path | None = None) -> FrontProcess:
+        path.write_text(yaml.safe_dump(data))
+        front = FrontProcess(path, cluster.address, data["router"]["port"], tmp_path / "front.log", ca)
         started.append(front)
         wait_for(lambda: front.healthy(3) or front.proc.poll() is not None, 90, "the front's hosts")
         assert front.proc.poll() is None, front.log.read_text()[-3000:]
@@ -426,6 +428,21 @@ def test_sighup_hands_the_edited_catalogue_to_every_host(front_process, tiny_dir
     time.sleep(1)
     assert front.proc.poll() is None and front.chat("tiny-a").status_code == 200
     assert "reload (SIGHUP) failed" in front.log.read_text()
+
+
+def test_the_front_serves_https_with_the_catalogues_certificate(front_process, tmp_path):
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key, ca_file = tmp_path / "front.pem", tmp_path / "front.key", tmp_path / "ca.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    front_process.data["router"].update(tls_cert=str(cert), tls_key=str(key))
+    front = front_process(ca=ca_file)
+    reply = front.chat("tiny-a")
+    assert reply.status_code == 200, reply.text
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(front.url.replace("https:", "http:") + "/health", timeout=5)
 
 
 async def test_removing_a_node_mid_load_replaces_its_queued_requests_and_leaves_no_orphan(front, ray_cluster):
