@@ -135,7 +135,7 @@ def start_router(mode: str, model: Path, ctx: int, work: Path) -> tuple[subproce
     cfg = work / "config.json"  # JSON is YAML
     cfg.write_text(json.dumps(config))
     log = work / "router.log"
-    proc = subprocess.Popen([sys.executable, "-m", "router", "-c", str(cfg)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "router", "--config", str(cfg)], cwd=ROOT,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"

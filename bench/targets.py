@@ -222,7 +222,7 @@ def start_router(s: Setup) -> Target:
     port = free_port()
     cfg = s.workdir / "router.yaml"
     cfg.write_text(yaml.safe_dump(router_config(s, port), sort_keys=False))
-    argv = [sys.executable, "-m", "router", "-c", str(cfg), "--log-level", "info"]
+    argv = [sys.executable, "-m", "router", "--config", str(cfg), "--log-level", "info"]
     proc, log = _popen(argv, s.workdir / "router.log")
     t = Target("router", f"http://127.0.0.1:{port}", proc, s.workdir / "router.log", s.names, log)
     _wait_health(t)

@@ -455,6 +455,21 @@ class Scheduler:
         return (f"model {m.name!r} needs {need}; the models that may not be stopped (pinned: "
                 f"{', '.join(pinned) or 'none'}) leave too little of the budget ({budget or 'models_max'})")
 
+    def _overlap_exit(self, swap: _Swap) -> bool:
+        """May the target start while its victims are still exiting? Only when each was told
+        to stop already and the memory budget holds the target's figure next to everything
+        still in memory, the exiting victims included (a victim's exit takes tens of ms:
+        the models_max swap of a box with room to spare need not wait for it). Without a
+        budget, or without a figure for the target, nothing says it is safe: it waits."""
+        target = self._models[swap.target]
+        if not self.budget or not target.memory or not swap.victims:
+            return False
+        if any(self._models[n].state is not State.STOPPING for n in swap.victims if n in self._models):
+            return False
+        holding = [ModelView(o.name, o.group, o.last_used, False, o.memory) for o in self._models.values()
+                   if o.state is not State.STOPPED and o is not target]
+        return all(device in self.budget for device in target.memory) and fits(target.memory, holding, self.budget)
+
     def _pump(self) -> list[Effect]:
         effects: list[Effect] = []
         # 1. Serve what can be served now: requests that arrived before a swap away from
@@ -506,7 +521,7 @@ class Scheduler:
             target = self._models[swap.target]
             victims_gone = all(self._models[n].state is State.STOPPED
                                for n in swap.victims if n in self._models)
-            if victims_gone and target.state is State.STOPPED:
+            if (victims_gone or self._overlap_exit(swap)) and target.state is State.STOPPED:
                 target.state = State.STARTING
                 target.unload_reason = None
                 swap.started = True

@@ -203,3 +203,47 @@ def test_a_busy_victim_serves_what_it_took_within_swap_patience_before_stopping(
     assert s.submit(after, "a", now=3.5) == []  # patience is over: this one waits for the swap back
     assert s.release(t1, now=3.6) == [Grant(within, "a")]
     assert s.release(within, now=3.7) == [Stop("a", "swap")]
+
+
+# ----- a count-limited swap need not wait for the victim's exit when memory has room -------------
+def test_with_room_for_both_the_target_starts_while_the_victim_exits():
+    s = pool(1000, models_max=1, a=300, b=300)
+    use(s, "a")
+    t = s.new_ticket()
+    assert s.submit(t, "b") == [Stop("a", "swap"), Start("b")]  # a still holds its 300 MiB: 600 fit
+    assert s.used() == {"ram": 600 * MiB}
+    assert s.loaded("b") == [Grant(t, "b")]
+    assert s.stopped("a") == []
+    assert running(s) == {"b"}
+
+
+def test_without_room_for_both_the_target_waits_for_the_exit():
+    s = pool(500, models_max=1, a=300, b=300)
+    use(s, "a")
+    t = s.new_ticket()
+    assert s.submit(t, "b") == [Stop("a", "swap")]
+    assert s.stopped("a") == [Start("b")]
+
+
+def test_without_a_budget_or_a_figure_the_target_waits_for_the_exit():
+    s = Scheduler({"a": POOL, "b": POOL}, 1)  # no memory budget: nothing says both fit
+    use(s, "a")
+    assert s.submit(s.new_ticket(), "b") == [Stop("a", "swap")]
+    s = Scheduler({"a": POOL, "b": POOL}, 1, budget={"ram": 1000 * MiB})
+    s.set_memory("a", {"ram": 300 * MiB})  # b's figure is not known yet
+    use(s, "a")
+    assert s.submit(s.new_ticket(), "b") == [Stop("a", "swap")]
+    s = Scheduler({"a": POOL, "b": POOL}, 1, budget={"ram": 1000 * MiB})
+    s.set_memory("a", {"ram": 300 * MiB})
+    s.set_memory("b", {"ram": 300 * MiB, "gpu0": 100 * MiB})  # a device the budget does not know
+    use(s, "a")
+    assert s.submit(s.new_ticket(), "b") == [Stop("a", "swap")]
+
+
+def test_a_busy_victim_is_still_waited_for_before_anything_starts():
+    s = pool(1000, models_max=1, a=300, b=300)
+    t_a = s.new_ticket()
+    s.submit(t_a, "a")
+    s.loaded("a")
+    assert s.submit(s.new_ticket(), "b") == []
+    assert s.release(t_a) == [Stop("a", "swap"), Start("b")]
