@@ -20,20 +20,24 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from router import __version__
-from router.catalogue.config import ApiKey, Config, ModelSpec
+from router.catalogue.config import Config, ModelSpec
 from router.cluster.front import ClusterManager, RemoteLease
 from router.cluster.metrics import ClusterMetrics
+from router.cluster.views import dashboard_rows, model_entries
 from router.core.manager import ModelUnavailable
 from router.http.auth import require_auth
 from router.http.errors import HTTPError, error_response, json_errors
 from router.http.inference import GET_ROUTES, LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
-from router.http.keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, REQUEST_ID, ROUTER_SETTINGS
-from router.http.keys_policy import KeyLimits, may_use
+from router.http.keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
+from router.http.keys_policy import KeyLimits, may_see
 from router.http.launch_args import load_overrides
+from router.http.model_api import router_props
 from router.http.proxy import ModelRewriter, UpstreamLost, forward
 from router.http.request import parse_json_object, read_body, read_request, resolve_name, take_keep_alive
 from router.http.request_id import with_request_id
+from router.http.sse import relay_events
+from router.ui.dashboard import handle_page as dashboard_page
+from router.ui.webui import add_webui_routes
 
 log = logging.getLogger("router.cluster")
 
@@ -50,6 +54,12 @@ def create_cluster_app(config: Config, secret: str) -> web.Application:
     app[ROUTER_SETTINGS] = lambda: cluster.config.router
     app[KEY_LIMITS] = KeyLimits()
     app[PUBLIC_PAGES] = set()
+    app[SHUTDOWN] = asyncio.Event()  # ends event streams, so the drain does not wait on them
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[SHUTDOWN].set()
+
+    app.on_shutdown.append(on_shutdown)
     app[CLUSTER_METRICS] = ClusterMetrics(cluster)
 
     async def lifetime(app: web.Application):
@@ -71,9 +81,15 @@ def create_cluster_app(config: Config, secret: str) -> web.Application:
     r.add_get("/models", handle_models)
     r.add_post("/models/load", handle_models_load)
     r.add_post("/models/unload", handle_models_unload)
+    r.add_get("/models/sse", handle_models_sse)
+    app[PUBLIC_PAGES].add(dashboard_page)
+    r.add_get("/dashboard", dashboard_page)
+    r.add_get("/dashboard/", dashboard_page)
+    r.add_get("/dashboard/api/models", handle_dashboard_models)
     r.add_get("/cluster", handle_cluster)
     r.add_get("/health", handle_health)
     r.add_get("/v1/health", handle_health)
+    add_webui_routes(app, config)  # last: its catch-all takes only what no API route took
     return app
 
 
@@ -86,9 +102,9 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
         if request.path == "/metrics":
             return web.Response(body=generate_latest(request.app[CLUSTER_METRICS].registry),
                                 headers={"Content-Type": CONTENT_TYPE_LATEST})
-        if request.path == "/props":
-            return web.json_response({"role": "router", "model_alias": "llama-router", "cluster": True,
-                                      "router_version": f"llama-router {__version__}"})
+        if request.path == "/props":  # llama.cpp's router /props (the WebUI reads it), and where it runs
+            return web.json_response({**router_props(cluster.config, {}), "cluster": True,
+                                      "hosts": len(cluster.hosts)})
         raise HTTPError(400, "missing 'model': pass ?model=NAME", code="model_required")
     stats: dict[str, Any] = {}
     label, status = UNKNOWN_MODEL, 500
@@ -150,28 +166,24 @@ async def _acquire(cluster: ClusterManager, model: str, light: bool) -> RemoteLe
         raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
 
 
-def model_entries(cluster: ClusterManager, key: ApiKey | None) -> list[dict[str, Any]]:
-    """Each model once, with where it runs: `host` (where it is loaded, else loading)
-    and `hosts` (every host that holds it, with its state there)."""
-    now = int(time.time())
-    out = []
-    for name, spec in cluster.config.models.items():
-        if spec.unlisted or not may_use(key, spec):
-            continue
-        held = [{"host": h.name, "status": m["state"], "in_flight": m["inflight"], "waiting": m["waiting"]}
-                for h in cluster.hosts.values() for n, m in h.report.get("models", {}).items() if n == name]
-        states = [x["status"] for x in held]
-        value = next((s for s in ("loaded", "loading", "unloading") if s in states), "unloaded")
-        host = next((x["host"] for x in held if x["status"] == value), None)
-        out.append({"id": name, "aliases": list(spec.aliases), "object": "model", "owned_by": "llama-router",
-                    "created": now, "status": {"value": value, "args": list(spec.args)}, "host": host,
-                    "hosts": held})
-    return out
-
-
 async def handle_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": model_entries(request.app[CLUSTER],
                                                                       request.get(API_KEY))})
+
+
+async def handle_models_sse(request: web.Request) -> web.StreamResponse:
+    """llama.cpp's /models/sse: each model's state on each host as its agent reports it."""
+    cluster, key = request.app[CLUSTER], request.get(API_KEY)
+    return await relay_events(request, cluster.events, request.app[SHUTDOWN],
+                              lambda msg: {"model": msg["model"], "event": msg["event"], "data": msg["data"]}
+                              if may_see(key, msg["model"], cluster.config) else None)
+
+
+async def handle_dashboard_models(request: web.Request) -> web.Response:
+    """The dashboard's data: one row per model and host that holds it."""
+    return web.json_response({"models": dashboard_rows(request.app[CLUSTER]), "cluster": True,
+                              "models_max": request.app[CLUSTER].config.router.models_max, "memory": {},
+                              "vram_available": False, "time": time.time()})
 
 
 async def handle_models_load(request: web.Request) -> web.Response:

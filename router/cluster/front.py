@@ -31,6 +31,7 @@ from router.cluster.agent import HostAgent, agent_name
 from router.cluster.host import Host, RemoteLease, awaitable
 from router.cluster.nodes import NodeLabelError, node_settings
 from router.cluster.placement import HostView, NoPlacement, choose_host, round_robin
+from router.core.events import EventBus
 from router.core.manager import ModelUnavailable
 
 log = logging.getLogger("router.cluster")
@@ -52,6 +53,8 @@ class ClusterManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._agent = ray.remote(HostAgent)
         self._id = uuid.uuid4().hex  # agents tell one front from the next by it
+        # A model's state on a host changed (from the agents' reports): /models/sse, the dashboard.
+        self.events = EventBus()
         self._turn = 0  # cluster.placement: round_robin
 
     async def set_config(self, config: Config) -> None:
@@ -122,6 +125,8 @@ class ClusterManager:
         if report.get("incarnation") != host.incarnation:  # Ray restarted its worker: greet the new one
             host.incarnation, host.report = None, {}
             return
+        for model, state in host.changes(report):
+            self.events.emit(model, "status_change", {"status": state, "host": host.name})
         host.report = report
         for model, at in host.granted.items():
             spec = self.config.models.get(model)  # (gone from a reloaded catalogue: not noted)
@@ -146,6 +151,8 @@ class ClusterManager:
             return
         log.warning("host %s left (%s): %s placed elsewhere from now on", host.name, why,
                     ", ".join(host.report.get("models", {})) or "no model")
+        for model, state in host.changes({}):
+            self.events.emit(model, "status_change", {"status": state, "host": host.name})
         host.report = {}
         host.gone.set()
         self._spawn(host.close())

@@ -24,8 +24,17 @@ class Host:
         self.pending: Counter[str] = Counter()  # requests sent to its agent, not granted yet
         self.granted: dict[str, float] = {}  # when each model last got a lease here
         self.incarnation: str | None = None  # the agent worker this front greeted (None: not yet)
+        self.states: dict[str, str] = {}  # model -> state, as its agent last reported it
         self._session: aiohttp.ClientSession | None = None
         self._secret: str | None = None
+
+    def changes(self, report: dict[str, Any]) -> list[tuple[str, str]]:
+        """(model, state) for each model whose state differs from the agent's previous
+        report (`unloaded`: no longer held); `report` becomes the previous one."""
+        now = {n: m["state"] for n, m in report.get("models", {}).items()}
+        before, self.states = self.states, now
+        return [(m, now.get(m, "unloaded")) for m in sorted(set(before) | set(now))
+                if now.get(m, "unloaded") != before.get(m, "unloaded")]
 
     async def greeted(self, secret: str, incarnation: str) -> None:
         """The agent answered `hello`: its children require `secret`."""

@@ -145,7 +145,7 @@ async def _default_get(request: web.Request) -> web.StreamResponse:
     """GET /props without a model is the router's own; others go to the last model started."""
     manager = request.app[MANAGER]
     if request.path == "/props":
-        return web.json_response(router_props(manager, request.app[BUILD]))
+        return web.json_response(router_props(manager.config, request.app[BUILD]))
     if request.path == "/metrics":
         return await metrics_response(request.app[METRICS], manager.session)
     last = manager.last_spawned

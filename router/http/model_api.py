@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from router import __version__
+from router.catalogue.config import Config
 from router.catalogue.sources import model_card
-from router.core.manager import ModelManager
 from router.core.scheduler import State
 from router.core.snapshot import ModelSnapshot, snapshots
 from router.discovery.huggingface import parse_hf_ref
@@ -28,14 +28,14 @@ from router.http.request import parse_json_object, read_body, resolve_model, ser
 from router.http.sse import relay_events
 
 
-def router_props(manager: ModelManager, build: dict[str, Any]) -> dict[str, Any]:
+def router_props(config: Config, build: dict[str, Any]) -> dict[str, Any]:
     """llama.cpp's router /props; `build_info` is the children's llama.cpp build
     (`b<build>-<commit>`, as llama.cpp's clients parse it), llama-router's own version
     is `router_version`."""
     return {
         "role": "router",
-        "max_instances": manager.config.router.models_max,
-        "models_autoload": manager.config.router.models_autoload,
+        "max_instances": config.router.models_max,
+        "models_autoload": config.router.models_autoload,
         "model_alias": "llama-router",
         "model_path": "none",
         "default_generation_settings": {"params": {}, "n_ctx": 0},

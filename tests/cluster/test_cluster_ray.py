@@ -10,6 +10,7 @@ A tiny model at -c 512 takes about 22 MiB, `big` (-c 65536) about 102 MiB, so
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -79,9 +80,13 @@ def catalogue_data(tmp_path: Path, llama_server: Path, tiny_dir: Path) -> dict[s
     models["big"] = {"path": str(tiny_dir / "tiny-c.gguf"), "args": ["--ctx-size", "65536"]}
     models["slow"] = {"path": str(tiny_dir / "tiny-b.gguf"), "args": ["--ctx-size", "512"],
                       "spawn": {"command": slow}}
+    ui = tmp_path / "webui"  # a stand-in WebUI build: the page the front serves at /
+    ui.mkdir(exist_ok=True)
+    (ui / "index.html").write_text("<!doctype html><title>llama.cpp webui stand-in</title>")
     return {
         "router": {"port": free_port(), "models_max": 0, "kv_persistence": False, "health_timeout": 30,
-                   "slot_save_path": str(tmp_path / "slots"), "memory": {"ram": "64MiB", "gpu": "off"}},
+                   "slot_save_path": str(tmp_path / "slots"), "memory": {"ram": "64MiB", "gpu": "off"},
+                   "ui_path": str(ui)},
         "spawn": {"command": command}, "models": models}
 
 
@@ -288,6 +293,49 @@ async def test_models_load_and_unload_as_llama_cpp_clients_call_them(front):
     assert status == 400 and "catalogue" in refused["error"]["message"]
     status, refused = await post("/models/load", {"model": "tiny-a", "args": ["--model", "/etc/passwd"]})
     assert status == 400, refused
+
+
+async def test_the_webui_and_its_props_are_served_by_the_front(front):
+    async with aiohttp.ClientSession() as s:
+        async with s.get(front.url + "/") as r:
+            assert r.status == 200 and "webui stand-in" in await r.text()
+        async with s.get(front.url + "/props") as r:
+            props = await r.json()
+        assert props["role"] == "router" and props["max_instances"] == 0 and props["models_autoload"] is True
+        assert props["cluster"] is True and props["hosts"] == 3
+        async with s.post(front.url + "/v1/chat/completions/nope", json={}) as r:
+            assert r.status in (404, 405) and "error" in await r.json()
+
+
+async def test_models_sse_and_the_dashboard_say_which_host_holds_a_model(front):
+    events: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async with aiohttp.ClientSession() as s, s.get(front.url + "/models/sse") as r:
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    events.append(json.loads(line[6:]))
+
+    listener = asyncio.create_task(follow())
+    try:
+        await asyncio.sleep(0.3)
+        assert (await chat(front.url, "big"))[0] == 200
+        await until(lambda: any(e["model"] == "big" and e["data"]["status"] == "loaded" for e in events), 5,
+                    "big's loaded event")
+    finally:
+        listener.cancel()
+    loaded = next(e for e in events if e["model"] == "big" and e["data"]["status"] == "loaded")
+    assert loaded["event"] == "status_change" and loaded["data"]["host"] == "n3"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(front.url + "/dashboard") as r:
+            assert r.status == 200 and "host-col" in await r.text()
+        async with s.get(front.url + "/dashboard/api/models") as r:
+            data = await r.json()
+    assert data["cluster"] is True
+    big = [row for row in data["models"] if row["name"] == "big"]
+    assert [(row["host"], row["state"], row["loads"]) for row in big] == [("n3", "loaded", 1)]
+    assert big[0]["pid"] and big[0]["port"]
+    assert {row["state"] for row in data["models"] if row["name"] == "tiny-b"} == {"unloaded"}
 
 
 # ----- the front as its own process: a crash, a restart, a front that never returns -------------
