@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router.catalogue.config import Config, ModelSpec
+from router.cluster.admin import Loader, add_cluster_admin_routes
 from router.cluster.front import ClusterManager, RemoteLease
 from router.cluster.metrics import ClusterMetrics
 from router.cluster.views import dashboard_rows, model_entries
@@ -45,7 +46,7 @@ CLUSTER = web.AppKey("cluster", ClusterManager)
 CLUSTER_METRICS = web.AppKey("cluster_metrics", ClusterMetrics)
 
 
-def create_cluster_app(config: Config, secret: str) -> web.Application:
+def create_cluster_app(config: Config, secret: str, loader: Loader | None = None) -> web.Application:
     app = web.Application(middlewares=[with_request_id, json_errors, require_auth],
                           client_max_size=config.router.max_body_bytes)
     cluster = ClusterManager(config, secret, config.router.port)
@@ -89,6 +90,7 @@ def create_cluster_app(config: Config, secret: str) -> web.Application:
     r.add_get("/cluster", handle_cluster)
     r.add_get("/health", handle_health)
     r.add_get("/v1/health", handle_health)
+    add_cluster_admin_routes(app, cluster, loader)
     add_webui_routes(app, config)  # last: its catch-all takes only what no API route took
     return app
 

@@ -20,10 +20,11 @@ import secrets
 import signal
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
-from router.catalogue.config import Config, ConfigError
+from router.catalogue.config import Config
 from router.catalogue.tls import server_context
 
 log = logging.getLogger("router.cluster")
@@ -71,25 +72,16 @@ def _unreachable(address: str) -> str | None:
 async def serve(config: Config, secret: str, stop: asyncio.Event | None = None,
                 loader: Callable[[], Config] | None = None) -> int:
     """Serve the cluster's front until a signal or `stop`."""
+    from router.cluster.admin import reload_catalogue
     from router.cluster.app import CLUSTER, create_cluster_app
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    app = create_cluster_app(config, secret)
-    reloads: set[asyncio.Task[None]] = set()
-
-    async def reload() -> None:
-        if loader is None:
-            return
-        try:
-            new = await loop.run_in_executor(None, loader)
-        except ConfigError as e:
-            log.error("reload (SIGHUP) failed; keeping the running catalogue: %s", e)
-            return
-        await app[CLUSTER].set_config(new)
+    app = create_cluster_app(config, secret, loader)
+    reloads: set[asyncio.Task[Any]] = set()
 
     def hangup() -> None:
-        task = asyncio.ensure_future(reload())
+        task = asyncio.ensure_future(reload_catalogue(app[CLUSTER], loader, "SIGHUP"))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 

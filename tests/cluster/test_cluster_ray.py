@@ -338,6 +338,34 @@ async def test_models_sse_and_the_dashboard_say_which_host_holds_a_model(front):
     assert {row["state"] for row in data["models"] if row["name"] == "tiny-b"} == {"unloaded"}
 
 
+async def test_the_admin_api_reaches_every_host_behind_the_admin_token(front):
+    from router.cluster.admin import reload_catalogue
+
+    async def call(method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with aiohttp.ClientSession() as s, s.request(method, front.url + path, headers=headers,
+                                                           timeout=aiohttp.ClientTimeout(total=60)) as r:
+            return r.status, await r.json()
+
+    assert (await call("GET", "/admin/status"))[0] == 403  # no admin token set: admin is off
+    token = "cluster-admin-token-1"
+    await front.cluster.set_config(front.cluster.config.with_router(admin_token=token))
+    assert (await call("GET", "/admin/status", "wrong-token-xyz"))[0] == 401
+    status, data = await call("GET", "/admin/status", token)
+    assert status == 200 and sorted(h["host"] for h in data["hosts"]) == ["n1", "n2", "n3"]
+    status, loaded = await call("POST", "/admin/models/big/load", token)
+    assert status == 200 and loaded["host"] == "n3", loaded
+    await until(lambda: front.reported("big"), 30, "big loaded by the admin API")
+    status, unloaded = await call("POST", "/admin/models/big/unload", token)
+    assert status == 200 and unloaded["hosts"] == ["n3"]
+    status, refused = await call("POST", "/admin/reload", token)  # this front has no catalogue file
+    assert status == 400 and "without a catalogue file" in refused["error"]
+    renamed = front.cluster.config.with_router(models_max=5)
+    res = await reload_catalogue(front.cluster, lambda: renamed, "test")
+    assert res.ok and front.cluster.config.router.models_max == 5
+    assert all(h.report.get("models_max") == 5 for h in front.cluster.hosts.values()), "every host has it"
+
+
 # ----- the front as its own process: a crash, a restart, a front that never returns -------------
 class FrontProcess:
     """`llama-router --cluster ADDRESS` in its own process (Ray namespace `llama-router`)."""

@@ -1,0 +1,83 @@
+"""The operator's API in cluster mode: what /admin offers on one host and makes
+sense across hosts. Behind the same check as on one host (router.admin_token, or
+an API key with the admin role: http/auth.py).
+
+- GET /admin/status: the catalogue file and every host's last report;
+- POST /admin/reload, /admin/rescan: the catalogue read again (its sources
+  too) and handed to every agent, answered with what changed;
+- POST /admin/models/{name}/load, /unload: as /models/load and /models/unload.
+
+Downloads, deletes and the config API stay single-host (docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from router.catalogue.config import Config, ConfigError
+from router.cluster.front import ClusterManager
+from router.core.manager import ModelUnavailable
+from router.core.reload import ReloadResult, diff
+from router.http.errors import HTTPError
+from router.http.launch_args import load_overrides
+from router.http.request import parse_json_object, read_body, resolve_name
+
+log = logging.getLogger("router.cluster")
+
+Loader = Callable[[], Config]
+
+
+async def reload_catalogue(cluster: ClusterManager, loader: Loader | None, why: str) -> ReloadResult:
+    """Read the catalogue again and hand it to every host; an invalid one changes nothing."""
+    if loader is None:
+        return ReloadResult(ok=False, error="the front was started without a catalogue file")
+    try:
+        new = await asyncio.get_running_loop().run_in_executor(None, loader)
+    except ConfigError as e:
+        log.error("reload (%s) failed; keeping the running catalogue: %s", why, e)
+        return ReloadResult(ok=False, error=str(e))
+    res = diff(cluster.config, new)
+    await cluster.set_config(new)
+    return res
+
+
+def add_cluster_admin_routes(app: web.Application, cluster: ClusterManager, loader: Loader | None) -> None:
+    async def status(request: web.Request) -> web.Response:
+        hosts = [{"host": h.name, **{k: v for k, v in h.report.items() if k != "name"}}
+                 for h in cluster.hosts.values()]
+        return web.json_response({"catalogue": cluster.config.source, "placement": cluster.config.cluster.placement,
+                                  "hosts": hosts})
+
+    async def reload(request: web.Request) -> web.Response:
+        why = "rescan" if request.path.endswith("rescan") else "admin request"
+        res = await reload_catalogue(cluster, loader, why)
+        return web.json_response(res.to_json(), status=200 if res.ok else 400)
+
+    async def load(request: web.Request) -> web.Response:
+        spec = resolve_name(cluster.config, request.match_info["name"])
+        body = await read_body(request, cluster.config.router)
+        extra = load_overrides(spec, parse_json_object(body) if body.strip() else {})
+        try:
+            host = await cluster.load(spec.name, extra)
+        except ModelUnavailable as e:
+            raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+        return web.json_response({"success": True, "model": spec.name, "host": host})
+
+    async def unload(request: web.Request) -> web.Response:
+        spec = resolve_name(cluster.config, request.match_info["name"])
+        hosts: list[Any] = await cluster.unload(spec.name)
+        if not hosts:
+            raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
+        return web.json_response({"success": True, "model": spec.name, "hosts": hosts})
+
+    r = app.router
+    r.add_get("/admin/status", status)
+    r.add_post("/admin/reload", reload)
+    r.add_post("/admin/rescan", reload)
+    r.add_post("/admin/models/{name}/load", load)
+    r.add_post("/admin/models/{name}/unload", unload)
