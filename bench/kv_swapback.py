@@ -54,6 +54,9 @@ class Result:
     kv_save_ms: float | None = None     # the router's save before the swap (kv mode)
     kv_restore_ms: float | None = None  # and its restore after the swap back
     kv_bytes: int | None = None
+    load_s: float | None = None  # the swap-back's child load, spawn to ready (the KV restore included)
+    compute_s: float | None = None  # the child's own time for that turn's new tokens and first token
+    overhead_s: float | None = None  # the rest of the TTFT: the router's share
 
 
 def free_port() -> int:
@@ -185,6 +188,14 @@ def run_mode(mode: str, model: Path, tokens: int, ctx: int) -> Result:
                 save, restore = kv.get("last_save") or {}, kv.get("last_restore") or {}
                 result.kv_save_ms, result.kv_restore_ms = save.get("ms"), restore.get("ms")
                 result.kv_bytes = save.get("bytes")
+            if mode != "llamacpp":
+                with urllib.request.urlopen(url + "/dashboard/api/models", timeout=30) as r:
+                    row = next(m for m in json.load(r)["models"] if m["name"] == "a")
+                per_token = timings.get("predicted_per_token_ms") or 0.0
+                if row.get("last_load_s") is not None and prompt_ms is not None:
+                    result.load_s = round(row["last_load_s"], 3)
+                    result.compute_s = round((prompt_ms + per_token) / 1000, 3)
+                    result.overhead_s = round(ttft - result.load_s - result.compute_s, 3)
             return result
         finally:
             stop(proc)
@@ -220,7 +231,11 @@ def main() -> int:
                 summary[f"ttft_ratio_{other}_over_kv"] = round(ratio, 1)
                 print(f"swap-back TTFT, {other} / kv: {ratio:.1f}x")
     if "kv" in by_mode:
-        summary["ttft_s"] = by_mode["kv"].swap_back_ttft_s
+        kv = by_mode["kv"]
+        summary["ttft_s"] = kv.swap_back_ttft_s
+        summary.update(load_s=kv.load_s, compute_s=kv.compute_s, overhead_s=kv.overhead_s)
+        print(f"kv swap-back TTFT {kv.swap_back_ttft_s:.3f} s = child load {kv.load_s} s + the turn's own "
+              f"compute {kv.compute_s} s + router {kv.overhead_s} s")
     if args.json == "-":
         print(json.dumps(summary))
     elif args.json:

@@ -288,6 +288,9 @@ def kv_swapback_hook(res: Results, timeout: float = 900) -> None:
         vals = data["ttft_s"] if isinstance(data["ttft_s"], list) else [data["ttft_s"]]
         for v in vals:
             res.add("sb_ttft_kv", "router", float(v))
+        for key, row in (("load_s", "sb_kv_load"), ("compute_s", "sb_kv_compute"), ("overhead_s", "sb_kv_overhead")):
+            if isinstance(data.get(key), int | float):
+                res.add(row, "router", float(data[key]))
     except (subprocess.TimeoutExpired, OSError, ValueError, KeyError, IndexError) as e:
         res.notes.append(f"KV persistence: bench/kv_swapback.py failed ({type(e).__name__}: {e}).")
 
