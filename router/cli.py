@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from dataclasses import replace
@@ -290,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             "the catalogue %s lists no models; add some under `models:` (see config.example.yaml)", config.source)
     if args.cluster:
         return serve_cluster(config, args.cluster, loader=lambda: load_catalogue(args))
-    from router.server import serve
+    from router.server import run
 
-    return asyncio.run(serve(config, loader=lambda: load_catalogue(args)))
+    return run(config, loader=lambda: load_catalogue(args))
 
 
 if __name__ == "__main__":
