@@ -229,6 +229,10 @@ class KVPersistence:
                         # next save of this slot replaces a damaged file anyway.
                         self._fail(model, "restore", f"{f.path.name}: {e}")
                         continue
+                    except Exception:
+                        if await _died(child):  # the file killed it (llama-server asserts on some
+                            await asyncio.to_thread(_set_aside, model, f.path)  # torn files): never again
+                        raise
                     restored += 1
                     tokens += int(data.get("n_restored") or 0)
                     size += int(data.get("n_read") or 0)
@@ -255,3 +259,31 @@ class KVPersistence:
         log.info("[%s] KV cache %s: %d slot(s), %d tokens, %.1f MB in %.0f ms",
                  model, verb, slots, tokens, size / 1e6, ms)
         self.manager.events.emit(model, event, asdict(transfer))
+
+
+DIED_WAIT_S = 1.0  # how long a child that stopped answering mid-restore may take to show its exit
+
+
+async def _died(child: ChildProcess) -> bool:
+    """Whether the child exited (waiting up to DIED_WAIT_S for its exit to show)."""
+    try:
+        await asyncio.wait_for(child.exited.wait(), DIED_WAIT_S)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _set_aside(model: str, path: Path) -> None:
+    """Rename a slot file whose restore killed the child: the restarted child starts cold
+    instead of dying on it again; the file stays for a look (`*.damaged`, never restored,
+    outside the disk budget's files)."""
+    target = path.with_name(f"{path.name}.damaged")
+    try:
+        os.replace(path, target)
+    except OSError as e:
+        log.error("[%s] the child died restoring %s and it cannot be set aside (%s): deleting it", model,
+                  path.name, e.strerror or e)
+        path.unlink(missing_ok=True)
+        return
+    log.error("[%s] the child died restoring %s: the file is set aside as %s and the model starts cold",
+              model, path.name, target.name)

@@ -207,3 +207,19 @@ def test_long_gemma_conversation_survives_a_swap(tmp_path, llama_server, gemma, 
             time.sleep(0.1)
         kv = model_entry(r.url, "gemma")["kv"]
         assert kv["restores"] == 0 and kv["not_restored"] == 1
+
+
+def test_a_damaged_file_that_kills_the_child_is_set_aside_and_the_model_serves_cold(start_router):
+    r = start_router()
+    n = converse_then_swap(r)
+    saved = next(start_router.slots.glob(model_prefix("tiny-a") + ".*.slot0.bin"))
+    saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])  # a torn write: half the file
+
+    status, body = post(r.url, "/completion", {"model": "tiny-a", "prompt": PROMPT + " item 25 is red;",
+                                               "n_predict": 2, "cache_prompt": True, "temperature": 0})
+    assert status == 200, body
+    assert body["timings"]["cache_n"] == 0 and body["timings"]["prompt_n"] >= n  # served cold
+    assert not saved.exists(), "the damaged file is never tried again"
+    assert list(start_router.slots.glob(saved.name + ".damaged*")), "it is kept aside for a look"
+    assert complete(r.url, "tiny-a", "and again")["prompt_n"] > 0
+    assert "set aside" in r.log_path.read_text()
