@@ -92,7 +92,13 @@ async def read_request(request: web.Request, body: bytes) -> tuple[str | None, d
         return request.query["model"], None
     data = parse_json_object(body)
     refuse_launch_keys(data)
+    if request.path in MESSAGE_LISTS and not isinstance(data.get("messages"), list):
+        # llama-server answers a missing list with a 500 on /v1/messages: the client's mistake is a 400.
+        raise HTTPError(400, "'messages' is required: a list of messages", code="invalid_messages")
     return data.get("model") or request.query.get("model"), data
+
+
+MESSAGE_LISTS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 
 
 _DURATION_RE = re.compile(r"^(-)?((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)$")

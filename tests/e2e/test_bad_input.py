@@ -75,6 +75,11 @@ CASES = [
     Case("traversal in ?model=", None, 400, path="/props?model=..%2F..%2Fetc", method="GET"),
     Case("traversal in /upstream", None, 400, path="/upstream/..%2Fetc/health", method="GET"),
     Case("traversal in /logs", None, 400, path="/logs/..%2F..%2Fetc%2Fpasswd", method="GET"),
+    # Anthropic's API without its message list (llama-server itself answers 500).
+    Case("messages missing", js({"model": "tiny-a", "max_tokens": 4}), 400, path="/v1/messages",
+         says="'messages' is required"),
+    Case("messages not a list", js({"model": "tiny-a", "messages": "hi"}), 400, path="/v1/messages",
+         says="'messages' is required"),
     # Sizes.
     Case("body over the limit", js({"model": "tiny-a", "pad": "x" * (MAX_BODY * 3)}), 413, says="too large"),
     # Per-request attempts to change the child's command line.

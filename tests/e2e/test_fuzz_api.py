@@ -111,7 +111,7 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
 
 def _child_port(url: str, model: str) -> int | None:
     """The port of `model`'s child once it is loaded, loading it when it is not running
-    (a request with keep_alive 0 unloads its model right after the reply)."""
+    (a request with keep_alive 0 unloads its model right after the reply), to stay."""
     for _ in range(150):
         models = requests.get(url + "/admin/status", headers=AUTH, timeout=10).json()["models"]
         state = next((m for m in models if m["model"] == model), None)
@@ -120,7 +120,9 @@ def _child_port(url: str, model: str) -> int | None:
         if state["state"] == "loaded" and state["port"] and not state.get("waiting"):
             return state["port"]
         if state["state"] == "unloaded":
-            requests.post(url + "/models/load", json={"model": model}, timeout=10)
+            # keep_alive -1: a fuzzed keep_alive of a few ms (it stays the model's TTL) would
+            # unload it again before this loop could see it loaded.
+            requests.post(url + "/tokenize", json={"model": model, "content": "x", "keep_alive": -1}, timeout=10)
         time.sleep(0.1)
     return None
 
