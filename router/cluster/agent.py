@@ -208,6 +208,16 @@ class HostAgent:
         manager.load(model, tuple(extra_args))
         return True
 
+    async def logs(self, model: str, mark: int | None = None) -> dict[str, Any]:
+        """`model`'s output lines kept here (its children's, newest last): all of them, or
+        those after `mark` (a `total` this returned before)."""
+        self._touch()
+        manager = await self._ready()
+        ring = manager.logs.get(model)
+        if ring is None:
+            return {"total": 0, "lines": []}
+        return {"total": ring.total, "lines": list(ring) if mark is None else ring.since(mark)}
+
     async def unload(self, model: str) -> None:
         self._touch()
         manager = await self._ready()

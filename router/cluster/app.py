@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from router.catalogue.config import Config, ModelSpec
 from router.cluster.admin import Loader, add_cluster_admin_routes
 from router.cluster.front import ClusterManager, RemoteLease
+from router.cluster.logs import add_cluster_log_routes
 from router.cluster.metrics import ClusterMetrics
 from router.cluster.views import dashboard_rows, model_entries
 from router.core.manager import ModelUnavailable
@@ -91,6 +92,7 @@ def create_cluster_app(config: Config, secret: str, loader: Loader | None = None
     r.add_get("/health", handle_health)
     r.add_get("/v1/health", handle_health)
     add_cluster_admin_routes(app, cluster, loader)
+    add_cluster_log_routes(app, cluster)
     add_webui_routes(app, config)  # last: its catch-all takes only what no API route took
     return app
 

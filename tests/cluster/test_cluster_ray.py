@@ -366,6 +366,35 @@ async def test_the_admin_api_reaches_every_host_behind_the_admin_token(front):
     assert all(h.report.get("models_max") == 5 for h in front.cluster.hosts.values()), "every host has it"
 
 
+async def test_a_models_lines_are_read_from_the_host_that_runs_it(front):
+    lines: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async with aiohttp.ClientSession() as s, s.get(front.url + "/logs/stream/tiny-b?tail=0") as r:
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    lines.append(json.loads(line[6:]))
+
+    listener = asyncio.create_task(follow())
+    try:
+        await asyncio.sleep(0.3)
+        assert (await chat(front.url, "tiny-b"))[0] == 200
+        await until(lambda: any("print_timing" in e["line"] for e in lines), 10, "tiny-b's timing lines, live")
+    finally:
+        listener.cancel()
+    (host,) = front.where("tiny-b")
+    assert {e["host"] for e in lines} == {host} and {e["model"] for e in lines} == {"tiny-b"}
+    async with aiohttp.ClientSession() as s:
+        async with s.get(front.url + "/logs/tiny-b") as r:
+            text = await r.text()
+        async with s.get(front.url + "/logs/tiny-b?format=json") as r:
+            data = await r.json()
+        async with s.get(front.url + "/logs/..%2F..%2Fetc%2Fpasswd") as r:
+            assert r.status in (400, 404) and "error" in await r.json()
+    assert f"[{host}] " in text and "load_model: loading model" in text
+    assert list(data["hosts"][host]) and all(not kept for h, kept in data["hosts"].items() if h != host)
+
+
 # ----- the front as its own process: a crash, a restart, a front that never returns -------------
 class FrontProcess:
     """`llama-router --cluster ADDRESS` in its own process (Ray namespace `llama-router`)."""
