@@ -100,6 +100,7 @@ class HostAgent:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._leases: dict[int, Lease] = {}
+        self._unload_after: set[int] = set()  # leases whose request asked keep_alive 0
         self._ids = itertools.count(1)
         self._figured: set[str] = set()
         self._lock = asyncio.Lock()
@@ -141,6 +142,7 @@ class HostAgent:
                 for lease in self._leases.values():
                     lease.release()
                 self._leases.clear()
+                self._unload_after.clear()
             self._front = front
         new = node_config(config, self.node)
         if self._manager is None:
@@ -170,16 +172,21 @@ class HostAgent:
             return self._manager
 
     # ----- requests --------------------------------------------------------
-    async def acquire(self, model: str, light: bool = False) -> dict[str, Any]:
-        """Wait until `model` is ready here and hold one request's lease on it."""
+    async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None) -> dict[str, Any]:
+        """Wait until `model` is ready here and hold one request's lease on it. A request's
+        `keep_alive` applies here as on one host (0: unload once this request is done)."""
         self._touch()
         manager = await self._ready()
         try:
             lease = await manager.acquire(model, light)
         except ModelUnavailable as e:
             return {"error": str(e), "busy": e.busy}
+        if keep_alive:
+            manager.keep_alive(model, keep_alive)
         lease_id = next(self._ids)
         self._leases[lease_id] = lease
+        if keep_alive == 0:
+            self._unload_after.add(lease_id)
         child = lease.child
         return {"lease": lease_id, "base_url": child.base_url, "pid": child.pid,
                 "child_id": child.ready_info.get("id") if child.plan.native else None}
@@ -189,6 +196,9 @@ class HostAgent:
         lease = self._leases.pop(lease_id, None)
         if lease is not None:
             lease.release()
+            if lease_id in self._unload_after:
+                self._unload_after.discard(lease_id)
+                lease.manager.unload(lease.child.name, "keep_alive")
 
     async def child_gone(self, model: str, pid: int | None) -> bool:
         """Has the child `pid` of `model` exited, and has the manager taken note (so a

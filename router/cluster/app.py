@@ -115,10 +115,11 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     try:
         spec = resolve_name(cluster.config, name, request.get(API_KEY))
         label = spec.name
-        if data is not None and take_keep_alive(data) is not None:  # not carried to hosts yet
+        keep_alive = take_keep_alive(data) if data is not None else None
+        if keep_alive is not None:  # the host's agent applies it; the child never sees it
             body = json.dumps(data).encode()
         assert isinstance(name, str)
-        resp = await _relay(request, cluster, spec, name, body or None, stats)
+        resp = await _relay(request, cluster, spec, name, body or None, stats, keep_alive)
         status = resp.status
         return resp
     except HTTPError as e:
@@ -133,13 +134,13 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
 
 
 async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec, requested: str,
-                 body: bytes | None, stats: dict[str, Any]) -> web.StreamResponse:
+                 body: bytes | None, stats: dict[str, Any], keep_alive: float | None = None) -> web.StreamResponse:
     light = request.path in LIGHT_PATHS or request.method == "GET"
     r = cluster.config.router
     lost: Exception | None = None
     for attempt in range(2):
         waiting = time.perf_counter()
-        lease = await _acquire(cluster, spec.name, light)
+        lease = await _acquire(cluster, spec.name, light, keep_alive)
         stats["waited"], stats["host"] = time.perf_counter() - waiting, lease.host.name
         rewriter = ModelRewriter(lease.child_id, requested) if lease.child_id and lease.child_id != requested else None
         try:
@@ -161,9 +162,9 @@ async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
     return error_response(502, f"upstream model server failed: {lost}", "upstream_error")
 
 
-async def _acquire(cluster: ClusterManager, model: str, light: bool) -> RemoteLease:
+async def _acquire(cluster: ClusterManager, model: str, light: bool, keep_alive: float | None) -> RemoteLease:
     try:
-        return await cluster.acquire(model, light)
+        return await cluster.acquire(model, light, keep_alive)
     except ModelUnavailable as e:
         if e.busy:
             raise HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_S}) from None

@@ -172,14 +172,14 @@ class ClusterManager:
     def views(self, model: str) -> list[HostView]:
         return [h.view(model) for h in self.hosts.values() if h.report and not h.gone.is_set()]
 
-    async def acquire(self, model: str, light: bool = False) -> RemoteLease:
+    async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None) -> RemoteLease:
         """Place one request for `model` and wait for its lease; a host that leaves
         meanwhile is forgotten and the request placed again."""
         for _ in range(PLACEMENTS):
             host = self._place(model)
             host.pending[model] += 1
             try:
-                grant = await self._call_on(host, host.handle.acquire.remote(model, light))
+                grant = await self._call_on(host, host.handle.acquire.remote(model, light, keep_alive))
             finally:
                 host.pending[model] -= 1
             if grant is None:

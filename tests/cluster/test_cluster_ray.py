@@ -395,6 +395,18 @@ async def test_a_models_lines_are_read_from_the_host_that_runs_it(front):
     assert list(data["hosts"][host]) and all(not kept for h, kept in data["hosts"].items() if h != host)
 
 
+async def test_keep_alive_in_a_request_reaches_the_host(front):
+    body = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "keep_alive": 0}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(front.url + "/v1/chat/completions", json=body) as r:
+            assert r.status == 200 and (await r.json())["choices"]
+        await until(lambda: front.where("tiny-a") == [] and front.cluster.hosts and all(
+            "tiny-a" not in h.report.get("models", {}) for h in front.cluster.hosts.values()), 10,
+            "tiny-a unloaded after its keep_alive 0 reply")
+        async with s.post(front.url + "/v1/chat/completions", json={**body, "keep_alive": "bad"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_keep_alive"
+
+
 # ----- the front as its own process: a crash, a restart, a front that never returns -------------
 class FrontProcess:
     """`llama-router --cluster ADDRESS` in its own process (Ray namespace `llama-router`)."""
