@@ -152,9 +152,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None, loader: Loade
 
 def run(config: Config, loader: Loader | None = None) -> int:
     """The process's event loop, running `serve`: uvloop where it is installed (a
-    dependency on Linux and macOS; measured: about 8% more light requests per second
-    and 5-9% less router CPU per request, docs/performance.md), unless
-    LLAMA_ROUTER_LOOP=asyncio asks for the standard loop."""
+    dependency on Linux and macOS; `python -m bench.event_loop`: about 3% more light
+    requests per second and 4% less router CPU per request, docs/performance.md),
+    unless LLAMA_ROUTER_LOOP=asyncio asks for the standard loop."""
     factory = None
     if os.environ.get("LLAMA_ROUTER_LOOP", "uvloop") != "asyncio":
         try:

@@ -1,0 +1,142 @@
+"""uvloop against asyncio's own loop, in llama-router itself: `python -m bench.event_loop`.
+
+Starts llama-router in front of a tiny stand-in model (tests/support/tinygguf.py,
+`-np 4`: the child is fast, so the router is what is busy) once per loop and
+pair, alternating which loop goes first, and measures for each:
+
+* /tokenize: N requests over 4 kept-alive clients; requests per second and the
+  router's CPU time per request (psutil, around the run);
+* streams: 100 streamed 64-token replies over 4 clients; the router's CPU time
+  per relayed event;
+* the router's RSS after both.
+
+The loop is chosen with LLAMA_ROUTER_LOOP (router/server.py `run`).
+    .venv/bin/python -m bench.event_loop --pairs 5 --requests 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from .targets import ROOT, free_port
+
+CLIENTS = 4
+
+
+def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the router exited with {proc.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/health")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the router did not answer /health")
+
+
+def _cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+def _clients(port: int, body: bytes, path: str, count: int, out: list[int]) -> None:
+    def one() -> None:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for _ in range(count):
+            c.request("POST", path, body, {"Content-Type": "application/json"})
+            out.append(c.getresponse().read().count(b"data: "))
+    threads = [threading.Thread(target=one) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def measure(loop: str, config: Path, port: int, requests: int, work: Path) -> dict[str, float]:
+    env = {**os.environ, "LLAMA_ROUTER_LOOP": loop}
+    with open(work / f"router-{loop}.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "router", "--config", str(config)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        _wait(port, proc)
+        router = psutil.Process(proc.pid)
+        tokenize = json.dumps({"model": "tiny", "content": "hello world"}).encode()
+        _clients(port, tokenize, "/tokenize", 50, [])  # warm: the child loads
+        c0, t0 = _cpu(router), time.monotonic()
+        _clients(port, tokenize, "/tokenize", requests // CLIENTS, [])
+        c1, t1 = _cpu(router), time.monotonic()
+        stream = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64,
+                             "stream": True, "ignore_eos": True}).encode()
+        events: list[int] = []
+        c2 = _cpu(router)
+        _clients(port, stream, "/v1/chat/completions", 25, events)
+        c3 = _cpu(router)
+        n = (requests // CLIENTS) * CLIENTS
+        return {"req_s": n / (t1 - t0), "us_per_request": (c1 - c0) * 1e6 / n,
+                "us_per_event": (c3 - c2) * 1e6 / max(1, sum(events)), "rss_mib": router.memory_info().rss / 2**20}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.event_loop", description=__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", type=int, default=5)
+    p.add_argument("--requests", type=int, default=8000)
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from router.backend.launch import find_llama_server
+    from tests.support.tinygguf import write_tiny_model
+
+    binary = find_llama_server()
+    if binary is None:
+        print("needs llama-server (make setup)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="llama-router-loop-") as tmp:
+        work = Path(tmp)
+        write_tiny_model(work / "tiny.gguf")
+        port = free_port()
+        config = work / "config.yaml"
+        config.write_text(json.dumps({  # JSON is YAML
+            "router": {"port": port, "kv_persistence": False, "watch_config": False},
+            "spawn": {"command": [binary, "--model", "$path", "--alias", "$name", "--host", "$host", "--port",
+                                  "$port", "-c", "512", "-np", "4"]},
+            "models": {"tiny": {"path": str(work / "tiny.gguf")}}}))
+        runs: dict[str, list[dict[str, float]]] = {"uvloop": [], "asyncio": []}
+        for i in range(args.pairs):
+            for loop in (("uvloop", "asyncio") if i % 2 == 0 else ("asyncio", "uvloop")):
+                r = measure(loop, config, port, args.requests, work)
+                runs[loop].append(r)
+                print(f"pair {i + 1} {loop:8s} {r['req_s']:6.0f} req/s  {r['us_per_request']:5.0f} us/request  "
+                      f"{r['us_per_event']:5.1f} us/event  {r['rss_mib']:.1f} MiB", flush=True)
+    print("\n| loop | /tokenize req/s | router CPU per request | per stream event | RSS |\n|---|---|---|---|---|")
+    for loop, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        print(f"| {loop} | {med['req_s']:.0f} | {med['us_per_request']:.0f} us | {med['us_per_event']:.1f} us | "
+              f"{med['rss_mib']:.1f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
