@@ -32,8 +32,6 @@ import json
 import os
 import random
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,7 +46,7 @@ import psutil
 import yaml
 
 from .measure import percentile
-from .targets import _popen, free_port
+from .targets import _popen, free_port, stop_tree
 
 MiB = 1 << 20
 MODELS = tuple(f"tiny-{c}" for c in "abcdef")  # most popular first
@@ -261,25 +259,19 @@ class Server:
     def stop(self) -> None:
         """SIGTERM (a front then stops every agent and child), then SIGKILL; then any
         child that survived, by pid."""
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            kids = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log(f"{self.label} did not stop in {STOP_TIMEOUT_S:g} s: SIGKILL")
-                self.proc.kill()
-                self.proc.wait(10)
-        _, alive = psutil.wait_procs(kids, timeout=10)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_tree(self.proc, on_kill=lambda: log(f"{self.label} did not stop in {STOP_TIMEOUT_S:g} s: SIGKILL"))
         self._log.close()  # type: ignore[attr-defined]
+
+    @classmethod
+    def started(cls, label: str, url: str, argv: list[str], log_path: Path, ready: Any) -> Server:
+        """Start it and wait until its /health satisfies `ready`; stopped again if it never does."""
+        server = cls(label, url, argv, log_path)
+        try:
+            server.wait(ready)
+        except BaseException:
+            server.stop()
+            raise
+        return server
 
 
 def write_models(folder: Path) -> Path:
@@ -355,43 +347,27 @@ def start_front(binary: str, models: Path, work: Path, address: str, policy: str
     server = spawn_wrapper(work / policy, binary)
     cfg = write_yaml(work / f"front-{policy}.yaml", catalogue(server, models, work / policy, port, MODELS,
                                                               {"placement": policy}))
-    front = Server(f"cluster front ({policy})", f"http://127.0.0.1:{port}",
-                   [sys.executable, "-m", "router", "--config", str(cfg), "--cluster", address,
-                    "--log-level", "info"], work / f"front-{policy}.log")
-    try:
-        front.wait(lambda h: h.get("hosts") == len(NODES))
-    except BaseException:
-        front.stop()
-        raise
-    return front
+    return Server.started(f"cluster front ({policy})", f"http://127.0.0.1:{port}",
+                          [sys.executable, "-m", "router", "--config", str(cfg), "--cluster", address,
+                           "--log-level", "info"], work / f"front-{policy}.log",
+                          lambda h: h.get("hosts") == len(NODES))
 
 
 def start_single(binary: str, models: Path, work: Path, model: str) -> Server:
     port = free_port()
     server = spawn_wrapper(work / "single", binary)
     cfg = write_yaml(work / "single.yaml", catalogue(server, models, work / "single", port, (model,)))
-    router = Server("single-host llama-router", f"http://127.0.0.1:{port}",
-                    [sys.executable, "-m", "router", "--config", str(cfg), "--log-level", "info"],
-                    work / "single.log")
-    try:
-        router.wait(lambda h: h.get("status") == "ok")
-    except BaseException:
-        router.stop()
-        raise
-    return router
+    return Server.started("single-host llama-router", f"http://127.0.0.1:{port}",
+                          [sys.executable, "-m", "router", "--config", str(cfg), "--log-level", "info"],
+                          work / "single.log", lambda h: h.get("status") == "ok")
 
 
 def start_direct(binary: str, models: Path, work: Path, model: str) -> Server:
     port = free_port()
     argv = [binary, "--model", str(models / f"{model}.gguf"), "--alias", model, "--host", "127.0.0.1",
             "--port", str(port), "-np", "1", *CHILD_ARGS]
-    direct = Server("direct llama-server", f"http://127.0.0.1:{port}", argv, work / "direct.log")
-    try:
-        direct.wait(lambda h: h.get("status") == "ok")
-    except BaseException:
-        direct.stop()
-        raise
-    return direct
+    return Server.started("direct llama-server", f"http://127.0.0.1:{port}", argv, work / "direct.log",
+                          lambda h: h.get("status") == "ok")
 
 
 def stray_children(models: Path) -> list[psutil.Process]:

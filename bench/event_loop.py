@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from .targets import ROOT, free_port
+from .targets import ROOT, free_port, stop_tree
 
 CLIENTS = 4
 
@@ -92,12 +92,7 @@ def measure(loop: str, config: Path, port: int, requests: int, work: Path) -> di
         return {"req_s": n / (t1 - t0), "us_per_request": (c1 - c0) * 1e6 / n,
                 "us_per_event": (c3 - c2) * 1e6 / max(1, sum(events)), "rss_mib": router.memory_info().rss / 2**20}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_tree(proc)
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .targets import ROOT, Setup, Target, free_port
+from .targets import ROOT, Setup, Target, free_port, stop_tree
 
 from . import measure as m
 
@@ -175,12 +175,7 @@ def cold_start(s: Setup, timeout: float = 60.0) -> tuple[float, float, float]:
         t = _post(url + "/v1/chat/completions", m.chat(s.names[0], 1), timeout).get("timings") or {}
         return time.perf_counter() - t0, healthy, (t.get("prompt_ms", 0) + t.get("predicted_ms", 0)) / 1000
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_tree(proc, timeout=15)
 
 
 async def swap_rows(setup: Setup, targets: dict[str, Target], mode: Mode, res: Results) -> None:

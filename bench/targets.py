@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,22 +120,34 @@ class Target:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL; then any child that survived, by pid."""
-        kids = self.children()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        _, alive = psutil.wait_procs(kids, timeout=10)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_tree(self.proc)
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
+
+
+def stop_tree(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S,
+              on_kill: Callable[[], None] | None = None) -> None:
+    """Stop a process this bench started: SIGTERM, SIGKILL after `timeout`; then every
+    descendant it had that survived, by pid (a router's children, a wrapper's child)."""
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if on_kill is not None:
+                on_kill()
+            proc.kill()
+            proc.wait(10)
+    _, alive = psutil.wait_procs(kids, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _wait_health(t: Target, timeout: float = START_TIMEOUT_S) -> None:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
-from router.catalogue.config import Config, ConfigError
+from router.catalogue.config import Config, ConfigError, ModelSpec
 from router.cluster.front import ClusterManager
 from router.core.manager import ModelUnavailable
 from router.core.reload import ReloadResult, diff
@@ -46,6 +45,22 @@ async def reload_catalogue(cluster: ClusterManager, loader: Loader | None, why: 
     return res
 
 
+async def load_model(cluster: ClusterManager, spec: ModelSpec, extra: tuple[str, ...]) -> str:
+    """Start `spec` where placement puts it (POST /models/load and /admin/...): the host's name."""
+    try:
+        return await cluster.load(spec.name, extra)
+    except ModelUnavailable as e:
+        raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+
+
+async def unload_model(cluster: ClusterManager, spec: ModelSpec) -> list[str]:
+    """Stop `spec` once idle on every host that holds it: their names; 400 when none does."""
+    hosts = await cluster.unload(spec.name)
+    if not hosts:
+        raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
+    return hosts
+
+
 def add_cluster_admin_routes(app: web.Application, cluster: ClusterManager, loader: Loader | None) -> None:
     async def status(request: web.Request) -> web.Response:
         hosts = [{"host": h.name, **{k: v for k, v in h.report.items() if k != "name"}}
@@ -61,18 +76,12 @@ def add_cluster_admin_routes(app: web.Application, cluster: ClusterManager, load
     async def load(request: web.Request) -> web.Response:
         spec = resolve_name(cluster.config, request.match_info["name"])
         body = await read_body(request, cluster.config.router)
-        extra = load_overrides(spec, parse_json_object(body) if body.strip() else {})
-        try:
-            host = await cluster.load(spec.name, extra)
-        except ModelUnavailable as e:
-            raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+        host = await load_model(cluster, spec, load_overrides(spec, parse_json_object(body) if body.strip() else {}))
         return web.json_response({"success": True, "model": spec.name, "host": host})
 
     async def unload(request: web.Request) -> web.Response:
         spec = resolve_name(cluster.config, request.match_info["name"])
-        hosts: list[Any] = await cluster.unload(spec.name)
-        if not hosts:
-            raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
+        hosts = await unload_model(cluster, spec)
         return web.json_response({"success": True, "model": spec.name, "hosts": hosts})
 
     r = app.router

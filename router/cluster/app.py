@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router.catalogue.config import Config, ModelSpec
-from router.cluster.admin import Loader, add_cluster_admin_routes
+from router.cluster.admin import Loader, add_cluster_admin_routes, load_model, unload_model
 from router.cluster.front import ClusterManager, RemoteLease
 from router.cluster.logs import add_cluster_log_routes
 from router.cluster.metrics import ClusterMetrics
@@ -31,13 +31,12 @@ from router.http.auth import require_auth
 from router.http.errors import HTTPError, error_response, json_errors
 from router.http.inference import GET_ROUTES, LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
 from router.http.keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
-from router.http.keys_policy import KeyLimits, may_see
+from router.http.keys_policy import KeyLimits
 from router.http.launch_args import load_overrides
-from router.http.model_api import router_props
+from router.http.model_api import relay_model_events, router_props
 from router.http.proxy import ModelRewriter, UpstreamLost, forward
 from router.http.request import parse_json_object, read_body, read_request, resolve_name, take_keep_alive
 from router.http.request_id import with_request_id
-from router.http.sse import relay_events
 from router.ui.dashboard import handle_page as dashboard_page
 from router.ui.webui import add_webui_routes
 
@@ -178,10 +177,8 @@ async def handle_models(request: web.Request) -> web.Response:
 
 async def handle_models_sse(request: web.Request) -> web.StreamResponse:
     """llama.cpp's /models/sse: each model's state on each host as its agent reports it."""
-    cluster, key = request.app[CLUSTER], request.get(API_KEY)
-    return await relay_events(request, cluster.events, request.app[SHUTDOWN],
-                              lambda msg: {"model": msg["model"], "event": msg["event"], "data": msg["data"]}
-                              if may_see(key, msg["model"], cluster.config) else None)
+    cluster = request.app[CLUSTER]
+    return await relay_model_events(request, cluster.events, cluster.config)
 
 
 async def handle_dashboard_models(request: web.Request) -> web.Response:
@@ -197,11 +194,7 @@ async def handle_models_load(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     data = parse_json_object(await read_body(request, cluster.config.router))
     spec = resolve_name(cluster.config, data.get("model"), request.get(API_KEY))
-    try:
-        host = await cluster.load(spec.name, load_overrides(spec, data))
-    except ModelUnavailable as e:
-        raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
-    return web.json_response({"success": True, "host": host})
+    return web.json_response({"success": True, "host": await load_model(cluster, spec, load_overrides(spec, data))})
 
 
 async def handle_models_unload(request: web.Request) -> web.Response:
@@ -209,10 +202,7 @@ async def handle_models_unload(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     spec = resolve_name(cluster.config, parse_json_object(await read_body(request, cluster.config.router)).get("model"),
                         request.get(API_KEY))
-    hosts = await cluster.unload(spec.name)
-    if not hosts:
-        raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
-    return web.json_response({"success": True, "hosts": hosts})
+    return web.json_response({"success": True, "hosts": await unload_model(cluster, spec)})
 
 
 async def handle_cluster(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from aiohttp import web
 from router import __version__
 from router.catalogue.config import Config
 from router.catalogue.sources import model_card
+from router.core.events import EventBus
 from router.core.scheduler import State
 from router.core.snapshot import ModelSnapshot, snapshots
 from router.discovery.huggingface import parse_hf_ref
@@ -150,10 +151,17 @@ async def handle_models_unload(request: web.Request) -> web.Response:
 
 
 async def handle_models_sse(request: web.Request) -> web.StreamResponse:
-    manager, key = request.app[MANAGER], request.get(API_KEY)
-    return await relay_events(request, manager.events, request.app[SHUTDOWN],
+    manager = request.app[MANAGER]
+    return await relay_model_events(request, manager.events, manager.config)
+
+
+async def relay_model_events(request: web.Request, bus: EventBus, config: Config) -> web.StreamResponse:
+    """llama.cpp's /models/sse from `bus`: each model event the request's API key may see
+    (the single-host manager's events, or the cluster front's)."""
+    key = request.get(API_KEY)
+    return await relay_events(request, bus, request.app[SHUTDOWN],
                               lambda msg: {"model": msg["model"], "event": msg["event"], "data": msg["data"]}
-                              if may_see(key, msg["model"], manager.config) else None)
+                              if may_see(key, msg["model"], config) else None)
 
 
 async def handle_health(request: web.Request) -> web.Response:

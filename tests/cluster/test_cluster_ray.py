@@ -28,6 +28,7 @@ import trustme
 import yaml
 
 from tests.cluster.conftest import NO_RAY
+from tests.support.opskit import wait_until
 from tests.support.routerproc import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real]
@@ -165,6 +166,22 @@ async def chat(url: str, model: str, stream: bool = False, timeout: float = 60) 
         return r.status, (await r.text() if stream else await r.json())
 
 
+async def request(url: str, method: str, path: str, key: str | None = None, json: Any = None) -> tuple[int, Any]:
+    """One JSON request to the front, with `key` as the bearer token when given: (status, body)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession() as s, s.request(method, url + path, json=json, headers=headers,
+                                                       timeout=aiohttp.ClientTimeout(total=60)) as r:
+        return r.status, await r.json()
+
+
+async def follow_events(url: str, into: list[dict[str, Any]]) -> None:
+    """Append each server-sent event of `url` to `into` until cancelled."""
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        async for line in r.content:
+            if line.startswith(b"data: "):
+                into.append(json.loads(line[6:]))
+
+
 async def test_repeated_requests_for_a_model_load_it_once(front):
     for _ in range(3):
         status, reply = await chat(front.url, "tiny-a")
@@ -254,10 +271,7 @@ async def test_api_keys_keep_their_roles_models_and_limits_in_cluster_mode(front
     body = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
     async def call(method: str, path: str, key: str | None, json: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        async with aiohttp.ClientSession() as s, s.request(method, front.url + path, json=json, headers=headers,
-                                                           timeout=aiohttp.ClientTimeout(total=60)) as r:
-            return r.status, await r.json()
+        return await request(front.url, method, path, key, json)
 
     assert (await call("POST", "/v1/chat/completions", None, body))[0] == 401
     status, listed = await call("GET", "/v1/models", "reader-key-0001")
@@ -309,14 +323,7 @@ async def test_the_webui_and_its_props_are_served_by_the_front(front):
 
 async def test_models_sse_and_the_dashboard_say_which_host_holds_a_model(front):
     events: list[dict[str, Any]] = []
-
-    async def follow() -> None:
-        async with aiohttp.ClientSession() as s, s.get(front.url + "/models/sse") as r:
-            async for line in r.content:
-                if line.startswith(b"data: "):
-                    events.append(json.loads(line[6:]))
-
-    listener = asyncio.create_task(follow())
+    listener = asyncio.create_task(follow_events(front.url + "/models/sse", events))
     try:
         await asyncio.sleep(0.3)
         assert (await chat(front.url, "big"))[0] == 200
@@ -342,10 +349,7 @@ async def test_the_admin_api_reaches_every_host_behind_the_admin_token(front):
     from router.cluster.admin import reload_catalogue
 
     async def call(method: str, path: str, token: str | None = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession() as s, s.request(method, front.url + path, headers=headers,
-                                                           timeout=aiohttp.ClientTimeout(total=60)) as r:
-            return r.status, await r.json()
+        return await request(front.url, method, path, token)
 
     assert (await call("GET", "/admin/status"))[0] == 403  # no admin token set: admin is off
     token = "cluster-admin-token-1"
@@ -368,14 +372,7 @@ async def test_the_admin_api_reaches_every_host_behind_the_admin_token(front):
 
 async def test_a_models_lines_are_read_from_the_host_that_runs_it(front):
     lines: list[dict[str, Any]] = []
-
-    async def follow() -> None:
-        async with aiohttp.ClientSession() as s, s.get(front.url + "/logs/stream/tiny-b?tail=0") as r:
-            async for line in r.content:
-                if line.startswith(b"data: "):
-                    lines.append(json.loads(line[6:]))
-
-    listener = asyncio.create_task(follow())
+    listener = asyncio.create_task(follow_events(front.url + "/logs/stream/tiny-b?tail=0", lines))
     try:
         await asyncio.sleep(0.3)
         assert (await chat(front.url, "tiny-b"))[0] == 200
@@ -446,16 +443,6 @@ class FrontProcess:
             self.proc.wait(10)
 
 
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def agents_alive() -> list[str]:
     import ray
 
@@ -477,7 +464,7 @@ def front_process(ray_cluster, tmp_path, llama_server, tiny_dir):
         path.write_text(yaml.safe_dump(data))
         front = FrontProcess(path, cluster.address, data["router"]["port"], tmp_path / "front.log", ca)
         started.append(front)
-        wait_for(lambda: front.healthy(3) or front.proc.poll() is not None, 90, "the front's hosts")
+        wait_until(lambda: front.healthy(3) or front.proc.poll() is not None, 90, "the front's hosts")
         assert front.proc.poll() is None, front.log.read_text()[-3000:]
         return front
 
@@ -485,14 +472,14 @@ def front_process(ray_cluster, tmp_path, llama_server, tiny_dir):
     yield start
     for front in started:
         front.stop(signal.SIGKILL)
-    wait_for(lambda: not agents_alive(), 30, "the agents to leave")
-    wait_for(lambda: not _children_of(tiny_dir), 15, "no llama-server child left")
+    wait_until(lambda: not agents_alive(), 30, "the agents to leave")
+    wait_until(lambda: not _children_of(tiny_dir), 15, "no llama-server child left")
 
 
 def test_a_restarted_front_adopts_the_loaded_models_without_loading_them_again(front_process, tiny_dir):
     first = front_process()
     assert first.chat("tiny-a").status_code == 200
-    before = wait_for(lambda: first.loaded().get("tiny-a"), 5, "tiny-a reported loaded")
+    before = wait_until(lambda: first.loaded().get("tiny-a"), 5, "tiny-a reported loaded")
     assert before["loads"] == 1
     first.stop(signal.SIGKILL)  # a crash: no goodbye to the agents
 
@@ -503,41 +490,41 @@ def test_a_restarted_front_adopts_the_loaded_models_without_loading_them_again(f
     for _ in range(3):
         reply = second.chat("tiny-a")
         assert reply.status_code == 200, reply.text
-    after = wait_for(lambda: second.loaded().get("tiny-a"), 5, "an agent's report after the requests")
+    after = wait_until(lambda: second.loaded().get("tiny-a"), 5, "an agent's report after the requests")
     assert after == before, "the same child serves: no reload storm"
     assert psutil.pid_exists(before["pid"])
 
     second.stop()  # a clean stop says goodbye: every agent stops its children
-    wait_for(lambda: not psutil.pid_exists(before["pid"]), 15, "the child to stop with the front")
-    wait_for(lambda: not agents_alive(), 15, "the agents to leave with the front")
+    wait_until(lambda: not psutil.pid_exists(before["pid"]), 15, "the child to stop with the front")
+    wait_until(lambda: not agents_alive(), 15, "the agents to leave with the front")
     assert not _children_of(tiny_dir)
 
 
 def test_agents_whose_front_never_returns_stop_their_models_after_the_grace(front_process, tiny_dir):
     front = front_process()
     assert front.chat("tiny-b").status_code == 200
-    pid = wait_for(lambda: front.loaded().get("tiny-b"), 5, "tiny-b reported loaded")["pid"]
+    pid = wait_until(lambda: front.loaded().get("tiny-b"), 5, "tiny-b reported loaded")["pid"]
     front.stop(signal.SIGKILL)
     killed = time.monotonic()
     assert psutil.pid_exists(pid), "kept through the grace, for a front that comes back"
-    wait_for(lambda: not psutil.pid_exists(pid), 4 + 15, "the child to stop once the grace (4 s) is over")
+    wait_until(lambda: not psutil.pid_exists(pid), 4 + 15, "the child to stop once the grace (4 s) is over")
     assert time.monotonic() - killed >= 3, "not before the grace"
-    wait_for(lambda: not agents_alive(), 15, "the agents to end themselves")
+    wait_until(lambda: not agents_alive(), 15, "the agents to end themselves")
     assert not _children_of(tiny_dir)
 
 
 def test_sighup_hands_the_edited_catalogue_to_every_host(front_process, tiny_dir):
     front = front_process()
     assert front.chat("tiny-a").status_code == 200
-    pid = wait_for(lambda: front.loaded().get("tiny-a"), 5, "tiny-a reported loaded")["pid"]
+    pid = wait_until(lambda: front.loaded().get("tiny-a"), 5, "tiny-a reported loaded")["pid"]
     data = front_process.data
     data["models"]["tiny-d"] = {**data["models"]["tiny-b"], "aliases": ["dee"]}
     front_process.path.write_text(yaml.safe_dump(data))
     front.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "tiny-d" in {m["id"] for m in front.get("/v1/models")["data"]}, 10, "tiny-d listed")
+    wait_until(lambda: "tiny-d" in {m["id"] for m in front.get("/v1/models")["data"]}, 10, "tiny-d listed")
     reply = front.chat("dee")
     assert reply.status_code == 200, reply.text
-    assert wait_for(lambda: front.loaded().get("tiny-d"), 5, "tiny-d reported loaded")
+    assert wait_until(lambda: front.loaded().get("tiny-d"), 5, "tiny-d reported loaded")
     assert front.loaded()["tiny-a"]["pid"] == pid, "an unchanged model keeps running"
     data["router"]["models_max"] = "many"  # invalid: refused, nothing changes
     front_process.path.write_text(yaml.safe_dump(data))
