@@ -29,7 +29,7 @@ from router.http.keys import (
     CONVERSATIONS,
     DOWNLOADS,
     KEY_LIMITS,
-    LIGHT_SESSION,
+    LIGHT_POOL,
     MANAGER,
     METRICS,
     PUBLIC_PAGES,
@@ -43,6 +43,7 @@ from router.http.metrics import RouterMetrics
 from router.http.model_api import add_model_api_routes
 from router.http.openapi import add_openapi_route
 from router.http.request_id import with_request_id
+from router.http.upstream import UpstreamPool
 from router.ui.dashboard import add_dashboard_routes
 from router.ui.streams import add_stream_routes
 from router.ui.webui import add_webui_routes
@@ -73,9 +74,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         # At most LIGHT_CONNECTIONS per child: llama-server has at least parallel + 4 HTTP
         # threads, so a fixed pool (older builds) keeps one per slot for fresh connections.
-        app[LIGHT_SESSION] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=LIGHT_CONNECTIONS, keepalive_timeout=KEEPALIVE_S),
-            auto_decompress=False)
+        app[LIGHT_POOL] = UpstreamPool(LIGHT_CONNECTIONS, KEEPALIVE_S)
         manager = ModelManager(config, session, router_port or config.router.port, events)
         KVPersistence(manager).install()
         app[MANAGER] = manager
@@ -96,7 +95,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
             await app[RELOADER].close()
             await manager.shutdown()
             await session.close()
-            await app[LIGHT_SESSION].close()
+            await app[LIGHT_POOL].close()
 
     app[SHUTDOWN] = asyncio.Event()
     app[CONVERSATIONS] = ConversationMap()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import aiohttp
 from aiohttp import web
 
 from router.catalogue.config import ApiKey, RouterSettings
@@ -20,6 +19,7 @@ from router.http.conversations import ConversationMap
 from router.http.downloads import Downloads
 from router.http.keys_policy import KeyLimits
 from router.http.metrics import RouterMetrics
+from router.http.upstream import UpstreamPool
 
 MANAGER = web.AppKey("manager", ModelManager)
 RELOADER = web.AppKey("reloader", Reloader)
@@ -28,8 +28,8 @@ CONVERSATIONS = web.AppKey("conversations", ConversationMap)
 METRICS = web.AppKey("metrics", RouterMetrics)
 # Downloads into the HF cache in progress (POST /models, POST /admin/download).
 DOWNLOADS = web.AppKey("downloads", Downloads)
-# Kept-alive connections to children, for requests that take no slot (router/app.py).
-LIGHT_SESSION = web.AppKey("light_session", aiohttp.ClientSession)
+# Kept-alive connections to children, for requests that take no slot (router/http/upstream.py).
+LIGHT_POOL = web.AppKey("light_pool", UpstreamPool)
 # Facts about the llama-server build children run: {"build_info": "b<build>-<commit>"} once known.
 BUILD = web.AppKey("build", dict)
 # The router settings in force now (keys, admin token): read on every request, so a reload applies at

@@ -8,10 +8,12 @@ upstream response is closed and llama-server stops generating.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -19,6 +21,7 @@ from aiohttp import web
 from router.http.errors import error_body, error_response
 from router.http.keys import REQUEST_ID as REQUEST_ID_KEY
 from router.http.sse import frame
+from router.http.upstream import ConnectFailed, Disconnected, UpstreamError, UpstreamPool
 
 log = logging.getLogger("router.proxy")
 
@@ -122,17 +125,7 @@ async def forward(
                 await _write_error_event(into, up.status, await up.read())
                 return into
             if into is None and not ctype.startswith("text/event-stream") and up.content_length is not None:
-                data = await up.read()
-                if up.status >= 400 and not data.strip():  # e.g. llama-server's multipart parser: say why
-                    return error_response(up.status, f"the model server answered {up.status} {up.reason or ''} "
-                                          "with an empty body", code=up.status, headers={
-                                              k: v for k, v in headers.items() if k.lower() != "content-type"})
-                if rewriter is not None and ctype.startswith("application/json"):
-                    data = rewriter.whole(data)
-                if stats is not None:
-                    stats["first_byte"] = time.perf_counter()
-                    stats["tail"] = data[-TAIL_BYTES:]
-                return web.Response(status=up.status, body=data, headers=headers)
+                return _whole_reply(up.status, up.reason, headers, ctype, await up.read(), rewriter, stats)
             resp = into or web.StreamResponse(status=up.status, headers=headers)
             if not resp.prepared:
                 await resp.prepare(request)
@@ -172,6 +165,51 @@ async def forward(
         except (ConnectionError, RuntimeError):
             pass
         return resp
+
+
+def _whole_reply(status: int, reason: str | None, headers: dict[str, str], ctype: str, data: bytes,
+                 rewriter: ModelRewriter | None, stats: dict[str, Any] | None) -> web.Response:
+    """A child's reply read whole, as the client gets it."""
+    if status >= 400 and not data.strip():  # e.g. llama-server's multipart parser: say why
+        return error_response(status, f"the model server answered {status} {reason or ''} "
+                              "with an empty body", code=status, headers={
+                                  k: v for k, v in headers.items() if k.lower() != "content-type"})
+    if rewriter is not None and ctype.startswith("application/json"):
+        data = rewriter.whole(data)
+    if stats is not None:
+        stats["first_byte"] = time.perf_counter()
+        stats["tail"] = data[-TAIL_BYTES:]
+    return web.Response(status=status, body=data, headers=headers)
+
+
+async def forward_light(request: web.Request, pool: UpstreamPool, base_url: str, path: str, body: bytes | None,
+                        *, connect_timeout: float, read_timeout: float, rewriter: ModelRewriter | None = None,
+                        stats: dict[str, Any] | None = None, replayable: bool = False) -> web.StreamResponse:
+    """forward() for a light request (one that takes no slot and never streams: /tokenize,
+    /props...): over `pool`'s kept-alive connections, the reply read whole. The same
+    answers as forward(): 502 when the child fails, UpstreamLost when `replayable`."""
+    host, port = _host_port(base_url)
+    query = request.rel_url.raw_query_string
+    try:
+        reply = await pool.request(request.method, host, port, f"{path}?{query}" if query else path,
+                                   _request_headers(request), body, connect_timeout=connect_timeout,
+                                   read_timeout=read_timeout)
+    except (UpstreamError, TimeoutError) as e:
+        reason = f"{type(e).__name__}: {e}"
+        if replayable and isinstance(e, (ConnectFailed, Disconnected)):
+            raise UpstreamLost(reason) from e
+        return error_response(502, f"upstream model server failed: {reason}", "upstream_error")
+    headers = {k: v for k, v in reply.headers if k.lower() not in _DROP_RESPONSE}
+    if request.get(REQUEST_ID_KEY):
+        headers[REQUEST_ID] = request[REQUEST_ID_KEY]
+    return _whole_reply(reply.status, reply.reason, headers, reply.header("Content-Type") or "", reply.body,
+                        rewriter, stats)
+
+
+@functools.lru_cache(maxsize=256)
+def _host_port(base_url: str) -> tuple[str, int]:
+    parts = urlsplit(base_url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
 
 
 class ClientGone(Exception):

@@ -8,8 +8,11 @@ the next request (found by the benchmark: 502 "Server disconnected" under load).
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import aiohttp
+import psutil
 import pytest
 
 from tests.support.routerproc import RouterProcess, child_command, write_config
@@ -42,3 +45,47 @@ def test_request_after_stream_reuses_no_closed_connection(tmp_path, llama_server
     with RouterProcess(cfg, tmp_path / "router.log") as router:
         statuses = asyncio.run(_stream_then_tokenize(router.url, 15))
     assert statuses == [200] * len(statuses)
+
+
+async def _tokenize_load(url: str, clients: int, each: int) -> list[int | bytes]:
+    statuses: list[int | bytes] = []
+
+    async def client() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+            for i in range(each):
+                async with s.post(url + "/tokenize", json={"model": "tiny-a", "content": f"hello {i}"}) as r:
+                    data = await r.read()
+                    statuses.append(r.status if r.status == 200 and b'"tokens"' in data else data)
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return statuses
+
+
+def test_light_requests_share_a_few_kept_alive_connections(tmp_path, llama_server, tiny_dir):
+    """Past llama-server's 100 requests per connection, 8 clients at once: every reply
+    arrives, and the child never holds more than 4 of the router's light connections."""
+    cfg = write_config(tmp_path / "config.yaml", {"tiny-a": {"path": str(tiny_dir / "tiny-a.gguf")}},
+                       spawn={"command": child_command(llama_server)})
+    with RouterProcess(cfg, tmp_path / "router.log") as router:
+        assert asyncio.run(_tokenize_load(router.url, 1, 1)) == [200]  # loads the child
+        (child,) = router.children()
+        port = next(c.laddr.port for c in child.net_connections("tcp") if c.status == psutil.CONN_LISTEN)
+        most = 0
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal most
+            while not done.is_set():
+                open_ = [c for c in child.net_connections("tcp")
+                         if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port]
+                most = max(most, len(open_))
+                time.sleep(0.002)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            statuses = asyncio.run(_tokenize_load(router.url, 8, 40))
+            statuses += asyncio.run(_tokenize_load(router.url, 1, 250))
+        finally:
+            done.set()
+            watcher.join()
+    assert statuses == [200] * (8 * 40 + 250)
+    assert 1 <= most <= 4

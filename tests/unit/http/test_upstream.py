@@ -1,0 +1,266 @@
+"""The lean client of light requests (router/http/upstream.py) against scripted
+stand-in servers: what a child may do to a kept-alive connection. The same
+client against a real llama-server: tests/e2e/test_proxy_keepalive.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from router.http.upstream import BadReply, ConnectFailed, Disconnected, UpstreamPool, request_head
+
+pytestmark = pytest.mark.timeout(20)
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    """A TCP server running `script` per connection; counts connections, open and at once."""
+
+    def __init__(self, script: Script):
+        self.script = script
+        self.connections = 0
+        self.open = 0
+        self.most_open = 0
+        self.requests: list[bytes] = []
+        self.closed_by_client = 0
+
+    async def __aenter__(self) -> Server:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await self.script(reader, writer)
+            if not await reader.read(1):
+                self.closed_by_client += 1
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                self.closed_by_client += 1  # closed while the script waited for a request
+        except ConnectionError:
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        request = head + await reader.readexactly(length)
+        self.requests.append(request)
+        return request
+
+
+def replies(*answers: bytes, delay: float = 0.0) -> Callable[[Server], Script]:
+    """Answer each request on a connection with the next of `answers`, then wait for more."""
+    def make(server: Server) -> Script:
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            for answer in answers:
+                await server.read_request(reader)
+                await asyncio.sleep(delay)
+                writer.write(answer)
+                await writer.drain()
+        return script
+    return make
+
+
+async def serve(make: Callable[[Server], Script]) -> Server:
+    server = Server(lambda r, w: asyncio.sleep(0))
+    server.script = make(server)
+    return await server.__aenter__()
+
+
+async def ask(pool: UpstreamPool, port: int, body: bytes | None = b'{"content":"hi"}', target: str = "/tokenize",
+              read_timeout: float = 5.0, method: str = "POST"):
+    return await pool.request(method, "127.0.0.1", port, target, {"Content-Type": "application/json"}, body,
+                              connect_timeout=2, read_timeout=read_timeout)
+
+
+async def test_requests_reuse_one_kept_alive_connection():
+    server = await serve(replies(*[OK] * 50))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        for _ in range(50):
+            reply = await ask(pool, server.port)
+            assert (reply.status, reply.body, reply.header("content-type")) == (200, b"{}", "application/json")
+        assert server.connections == 1
+        assert server.requests[0].startswith(b"POST /tokenize HTTP/1.1\r\n")
+        assert b"\r\nContent-Length: 16\r\n" in server.requests[0] and server.requests[0].endswith(b'{"content":"hi"}')
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_at_most_per_child_connections_at_once_the_rest_wait_their_turn():
+    server = await serve(replies(*[OK] * 20, delay=0.05))
+    pool = UpstreamPool(3, 2.0)
+    try:
+        got = await asyncio.gather(*(ask(pool, server.port) for _ in range(12)))
+        assert [r.status for r in got] == [200] * 12
+        assert server.most_open == 3 and server.connections == 3
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_a_connection_the_child_closed_while_idle_is_replaced_and_the_request_sent_once_more():
+    # llama-server closes after a streamed reply, or after 100 requests, while saying keep-alive
+    server = await serve(replies(OK))  # one reply per connection, then the server closes it
+    pool = UpstreamPool(4, 2.0)
+    try:
+        for _ in range(5):
+            assert (await ask(pool, server.port)).status == 200
+            await asyncio.sleep(0.01)
+        assert server.connections == 5 and len(server.requests) == 5
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_connection_close_in_the_reply_is_honoured():
+    server = await serve(replies(OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1), OK))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        await ask(pool, server.port)
+        await ask(pool, server.port)
+        assert server.connections == 2 and server.closed_by_client >= 1
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_chunked_and_unsized_replies_are_read_whole():
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    unsized = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nno such thing"
+    server = await serve(replies(chunked, unsized))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        first = await ask(pool, server.port)
+        assert (first.status, first.body) == (200, b"abcde")
+
+        async def close_after(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.read_request(reader)
+            writer.write(unsized)
+            await writer.drain()
+            writer.close()
+        server.script = close_after
+        await pool.close()
+        pool = UpstreamPool(4, 2.0)
+        second = await ask(pool, server.port)
+        assert (second.status, second.reason, second.body) == (404, "Not Found", b"no such thing")
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_a_child_lost_mid_reply_is_disconnected_not_retried():
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"
+
+    async def die_mid_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(cut)
+        await writer.drain()
+        writer.transport.abort()
+    server = await serve(lambda s: die_mid_reply)
+    pool = UpstreamPool(4, 2.0)
+    try:
+        with pytest.raises(Disconnected):
+            await ask(pool, server.port)
+        assert len(server.requests) == 1  # bytes of the reply had come: never sent twice
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_garbage_is_a_bad_reply():
+    server = await serve(replies(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        with pytest.raises(BadReply):
+            await ask(pool, server.port)
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_no_reply_in_time_is_a_timeout_and_the_connection_is_dropped():
+    server = await serve(replies(OK, OK, delay=0.5))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        with pytest.raises(TimeoutError):
+            await ask(pool, server.port, read_timeout=0.1)
+        assert (await ask(pool, server.port)).status == 200
+        assert server.connections == 2  # the late reply never lands on the next request
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_a_cancelled_request_leaves_no_connection_for_the_next():
+    server = await serve(replies(OK, OK, delay=0.3))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        task = asyncio.create_task(ask(pool, server.port))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        reply = await ask(pool, server.port)
+        assert reply.status == 200 and server.connections == 2
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_nothing_listening_is_connect_failed():
+    server = await serve(replies(OK))
+    port = server.port
+    await server.__aexit__()
+    pool = UpstreamPool(4, 2.0)
+    try:
+        with pytest.raises(ConnectFailed):
+            await ask(pool, port)
+    finally:
+        await pool.close()
+
+
+async def test_idle_connections_are_closed_after_keepalive():
+    server = await serve(replies(OK, OK))
+    pool = UpstreamPool(4, 0.2)
+    try:
+        await ask(pool, server.port)
+        assert server.open == 1
+        for _ in range(50):
+            if server.open == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert server.open == 0 and server.closed_by_client == 1  # it holds none of the child's threads
+        assert (await ask(pool, server.port)).status == 200
+        assert server.connections == 2
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+def test_nothing_from_the_target_or_headers_breaks_the_request_line():
+    head = request_head("GET", "/props?model=a b\r\nX-Evil: 1", "127.0.0.1:9", {"Accept": "*/*"}, None)
+    first, *rest = head.split(b"\r\n")
+    assert first == b"GET /props?model=a%20b%0D%0AX-Evil:%201 HTTP/1.1"
+    assert b"X-Evil" not in b"\r\n".join(rest) and b"Content-Length" not in head
+    post = request_head("POST", "/tokenize", "127.0.0.1:9", {}, None)
+    assert b"\r\nContent-Length: 0\r\n" in post
+    assert request_head("GET", "/slots?model=a%2Fb", "h:1", {}, None).startswith(b"GET /slots?model=a%2Fb ")
