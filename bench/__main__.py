@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .targets import ROOT, make_setup, server_version, start_all, stop_all
 
-from . import placement, report, suite
+from . import cold_swap, placement, report, suite
 
 CHILD_ARGS = ("--ctx-size", "4096", "--parallel", "1")
-GROUPS = ("proxy", "swap", "swapback", "burst", "scaling", "placement")
+GROUPS = ("proxy", "swap", "swapback", "burst", "coldswap", "scaling", "placement")
 GEMMA_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
 
 TEMPLATE = """# Performance: llama-router next to llama-server and llama.cpp's router mode
@@ -75,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 _keep_logs(args, work / "gemma")
                 stop_all(targets)
+        if "coldswap" in only:
+            suite.log("cold swap: the target's file evicted from the page cache (bench/cold_swap.py)")
+            for key, values in cold_swap.measure(binary, find_gemma(), work / "cold", mode.rounds,
+                                                 log=suite.log).items():
+                for v in values:
+                    res.add("cold_swap", key, v)
         if "scaling" in only:
             from tests.support.tinygguf import write_tiny_model
             (work / "tiny-src").mkdir()

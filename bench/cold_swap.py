@@ -93,6 +93,29 @@ async def rounds(t: Target, models: Path, n: int) -> list[float]:
     return out
 
 
+def measure(binary: str, model: Path, work: Path, n: int, log=print) -> dict[str, list[float]]:
+    """Seconds from the request for B to its reply, B's file evicted first, per target:
+    llama.cpp's router then llama-router, `n` rounds each."""
+    models = work / "models"
+    models.mkdir(parents=True)
+    for name in NAMES:
+        shutil.copyfile(model, models / f"{name}.gguf")
+    starters = {
+        "llamacpp": lambda: start_llamacpp(binary, models, work),
+        "router": lambda: start_router(binary, models, work),
+    }
+    results: dict[str, list[float]] = {}
+    for key, start in starters.items():
+        t = start()
+        try:
+            results[key] = asyncio.run(rounds(t, models, n))
+        finally:
+            t.stop()
+        log(f"{key:18s} cold swap to first reply: median {m.median(results[key]):.3f} s "
+            f"(rounds: {', '.join(f'{x:.3f}' for x in results[key])})")
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -103,25 +126,8 @@ def main() -> int:
     if binary is None or not a.model.exists():
         print("cold_swap: needs llama-server and the model (make setup)", file=sys.stderr)
         return 2
-    results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="cold-swap-", dir=os.environ.get("BENCH_TMP")) as tmp:
-        work = Path(tmp)
-        models = work / "models"
-        models.mkdir()
-        for n in NAMES:
-            shutil.copyfile(a.model, models / f"{n}.gguf")
-        starters = {
-            "llamacpp": lambda: start_llamacpp(binary, models, work),
-            "router": lambda: start_router(binary, models, work),
-        }
-        for key, start in starters.items():
-            t = start()
-            try:
-                results[key] = asyncio.run(rounds(t, models, a.rounds))
-            finally:
-                t.stop()
-            print(f"{key:18s} cold swap to first reply: median {m.median(results[key]):.3f} s "
-                  f"(rounds: {', '.join(f'{x:.3f}' for x in results[key])})", flush=True)
+        results = measure(binary, a.model, Path(tmp), a.rounds, log=lambda line: print(line, flush=True))
     if a.json:
         a.json.write_text(json.dumps({"rounds": a.rounds, "model": str(a.model), "seconds": results}, indent=2))
     return 0
