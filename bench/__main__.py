@@ -11,9 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .targets import ROOT, make_setup, server_version, start_all, stop_all
-
 from . import cold_swap, placement, report, suite
+from .targets import ROOT, make_setup, server_version, start_all, stop_all
 
 CHILD_ARGS = ("--ctx-size", "4096", "--parallel", "1")
 GROUPS = ("proxy", "swap", "swapback", "burst", "coldswap", "scaling", "placement")
