@@ -37,7 +37,7 @@ from router.backend.launch import find_llama_server  # noqa: E402
 
 DEFAULT_MODEL = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
     "llama-router" / "models" / "gemma-3-270m-it-Q4_K_M.gguf"
-MODES = ("kv", "nokv", "llamacpp")
+MODES = ("kv", "nokv", "llamacpp", "direct")  # direct: one llama-server, never swapped
 START_TIMEOUT_S = 60
 REQUEST_TIMEOUT_S = 600
 
@@ -165,17 +165,35 @@ def start_llamacpp(model: Path, ctx: int, work: Path) -> tuple[subprocess.Popen,
     return proc, url
 
 
+def start_direct(model: Path, ctx: int, work: Path) -> tuple[subprocess.Popen, str]:
+    """One llama-server serving "a": the same next turn, never swapped out (the floor)."""
+    port = free_port()
+    binary = find_llama_server()
+    if binary is None:
+        raise RuntimeError("llama-server not found")
+    log = work / "direct.log"
+    proc = subprocess.Popen([binary, "--model", str(model), "--alias", "a", "--host", "127.0.0.1",
+                             "--port", str(port), "--ctx-size", str(ctx), "-np", "1"],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_health(url, proc, log)
+    return proc, url
+
+
 def run_mode(mode: str, model: Path, tokens: int, ctx: int) -> Result:
+    starters = {"llamacpp": start_llamacpp, "direct": start_direct}
     with tempfile.TemporaryDirectory(prefix=f"kv-swapback-{mode}-") as tmp:
         work = Path(tmp)
-        proc, url = start_llamacpp(model, ctx, work) if mode == "llamacpp" else start_router(mode, model, ctx, work)
+        proc, url = starters[mode](model, ctx, work) if mode in starters else start_router(mode, model, ctx, work)
         try:
             messages = conversation(tokens)
             t0 = time.monotonic()
             _, answer, timings = chat(url, "a", messages, 16)
             first_turn_s = time.monotonic() - t0
             context = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
-            chat(url, "b", [{"role": "user", "content": "Hi"}], 4)  # swap A out
+            if mode != "direct":
+                chat(url, "b", [{"role": "user", "content": "Hi"}], 4)  # swap A out
             messages += [{"role": "assistant", "content": answer},
                          {"role": "user", "content": "And which one mentions 8?"}]
             ttft, _, timings = chat(url, "a", messages, 8)  # swap back
@@ -188,7 +206,7 @@ def run_mode(mode: str, model: Path, tokens: int, ctx: int) -> Result:
                 save, restore = kv.get("last_save") or {}, kv.get("last_restore") or {}
                 result.kv_save_ms, result.kv_restore_ms = save.get("ms"), restore.get("ms")
                 result.kv_bytes = save.get("bytes")
-            if mode != "llamacpp":
+            if mode in ("kv", "nokv"):
                 with urllib.request.urlopen(url + "/dashboard/api/models", timeout=30) as r:
                     row = next(m for m in json.load(r)["models"] if m["name"] == "a")
                 per_token = timings.get("predicted_per_token_ms") or 0.0
@@ -234,6 +252,8 @@ def main() -> int:
         kv = by_mode["kv"]
         summary["ttft_s"] = kv.swap_back_ttft_s
         summary.update(load_s=kv.load_s, compute_s=kv.compute_s, overhead_s=kv.overhead_s)
+    if "direct" in by_mode:
+        summary["direct_ttft_s"] = by_mode["direct"].swap_back_ttft_s
         print(f"kv swap-back TTFT {kv.swap_back_ttft_s:.3f} s = child load {kv.load_s} s + the turn's own "
               f"compute {kv.compute_s} s + router {kv.overhead_s} s")
     if args.json == "-":

@@ -56,6 +56,7 @@ def rows(mode: Mode, conv_tokens: object) -> list[Row]:
         Row("sb_kv_load", "5.   of which child load (spawn to ready, KV restore included)", "s", "abs"),
         Row("sb_kv_compute", "5.   of which the turn's own compute (its new tokens, first token)", "s", "abs"),
         Row("sb_kv_overhead", "5.   of which router overhead (the rest)", "s", "abs"),
+        Row("sb_kv_direct", "5.   the same turn's TTFT on a llama-server never swapped out", "s", "abs"),
         Row("cold_swap", "cold swap: target's file not in the page cache, request to first reply", "s", "abs"),
         Row("rss_idle", "6. router RSS, idle", "MiB", "abs"),
         Row("rss_load", "6. router RSS, peak under load (rows 2-3)", "MiB", "abs"),

@@ -265,7 +265,7 @@ async def swapback_rows(targets: dict[str, Target], mode: Mode, res: Results) ->
 def kv_swapback_hook(res: Results, timeout: float = 900) -> None:
     """'With KV persistence': filled by bench/kv_swapback.py once that feature exists.
 
-    Contract: `python -m bench.kv_swapback --modes kv --json -` prints, as its last line, a
+    Contract: `python -m bench.kv_swapback --modes kv,direct --json -` prints, as its last line, a
     JSON object with "ttft_s": a number or a list of numbers (the swap-back
     time to first token of the same kind of >= 3,000-token conversation with
     persistence on). Without the script the row says "not built yet".
@@ -277,12 +277,14 @@ def kv_swapback_hook(res: Results, timeout: float = 900) -> None:
         return
     log("swap-back with KV persistence (bench/kv_swapback.py)")
     try:
-        out = subprocess.run([sys.executable, "-m", "bench.kv_swapback", "--modes", "kv", "--json", "-"], cwd=ROOT, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "bench.kv_swapback", "--modes", "kv,direct", "--json", "-"], cwd=ROOT, capture_output=True,
                              text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         data = json.loads(out.stdout.strip().splitlines()[-1])
         vals = data["ttft_s"] if isinstance(data["ttft_s"], list) else [data["ttft_s"]]
         for v in vals:
             res.add("sb_ttft_kv", "router", float(v))
+        if isinstance(data.get("direct_ttft_s"), int | float):
+            res.add("sb_kv_direct", "direct", float(data["direct_ttft_s"]))
         for key, row in (("load_s", "sb_kv_load"), ("compute_s", "sb_kv_compute"), ("overhead_s", "sb_kv_overhead")):
             if isinstance(data.get(key), int | float):
                 res.add(row, "router", float(data[key]))
