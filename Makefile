@@ -55,7 +55,7 @@ test-cluster: $(VENV)/.installed
 	LLAMA_ROUTER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/cluster
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check router
+	$(BIN)/ruff check router bench
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed

@@ -137,13 +137,24 @@ def start_router(mode: str, model: Path, ctx: int, work: Path) -> tuple[subproce
     }
     cfg = work / "config.json"  # JSON is YAML
     cfg.write_text(json.dumps(config))
-    log = work / "router.log"
-    proc = subprocess.Popen([sys.executable, "-m", "router", "--config", str(cfg)], cwd=ROOT,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    return started([sys.executable, "-m", "router", "--config", str(cfg)], port, work / "router.log")
+
+
+def started(argv: list[str], port: int, log: Path) -> tuple[subprocess.Popen, str]:
+    """Start `argv` in its own process group, its output into `log`; wait for /health on `port`."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_health(url, proc, log)
     return proc, url
+
+
+def llama_server() -> str:
+    binary = find_llama_server()
+    if binary is None:
+        raise RuntimeError("llama-server not found")
+    return binary
 
 
 def start_llamacpp(model: Path, ctx: int, work: Path) -> tuple[subprocess.Popen, str]:
@@ -152,33 +163,15 @@ def start_llamacpp(model: Path, ctx: int, work: Path) -> tuple[subprocess.Popen,
     for name in ("a", "b"):
         (models / f"{name}.gguf").symlink_to(model)
     port = free_port()
-    binary = find_llama_server()
-    if binary is None:
-        raise RuntimeError("llama-server not found")
-    log = work / "llamacpp.log"
-    proc = subprocess.Popen([binary, "--models-dir", str(models), "--models-max", "1", "--host", "127.0.0.1",
-                             "--port", str(port), "--ctx-size", str(ctx), "-np", "1"],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    wait_health(url, proc, log)
-    return proc, url
+    return started([llama_server(), "--models-dir", str(models), "--models-max", "1", "--host", "127.0.0.1",
+                    "--port", str(port), "--ctx-size", str(ctx), "-np", "1"], port, work / "llamacpp.log")
 
 
 def start_direct(model: Path, ctx: int, work: Path) -> tuple[subprocess.Popen, str]:
     """One llama-server serving "a": the same next turn, never swapped out (the floor)."""
     port = free_port()
-    binary = find_llama_server()
-    if binary is None:
-        raise RuntimeError("llama-server not found")
-    log = work / "direct.log"
-    proc = subprocess.Popen([binary, "--model", str(model), "--alias", "a", "--host", "127.0.0.1",
-                             "--port", str(port), "--ctx-size", str(ctx), "-np", "1"],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    wait_health(url, proc, log)
-    return proc, url
+    return started([llama_server(), "--model", str(model), "--alias", "a", "--host", "127.0.0.1",
+                    "--port", str(port), "--ctx-size", str(ctx), "-np", "1"], port, work / "direct.log")
 
 
 def run_mode(mode: str, model: Path, tokens: int, ctx: int) -> Result:
@@ -252,10 +245,10 @@ def main() -> int:
         kv = by_mode["kv"]
         summary["ttft_s"] = kv.swap_back_ttft_s
         summary.update(load_s=kv.load_s, compute_s=kv.compute_s, overhead_s=kv.overhead_s)
-    if "direct" in by_mode:
-        summary["direct_ttft_s"] = by_mode["direct"].swap_back_ttft_s
         print(f"kv swap-back TTFT {kv.swap_back_ttft_s:.3f} s = child load {kv.load_s} s + the turn's own "
               f"compute {kv.compute_s} s + router {kv.overhead_s} s")
+    if "direct" in by_mode:
+        summary["direct_ttft_s"] = by_mode["direct"].swap_back_ttft_s
     if args.json == "-":
         print(json.dumps(summary))
     elif args.json:

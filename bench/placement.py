@@ -104,7 +104,8 @@ def start_ours(binary: str, gemma: Path, work: Path, label: str, router: dict) -
         "spawn": {"command": [binary, "--model", "$path", "--alias", "$name", "--host", "$host", "--port", "$port"]},
         "models": {n: {"path": str(gemma), "args": a} for n, a in MODELS.items()},
     }, sort_keys=False))
-    proc, log = _popen([sys.executable, "-m", "router", "--config", str(cfg), "--log-level", "info"], work / f"{label}.log")
+    proc, log = _popen([sys.executable, "-m", "router", "--config", str(cfg), "--log-level", "info"],
+                       work / f"{label}.log")
     t = Target("router", f"http://127.0.0.1:{port}", proc, work / f"{label}.log", ("g2k", "g8k"), log)
     _wait_health(t)
     return t

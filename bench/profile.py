@@ -19,9 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .targets import make_setup, start_router
-
 from . import measure as m
+from .targets import make_setup, start_router
 
 CHILD_ARGS = ("--ctx-size", "4096", "--parallel", "1")
 
@@ -101,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(pyspy).exists():
         sys.exit("bench.profile: py-spy not found; `pip install py-spy` into this environment")
-    from .__main__ import find_binary
     from tests.support.tinygguf import write_tiny_model
+
+    from .__main__ import find_binary
     with tempfile.TemporaryDirectory(prefix="llama-router-profile-") as tmp:
         work = Path(tmp)
         tiny = write_tiny_model(work / "tiny.gguf", name="tiny", seed=0)

@@ -18,9 +18,8 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .targets import ROOT, Setup, Target, free_port, stop_tree
-
 from . import measure as m
+from .targets import ROOT, Setup, Target, free_port, stop_tree
 
 KEYS = ("direct", "llamacpp", "router")
 ROUTERS = ("llamacpp", "router")
@@ -277,8 +276,9 @@ def kv_swapback_hook(res: Results, timeout: float = 900) -> None:
         return
     log("swap-back with KV persistence (bench/kv_swapback.py)")
     try:
-        out = subprocess.run([sys.executable, "-m", "bench.kv_swapback", "--modes", "kv,direct", "--json", "-"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        out = subprocess.run([sys.executable, "-m", "bench.kv_swapback", "--modes", "kv,direct", "--json", "-"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         data = json.loads(out.stdout.strip().splitlines()[-1])
         vals = data["ttft_s"] if isinstance(data["ttft_s"], list) else [data["ttft_s"]]
         for v in vals:

@@ -166,7 +166,7 @@ def _wait_health(t: Target, timeout: float = START_TIMEOUT_S) -> None:
 
 
 def _popen(argv: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], object]:
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115 - the Target holds it, and closes it in stop()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     return proc, log
