@@ -29,13 +29,13 @@ from router.http.keys import (
     CONVERSATIONS,
     DOWNLOADS,
     KEY_LIMITS,
-    LIGHT_POOL,
     MANAGER,
     METRICS,
     PUBLIC_PAGES,
     RELOADER,
     ROUTER_SETTINGS,
     SHUTDOWN,
+    UPSTREAM,
 )
 from router.http.keys_policy import KeyLimits
 from router.http.logs import add_log_routes
@@ -65,16 +65,17 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     events = EventBus()
 
     async def lifetime(app: web.Application):
-        # Requests that take a slot (generation) get a fresh loopback connection each: an
-        # idle kept-alive connection holds one of llama-server's HTTP threads, and under
-        # 128+ concurrent streams reused connections were closed under us (502). Light
-        # requests (/tokenize, /props...) reuse kept-alive connections: a reply takes
-        # microseconds there, and the connect was a third of the router's latency.
+        # The manager's own calls to its children (health, slot saves, metrics): a fresh
+        # loopback connection each, so none sits idle holding one of llama-server's HTTP threads.
         connector = aiohttp.TCPConnector(limit=0, force_close=True, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        # At most LIGHT_CONNECTIONS per child: llama-server has at least parallel + 4 HTTP
-        # threads, so a fixed pool (older builds) keeps one per slot for fresh connections.
-        app[LIGHT_POOL] = UpstreamPool(LIGHT_CONNECTIONS, KEEPALIVE_S)
+        # Relayed requests. Those that take a slot (generation) get a fresh connection each: an
+        # idle kept-alive connection holds one of llama-server's HTTP threads, and under 128+
+        # concurrent streams reused connections were closed under us (502). Light requests
+        # (/tokenize, /props...) reuse kept-alive connections, at most LIGHT_CONNECTIONS per
+        # child: llama-server has at least parallel + 4 HTTP threads, so a fixed pool (older
+        # builds) keeps one per slot for fresh connections.
+        app[UPSTREAM] = UpstreamPool(LIGHT_CONNECTIONS, KEEPALIVE_S)
         manager = ModelManager(config, session, router_port or config.router.port, events)
         KVPersistence(manager).install()
         app[MANAGER] = manager
@@ -95,7 +96,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
             await app[RELOADER].close()
             await manager.shutdown()
             await session.close()
-            await app[LIGHT_POOL].close()
+            await app[UPSTREAM].close()
 
     app[SHUTDOWN] = asyncio.Event()
     app[CONVERSATIONS] = ConversationMap()

@@ -15,11 +15,11 @@ from router.catalogue.config import ModelSpec
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.errors import HTTPError, error_response
-from router.http.keys import API_KEY, BUILD, CONVERSATIONS, LIGHT_POOL, MANAGER, METRICS, REQUEST_ID
+from router.http.keys import API_KEY, BUILD, CONVERSATIONS, MANAGER, METRICS, REQUEST_ID, UPSTREAM
 from router.http.keys_policy import INFERENCE, has_role, may_use
 from router.http.metrics import metrics_response
 from router.http.model_api import router_props
-from router.http.proxy import ModelRewriter, UpstreamLost, forward, forward_light
+from router.http.proxy import ModelRewriter, UpstreamLost, forward
 from router.http.request import read_body, read_request, servable_model, take_keep_alive
 from router.http.swap_progress import wants_progress, with_progress
 
@@ -59,11 +59,7 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                 rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
                 r = manager.config.router
                 try:
-                    if light and into is None:
-                        return await forward_light(request, request.app[LIGHT_POOL], child.base_url, path, body,
-                                                   replayable=not replay, connect_timeout=r.connect_timeout,
-                                                   read_timeout=r.read_timeout, rewriter=rewriter, stats=stats)
-                    return await forward(request, manager.session, child.base_url, path, body, retry=light,
+                    return await forward(request, request.app[UPSTREAM], child.base_url, path, body, retry=light,
                                          replayable=not replay and into is None,
                                          connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
                                          rewriter=rewriter, into=into, stats=stats)

@@ -28,8 +28,8 @@ CONVERSATIONS = web.AppKey("conversations", ConversationMap)
 METRICS = web.AppKey("metrics", RouterMetrics)
 # Downloads into the HF cache in progress (POST /models, POST /admin/download).
 DOWNLOADS = web.AppKey("downloads", Downloads)
-# Kept-alive connections to children, for requests that take no slot (router/http/upstream.py).
-LIGHT_POOL = web.AppKey("light_pool", UpstreamPool)
+# The client of every request relayed to a child (router/http/upstream.py).
+UPSTREAM = web.AppKey("upstream", UpstreamPool)
 # Facts about the llama-server build children run: {"build_info": "b<build>-<commit>"} once known.
 BUILD = web.AppKey("build", dict)
 # The router settings in force now (keys, admin token): read on every request, so a reload applies at

@@ -21,7 +21,7 @@ from aiohttp import web
 from router.http.errors import error_body, error_response
 from router.http.keys import REQUEST_ID as REQUEST_ID_KEY
 from router.http.sse import frame
-from router.http.upstream import ConnectFailed, Disconnected, UpstreamError, UpstreamPool
+from router.http.upstream import ConnectFailed, Disconnected, Reply, UpstreamError, UpstreamPool
 
 log = logging.getLogger("router.proxy")
 
@@ -35,11 +35,11 @@ _DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
     "server", "date", "access-control-allow-origin",
 })
-_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+_UPSTREAM_ERRORS = (aiohttp.ClientError, UpstreamError, asyncio.TimeoutError, ConnectionError)
 # The child went away (crash, kill): nothing of its reply can have reached the client yet
 # when these happen before the reply is under way. A read timeout is not one of them.
 _CHILD_LOST = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError, aiohttp.ClientOSError,
-               aiohttp.ClientPayloadError, ConnectionResetError)
+               aiohttp.ClientPayloadError, ConnectionResetError, ConnectFailed, Disconnected)
 
 
 class UpstreamLost(Exception):
@@ -84,13 +84,13 @@ def _request_headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
-def _response_headers(up: aiohttp.ClientResponse) -> dict[str, str]:
+def _response_headers(up: aiohttp.ClientResponse | Reply) -> dict[str, str]:
     return {k: v for k, v in up.headers.items() if k.lower() not in _DROP_RESPONSE}
 
 
 async def forward(
     request: web.Request,
-    session: aiohttp.ClientSession,
+    client: UpstreamPool | aiohttp.ClientSession,
     base_url: str,
     path: str,
     body: bytes | None,
@@ -107,15 +107,15 @@ async def forward(
     the child's stream continues it, and a child error becomes an error event.
     `stats` receives "first_byte" (perf_counter at the first byte of the reply's
     body) and "tail" (its last bytes, where usage and timings are).
+    `client`: the router's UpstreamPool (router/http/upstream.py), or an aiohttp session
+    (the cluster front's to a host).
     `retry`: the request is idempotent (it takes no slot) and goes over a kept-alive
     connection, which the child may have closed meanwhile: it is sent once more then.
     `replayable`: raise UpstreamLost instead of answering 502 when the child is lost
     before any byte of the reply was sent (the caller replays it on a restarted child)."""
-    url = base_url + path
-    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
     resp: web.StreamResponse | None = into
     try:
-        up = await _send(session, request, url, body, timeout, retry)
+        up = await _send(client, request, base_url, path, body, connect_timeout, read_timeout, retry)
         async with up:
             headers = _response_headers(up)
             if request.get(REQUEST_ID_KEY):
@@ -182,30 +182,6 @@ def _whole_reply(status: int, reason: str | None, headers: dict[str, str], ctype
     return web.Response(status=status, body=data, headers=headers)
 
 
-async def forward_light(request: web.Request, pool: UpstreamPool, base_url: str, path: str, body: bytes | None,
-                        *, connect_timeout: float, read_timeout: float, rewriter: ModelRewriter | None = None,
-                        stats: dict[str, Any] | None = None, replayable: bool = False) -> web.StreamResponse:
-    """forward() for a light request (one that takes no slot and never streams: /tokenize,
-    /props...): over `pool`'s kept-alive connections, the reply read whole. The same
-    answers as forward(): 502 when the child fails, UpstreamLost when `replayable`."""
-    host, port = _host_port(base_url)
-    query = request.rel_url.raw_query_string
-    try:
-        reply = await pool.request(request.method, host, port, f"{path}?{query}" if query else path,
-                                   _request_headers(request), body, connect_timeout=connect_timeout,
-                                   read_timeout=read_timeout)
-    except (UpstreamError, TimeoutError) as e:
-        reason = f"{type(e).__name__}: {e}"
-        if replayable and isinstance(e, (ConnectFailed, Disconnected)):
-            raise UpstreamLost(reason) from e
-        return error_response(502, f"upstream model server failed: {reason}", "upstream_error")
-    headers = {k: v for k, v in reply.headers if k.lower() not in _DROP_RESPONSE}
-    if request.get(REQUEST_ID_KEY):
-        headers[REQUEST_ID] = request[REQUEST_ID_KEY]
-    return _whole_reply(reply.status, reply.reason, headers, reply.header("Content-Type") or "", reply.body,
-                        rewriter, stats)
-
-
 @functools.lru_cache(maxsize=256)
 def _host_port(base_url: str) -> tuple[str, int]:
     parts = urlsplit(base_url)
@@ -225,13 +201,21 @@ async def _to_client(resp: web.StreamResponse, data: bytes | None) -> None:
         raise ClientGone() from e
 
 
-async def _send(session: aiohttp.ClientSession, request: web.Request, url: str, body: bytes | None,
-                timeout: aiohttp.ClientTimeout, retry: bool) -> aiohttp.ClientResponse:
+async def _send(client: UpstreamPool | aiohttp.ClientSession, request: web.Request, base_url: str, path: str,
+                body: bytes | None, connect_timeout: float, read_timeout: float,
+                retry: bool) -> aiohttp.ClientResponse | Reply:
+    if isinstance(client, UpstreamPool):
+        host, port = _host_port(base_url)
+        query = request.rel_url.raw_query_string
+        return await client.request(request.method, host, port, f"{path}?{query}" if query else path,
+                                    _request_headers(request), body, connect_timeout=connect_timeout,
+                                    read_timeout=read_timeout, keep_alive=retry)
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
     for attempt in range(2 if retry else 1):
         try:
-            return await session.request(request.method, url, params=request.query, data=body,
-                                         headers=_request_headers(request), timeout=timeout,
-                                         allow_redirects=False, auto_decompress=False)
+            return await client.request(request.method, base_url + path, params=request.query, data=body,
+                                        headers=_request_headers(request), timeout=timeout,
+                                        allow_redirects=False, auto_decompress=False)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             if attempt or not retry:
                 raise

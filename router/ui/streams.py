@@ -18,7 +18,7 @@ from aiohttp import web
 
 from router.core.scheduler import State
 from router.http.errors import HTTPError
-from router.http.keys import CONVERSATIONS, MANAGER
+from router.http.keys import CONVERSATIONS, MANAGER, UPSTREAM
 from router.http.proxy import forward
 from router.http.request import parse_json_object, read_body
 
@@ -36,7 +36,7 @@ def _ready_child(request: web.Request, conv_id: str) -> Any:
 
 async def _to_child(request: web.Request, child: Any, body: bytes | None) -> web.StreamResponse:
     r = request.app[MANAGER].config.router
-    return await forward(request, request.app[MANAGER].session, child.base_url, request.path, body,
+    return await forward(request, request.app[UPSTREAM], child.base_url, request.path, body,
                          connect_timeout=r.connect_timeout, read_timeout=r.read_timeout)
 
 

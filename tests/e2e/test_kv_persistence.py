@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from router.backend.slotfiles import model_prefix
+from tests.support.opskit import wait_until
 from tests.support.routerproc import RouterProcess, child_command, write_config
 
 pytestmark = pytest.mark.real
@@ -69,11 +70,14 @@ def start_router(tmp_path, llama_server, tiny_dir):
         r.stop()
 
 
-def converse_then_swap(r: RouterProcess) -> int:
-    """A conversation on tiny-a, then a request for tiny-b (swaps tiny-a out). Returns its length."""
+def converse_then_swap(r: RouterProcess, saves: bool = True) -> int:
+    """A conversation on tiny-a, then a request for tiny-b (swaps tiny-a out). Returns its length.
+    `saves`: persistence is on, so wait for tiny-a's save."""
     first = complete(r.url, "tiny-a", PROMPT)
     assert first["cache_n"] == 0
     complete(r.url, "tiny-b", "hello")
+    if saves:  # tiny-b may start while tiny-a saves and exits (scheduler _overlap_exit): its reply can come first
+        wait_until(lambda: (model_entry(r.url, "tiny-a").get("kv") or {}).get("saves"), 10, "tiny-a's KV cache saved")
     return first["prompt_n"]
 
 
@@ -151,7 +155,7 @@ def test_a_crashed_child_saves_nothing_and_its_last_good_file_is_used(start_rout
 
 def test_persistence_off_passes_no_slot_flags_and_saves_nothing(start_router):
     r = start_router(kv_persistence=False)
-    converse_then_swap(r)
+    converse_then_swap(r, saves=False)
     again = complete(r.url, "tiny-a", PROMPT + " item 25 is red;")
     assert again["cache_n"] == 0, again  # what a swap costs without persistence
     assert not start_router.slots.exists() or not any(start_router.slots.iterdir())
@@ -184,7 +188,10 @@ def test_long_gemma_conversation_survives_a_swap(tmp_path, llama_server, gemma, 
 
         status, _ = post(r.url, "/completion", {"model": "tiny-b", "prompt": "hi", "n_predict": 1})
         assert status == 200
-        saved = model_entry(r.url, "gemma")["kv"]["last_save"]
+        # With RAM to spare, tiny-b starts while gemma saves and exits (scheduler _overlap_exit):
+        # its reply may come before the save is done, which takes well under a second.
+        saved = wait_until(lambda: (model_entry(r.url, "gemma").get("kv") or {}).get("last_save"), 10,
+                           "gemma's KV cache saved")
         assert saved["tokens"] >= context
 
         messages += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},

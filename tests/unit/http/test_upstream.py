@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
+from multidict import CIMultiDict
 
+from router.http import http1
 from router.http.upstream import BadReply, ConnectFailed, Disconnected, UpstreamPool, request_head
 
 pytestmark = pytest.mark.timeout(20)
@@ -84,10 +87,20 @@ async def serve(make: Callable[[Server], Script]) -> Server:
     return await server.__aenter__()
 
 
+@dataclass
+class Got:
+    status: int
+    reason: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
 async def ask(pool: UpstreamPool, port: int, body: bytes | None = b'{"content":"hi"}', target: str = "/tokenize",
-              read_timeout: float = 5.0, method: str = "POST"):
-    return await pool.request(method, "127.0.0.1", port, target, {"Content-Type": "application/json"}, body,
-                              connect_timeout=2, read_timeout=read_timeout)
+              read_timeout: float = 5.0, method: str = "POST", keep_alive: bool = True) -> Got:
+    reply = await pool.request(method, "127.0.0.1", port, target, {"Content-Type": "application/json"}, body,
+                               connect_timeout=2, read_timeout=read_timeout, keep_alive=keep_alive)
+    async with reply:
+        return Got(reply.status, reply.reason, reply.headers, await reply.read())
 
 
 async def test_requests_reuse_one_kept_alive_connection():
@@ -96,7 +109,7 @@ async def test_requests_reuse_one_kept_alive_connection():
     try:
         for _ in range(50):
             reply = await ask(pool, server.port)
-            assert (reply.status, reply.body, reply.header("content-type")) == (200, b"{}", "application/json")
+            assert (reply.status, reply.body, reply.headers.get("content-type")) == (200, b"{}", "application/json")
         assert server.connections == 1
         assert server.requests[0].startswith(b"POST /tokenize HTTP/1.1\r\n")
         assert b"\r\nContent-Length: 16\r\n" in server.requests[0] and server.requests[0].endswith(b'{"content":"hi"}')
@@ -131,12 +144,13 @@ async def test_a_connection_the_child_closed_while_idle_is_replaced_and_the_requ
         await server.__aexit__()
 
 
-async def test_connection_close_in_the_reply_is_honoured():
+async def test_connection_close_in_the_reply_is_honoured_and_frees_its_turn():
+    # llama-server says "Connection: close" on its 100th reply on one connection
     server = await serve(replies(OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1), OK))
-    pool = UpstreamPool(4, 2.0)
+    pool = UpstreamPool(1, 2.0)
     try:
         await ask(pool, server.port)
-        await ask(pool, server.port)
+        await asyncio.wait_for(ask(pool, server.port), 5)  # the one connection allowed is free again
         assert server.connections == 2 and server.closed_by_client >= 1
     finally:
         await pool.close()
@@ -261,6 +275,117 @@ def test_nothing_from_the_target_or_headers_breaks_the_request_line():
     first, *rest = head.split(b"\r\n")
     assert first == b"GET /props?model=a%20b%0D%0AX-Evil:%201 HTTP/1.1"
     assert b"X-Evil" not in b"\r\n".join(rest) and b"Content-Length" not in head
-    post = request_head("POST", "/tokenize", "127.0.0.1:9", {}, None)
+    post = request_head("POST", "/tokenize", "127.0.0.1:9", {}, None, keep_alive=False)
+    assert b"\r\nConnection: close\r\n" in post
     assert b"\r\nContent-Length: 0\r\n" in post
     assert request_head("GET", "/slots?model=a%2Fb", "h:1", {}, None).startswith(b"GET /slots?model=a%2Fb ")
+
+
+def _stream_script(server: Server, parts: list[bytes], gap: float, then_close: bool = False) -> Script:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in parts:
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(gap)
+        if then_close:
+            writer.transport.abort()
+            return
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+    return script
+
+
+async def test_a_stream_is_relayed_as_it_comes_on_a_fresh_connection_of_its_own():
+    parts = [b"data: %d\n\n" % i for i in range(5)]
+    server = await serve(lambda s: _stream_script(s, parts, 0.1))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        reply = await pool.request("POST", "127.0.0.1", server.port, "/v1/chat/completions", {}, b"{}",
+                                   connect_timeout=2, read_timeout=5, keep_alive=False)
+        seen: list[tuple[bytes, int]] = []
+        async with reply:
+            assert reply.headers["Content-Type"] == "text/event-stream" and reply.content_length is None
+            async for chunk in reply.content.iter_any():
+                seen.append((chunk, len(server.requests)))
+        assert b"".join(c for c, _ in seen) == b"".join(parts)
+        assert len(seen) >= 4  # each part as it came, not the whole at the end
+        assert b"\r\nConnection: close\r\n" in server.requests[0]
+        for _ in range(20):
+            if server.closed_by_client or server.open == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert server.open == 0  # never kept: a generation's connection closes with its reply
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_a_stream_cut_by_the_child_yields_what_came_then_disconnected():
+    parts = [b"data: 1\n\n", b"data: 2\n\n"]
+    server = await serve(lambda s: _stream_script(s, parts, 0.05, then_close=True))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {}, b"{}",
+                                   connect_timeout=2, read_timeout=5, keep_alive=False)
+        got = b""
+        with pytest.raises(Disconnected):
+            async with reply:
+                async for chunk in reply.iter_any():
+                    got += chunk
+        assert got == b"".join(parts)
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_a_stream_that_stalls_past_the_read_timeout_fails():
+    server = await serve(lambda s: _stream_script(s, [b"data: 1\n\n", b"data: 2\n\n"], 1.0))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {}, b"{}",
+                                   connect_timeout=2, read_timeout=0.3, keep_alive=False)
+        got = []
+        with pytest.raises(TimeoutError):
+            async with reply:
+                async for chunk in reply.iter_any():
+                    got.append(chunk)
+        assert got == [b"data: 1\n\n"]
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
+async def test_a_slow_reader_pauses_the_child_instead_of_buffering_its_reply():
+    part = b"x" * 65536
+    sent = 0
+
+    def make(server: Server) -> Script:
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal sent
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 * len(part)))
+            for _ in range(64):  # 4 MiB
+                writer.write(part)
+                await writer.drain()
+                sent += len(part)
+        return script
+    server = await serve(make)
+    pool = UpstreamPool(4, 2.0)
+    try:
+        reply = await pool.request("GET", "127.0.0.1", server.port, "/big", {}, None,
+                                   connect_timeout=2, read_timeout=5, keep_alive=False)
+        got = 0
+        most = 0
+        async with reply:
+            async for chunk in reply.iter_any():
+                most = max(most, len(chunk))
+                got += len(chunk)
+                await asyncio.sleep(0.02)  # a slow client
+                assert sent - got < 8 * 2**20  # the child is held back by the socket, not read into memory
+        assert got == 64 * len(part)
+        assert most <= http1.HIGH_WATER + 2**20  # at most about the high-water mark held at once
+    finally:
+        await pool.close()
+        await server.__aexit__()
