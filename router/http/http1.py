@@ -73,6 +73,7 @@ class Connection(asyncio.Protocol):
         self.reason = ""
         self.raw_headers: list[tuple[str, str]] = []
         self.head_done = False
+        self.informational = False  # inside a 1xx reply
         self.keep_alive = False
         self.complete = False
         self.error: BaseException | None = None
@@ -111,6 +112,10 @@ class Connection(asyncio.Protocol):
         self.raw_headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:  # 100 Continue and the like: the reply is still to come
+            self.informational = True
+            self.raw_headers = []
+            return
         self.head_done = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
         self._wake()
@@ -124,6 +129,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
         self.complete = True
         self._wake()
 

@@ -29,7 +29,7 @@ log = logging.getLogger("router.proxy")
 _DROP_REQUEST = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key",
-    "x-admin-token", "accept-encoding", "x-request-id",
+    "x-admin-token", "accept-encoding", "x-request-id", "expect",
 })
 _DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",

@@ -89,3 +89,18 @@ def test_light_requests_share_a_few_kept_alive_connections(tmp_path, llama_serve
             watcher.join()
     assert statuses == [200] * (8 * 40 + 250)
     assert 1 <= most <= 4
+
+
+def test_a_client_that_expects_100_continue_gets_the_childs_reply(tmp_path, llama_server, tiny_dir):
+    """curl sends `Expect: 100-continue` with large bodies; the reply is llama-server's 200, not a 100."""
+    cfg = write_config(tmp_path / "config.yaml", {"tiny-a": {"path": str(tiny_dir / "tiny-a.gguf")}},
+                       spawn={"command": child_command(llama_server)})
+
+    async def ask(url: str) -> tuple[int, bytes]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+            body = {"model": "tiny-a", "content": "hello " * 20000}
+            async with s.post(url + "/tokenize", json=body, expect100=True) as r:
+                return r.status, await r.read()
+    with RouterProcess(cfg, tmp_path / "router.log") as router:
+        status, data = asyncio.run(ask(router.url))
+    assert status == 200 and data.startswith(b'{"tokens":[')

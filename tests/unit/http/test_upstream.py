@@ -200,6 +200,26 @@ async def test_a_child_lost_mid_reply_is_disconnected_not_retried():
         await server.__aexit__()
 
 
+async def test_an_informational_reply_is_skipped_for_the_real_one():
+    async def continue_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the real reply in a packet of its own
+            writer.write(OK)
+            await writer.drain()
+    server = await serve(lambda s: continue_first)
+    pool = UpstreamPool(4, 2.0)
+    try:
+        first = await ask(pool, server.port)
+        assert (first.status, first.body) == (200, b"{}")
+        assert (await ask(pool, server.port)).status == 200 and server.connections == 1
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
 async def test_garbage_is_a_bad_reply():
     server = await serve(replies(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
     pool = UpstreamPool(4, 2.0)
