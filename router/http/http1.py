@@ -74,6 +74,7 @@ class Connection(asyncio.Protocol):
         self.raw_headers: list[tuple[str, str]] = []
         self.head_done = False
         self.informational = False  # inside a 1xx reply
+        self.bodiless = False
         self.keep_alive = False
         self.complete = False
         self.error: BaseException | None = None
@@ -118,6 +119,8 @@ class Connection(asyncio.Protocol):
             return
         self.head_done = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is complete
+        if self.bodiless:  # a reply to HEAD: its Content-Length describes a body never sent
+            self.complete, self.keep_alive = True, False  # (llhttp would wait for it: not reused)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -155,9 +158,11 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, bodiless: bool = False) -> None:
+        """`bodiless`: the request is a HEAD, its reply has no body."""
         assert self.transport is not None
         self._begin()
+        self.bodiless = bodiless
         self.transport.write(data)
 
     async def wait(self, timeout: float | None, what: str) -> None:

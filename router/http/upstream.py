@@ -98,7 +98,7 @@ class UpstreamPool:
 
     async def _exchange(self, key: tuple[str, int] | None, conn: Connection, head: bytes,
                         read_timeout: float | None) -> Reply:
-        conn.send(head)
+        conn.send(head, bodiless=head.startswith(b"HEAD "))
         try:
             while not conn.head_done:
                 if conn.error is not None:

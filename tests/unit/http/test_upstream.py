@@ -220,6 +220,23 @@ async def test_an_informational_reply_is_skipped_for_the_real_one():
         await server.__aexit__()
 
 
+async def test_a_reply_to_head_has_no_body_to_wait_for():
+    head_reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n"
+    server = await serve(replies(head_reply, OK))
+    pool = UpstreamPool(4, 2.0)
+    try:
+        got = await asyncio.wait_for(ask(pool, server.port, None, "/props", method="HEAD"), 2)
+        assert (got.status, got.headers["Content-Length"], got.body) == (200, "1234", b"")
+        for _ in range(20):
+            if server.closed_by_client:
+                break
+            await asyncio.sleep(0.05)
+        assert server.closed_by_client == 1  # never reused: its parser would wait for those 1234 bytes
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
 async def test_garbage_is_a_bad_reply():
     server = await serve(replies(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
     pool = UpstreamPool(4, 2.0)
