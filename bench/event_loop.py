@@ -69,11 +69,13 @@ def _clients(port: int, body: bytes, path: str, count: int, out: list[int]) -> N
         t.join()
 
 
-def measure(loop: str, config: Path, port: int, requests: int, work: Path) -> dict[str, float]:
-    env = {**os.environ, "LLAMA_ROUTER_LOOP": loop}
-    with open(work / f"router-{loop}.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "router", "--config", str(config)], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+def measure(config: Path, port: int, requests: int, log_path: Path, *, cwd: Path = ROOT,
+            env: dict[str, str] | None = None) -> dict[str, float]:
+    """The router of the checkout `cwd`, with `env`, in front of the catalogue `config`'s tiny model."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "router", "--config", str(config)], cwd=cwd,
+                                env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
     try:
         _wait(port, proc)
         router = psutil.Process(proc.pid)
@@ -95,6 +97,21 @@ def measure(loop: str, config: Path, port: int, requests: int, work: Path) -> di
         stop_tree(proc)
 
 
+def tiny_catalogue(binary: str, work: Path) -> tuple[Path, int]:
+    """A catalogue of one tiny stand-in model "tiny" (`-np 4`) in `work`, on a free port."""
+    from tests.support.tinygguf import write_tiny_model
+
+    write_tiny_model(work / "tiny.gguf")
+    port = free_port()
+    config = work / "config.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "router": {"port": port, "kv_persistence": False, "watch_config": False},
+        "spawn": {"command": [binary, "--model", "$path", "--alias", "$name", "--host", "$host", "--port",
+                              "$port", "-c", "512", "-np", "4"]},
+        "models": {"tiny": {"path": str(work / "tiny.gguf")}}}))
+    return config, port
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench.event_loop", description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=5)
@@ -102,26 +119,17 @@ def main() -> int:
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from router.backend.launch import find_llama_server
-    from tests.support.tinygguf import write_tiny_model
-
     binary = find_llama_server()
     if binary is None:
         print("needs llama-server (make setup)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="llama-router-loop-") as tmp:
         work = Path(tmp)
-        write_tiny_model(work / "tiny.gguf")
-        port = free_port()
-        config = work / "config.yaml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "router": {"port": port, "kv_persistence": False, "watch_config": False},
-            "spawn": {"command": [binary, "--model", "$path", "--alias", "$name", "--host", "$host", "--port",
-                                  "$port", "-c", "512", "-np", "4"]},
-            "models": {"tiny": {"path": str(work / "tiny.gguf")}}}))
+        config, port = tiny_catalogue(binary, work)
         runs: dict[str, list[dict[str, float]]] = {"uvloop": [], "asyncio": []}
         for i in range(args.pairs):
             for loop in (("uvloop", "asyncio") if i % 2 == 0 else ("asyncio", "uvloop")):
-                r = measure(loop, config, port, args.requests, work)
+                r = measure(config, port, args.requests, work / f"router-{loop}.log", env={"LLAMA_ROUTER_LOOP": loop})
                 runs[loop].append(r)
                 print(f"pair {i + 1} {loop:8s} {r['req_s']:6.0f} req/s  {r['us_per_request']:5.0f} us/request  "
                       f"{r['us_per_event']:5.1f} us/event  {r['rss_mib']:.1f} MiB", flush=True)
