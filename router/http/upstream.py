@@ -65,7 +65,8 @@ class UpstreamPool:
         kept-alive connections (a light request); else on a fresh connection of its own.
         Raises ConnectFailed, Disconnected, BadReply, or TimeoutError (`read_timeout`
         between two reads)."""
-        head = request_head(method, target, f"{host}:{port}", headers, body, keep_alive) + (body or b"")
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
+        head = request_head(method, target, authority, headers, body, keep_alive) + (body or b"")
         if not keep_alive:
             fresh = await self._connect(host, port, connect_timeout)
             return await self._exchange(None, fresh, head, read_timeout)
