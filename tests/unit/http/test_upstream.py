@@ -394,6 +394,21 @@ async def test_a_stream_that_stalls_past_the_read_timeout_fails():
         await server.__aexit__()
 
 
+async def test_a_stream_longer_than_the_read_timeout_is_fine_while_it_keeps_coming():
+    parts = [b"data: %d\n\n" % i for i in range(10)]
+    server = await serve(lambda s: _stream_script(s, parts, 0.1))  # 1 s in all, 0.1 s apart
+    pool = UpstreamPool(4, 2.0)
+    try:
+        reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {}, b"{}",
+                                   connect_timeout=2, read_timeout=0.35, keep_alive=False)
+        async with reply:
+            got = b"".join([chunk async for chunk in reply.iter_any()])
+        assert got == b"".join(parts)
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
 async def test_a_slow_reader_pauses_the_child_instead_of_buffering_its_reply():
     part = b"x" * 65536
     sent = 0
