@@ -49,8 +49,6 @@ from router.ui.streams import add_stream_routes
 from router.ui.webui import add_webui_routes
 
 log = logging.getLogger("router.app")
-KEEPALIVE_S = 2.0  # light requests' kept-alive connections: below llama-server's own 5 s
-LIGHT_CONNECTIONS = 4
 
 def default_loader(config: Config) -> Loader | None:
     if config.source.startswith("<"):
@@ -72,10 +70,8 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
         # Relayed requests. Those that take a slot (generation) get a fresh connection each: an
         # idle kept-alive connection holds one of llama-server's HTTP threads, and under 128+
         # concurrent streams reused connections were closed under us (502). Light requests
-        # (/tokenize, /props...) reuse kept-alive connections, at most LIGHT_CONNECTIONS per
-        # child: llama-server has at least parallel + 4 HTTP threads, so a fixed pool (older
-        # builds) keeps one per slot for fresh connections.
-        app[UPSTREAM] = UpstreamPool(LIGHT_CONNECTIONS, KEEPALIVE_S)
+        # (/tokenize, /props...) reuse a few kept-alive connections (router/http/upstream.py).
+        app[UPSTREAM] = UpstreamPool()
         manager = ModelManager(config, session, router_port or config.router.port, events)
         KVPersistence(manager).install()
         app[MANAGER] = manager

@@ -143,14 +143,10 @@ async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
         stats["waited"], stats["host"] = time.perf_counter() - waiting, lease.host.name
         rewriter = ModelRewriter(lease.child_id, requested) if lease.child_id and lease.child_id != requested else None
         try:
-            return await forward(request, lease.host.session, lease.base_url, request.path, body, retry=light,
+            return await forward(request, lease.host.client, lease.base_url, request.path, body, retry=light,
                                  replayable=attempt == 0, connect_timeout=r.connect_timeout,
                                  read_timeout=r.read_timeout, rewriter=rewriter, stats=stats)
-        except UpstreamLost as e:
-            lost = e
-        except RuntimeError as e:  # its host left between the lease and the send: the session is closed
-            if not lease.host.gone.is_set():
-                raise
+        except UpstreamLost as e:  # the child is gone, or its host left and its client was closed
             lost = e
         finally:
             lease.release()

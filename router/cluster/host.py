@@ -1,5 +1,5 @@
 """One host as the front knows it: its agent's handle, last report and the
-session that reaches its children; and the lease of one request there."""
+client that reaches its children; and the lease of one request there."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-import aiohttp
-
 from router.catalogue.config import ModelSpec
 from router.cluster.nodes import NodeSettings
 from router.cluster.placement import HostView, Resident
+from router.http.upstream import UpstreamPool
 
 
 class Host:
@@ -25,7 +24,7 @@ class Host:
         self.granted: dict[str, float] = {}  # when each model last got a lease here
         self.incarnation: str | None = None  # the agent worker this front greeted (None: not yet)
         self.states: dict[str, str] = {}  # model -> state, as its agent last reported it
-        self._session: aiohttp.ClientSession | None = None
+        self._client: UpstreamPool | None = None
         self._secret: str | None = None
 
     def changes(self, report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -39,12 +38,10 @@ class Host:
     async def greeted(self, secret: str, incarnation: str) -> None:
         """The agent answered `hello`: its children require `secret`."""
         self.incarnation = incarnation
-        if self._session is None or secret != self._secret:  # a new agent worker may take a new secret
-            old, self._secret = self._session, secret
-            # One session per host: closing it cuts every stream from that host at once.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=True),
-                headers={"Authorization": f"Bearer {secret}"}, auto_decompress=False)
+        if self._client is None or secret != self._secret:  # a new agent worker may take a new secret
+            old, self._secret = self._client, secret
+            # One client per host: closing it cuts every stream from that host at once.
+            self._client = UpstreamPool(headers={"Authorization": f"Bearer {secret}"})
             if old is not None:  # its children died with the old worker
                 await old.close()
 
@@ -63,13 +60,13 @@ class Host:
             m.update(state=state, noted=True)
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "a host is used only once its agent answered"
-        return self._session
+    def client(self) -> UpstreamPool:
+        assert self._client is not None, "a host is used only once its agent answered"
+        return self._client
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     @property
     def name(self) -> str:

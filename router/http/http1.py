@@ -60,8 +60,10 @@ def request_head(method: str, target: str, host: str, headers: dict[str, str], b
 class Connection(asyncio.Protocol):
     """One connection to a child; one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[Connection], None] | None = None) -> None:
+        """`on_lost`: told when the connection is gone, whoever closed it."""
         self.loop = loop
+        self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -98,6 +100,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_lost is not None:
+            self.on_lost(self)
         if self.complete or self.error is not None:
             return
         if self.head_done and self._ends_at_eof():

@@ -35,11 +35,10 @@ _DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
     "server", "date", "access-control-allow-origin",
 })
-_UPSTREAM_ERRORS = (aiohttp.ClientError, UpstreamError, asyncio.TimeoutError, ConnectionError)
+_UPSTREAM_ERRORS = (UpstreamError, TimeoutError, ConnectionError)
 # The child went away (crash, kill): nothing of its reply can have reached the client yet
 # when these happen before the reply is under way. A read timeout is not one of them.
-_CHILD_LOST = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError, aiohttp.ClientOSError,
-               aiohttp.ClientPayloadError, ConnectionResetError, ConnectFailed, Disconnected)
+_CHILD_LOST = (ConnectFailed, Disconnected, ConnectionResetError)
 
 
 class UpstreamLost(Exception):
@@ -84,13 +83,13 @@ def _request_headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
-def _response_headers(up: aiohttp.ClientResponse | Reply) -> dict[str, str]:
+def _response_headers(up: Reply) -> dict[str, str]:
     return {k: v for k, v in up.headers.items() if k.lower() not in _DROP_RESPONSE}
 
 
 async def forward(
     request: web.Request,
-    client: UpstreamPool | aiohttp.ClientSession,
+    client: UpstreamPool,
     base_url: str,
     path: str,
     body: bytes | None,
@@ -107,8 +106,7 @@ async def forward(
     the child's stream continues it, and a child error becomes an error event.
     `stats` receives "first_byte" (perf_counter at the first byte of the reply's
     body) and "tail" (its last bytes, where usage and timings are).
-    `client`: the router's UpstreamPool (router/http/upstream.py), or an aiohttp session
-    (the cluster front's to a host).
+    `client`: the router's UpstreamPool (router/http/upstream.py; the cluster front has one per host).
     `retry`: the request is idempotent (it takes no slot) and goes over a kept-alive
     connection, which the child may have closed meanwhile: it is sent once more then.
     `replayable`: raise UpstreamLost instead of answering 502 when the child is lost
@@ -201,25 +199,13 @@ async def _to_client(resp: web.StreamResponse, data: bytes | None) -> None:
         raise ClientGone() from e
 
 
-async def _send(client: UpstreamPool | aiohttp.ClientSession, request: web.Request, base_url: str, path: str,
-                body: bytes | None, connect_timeout: float, read_timeout: float,
-                retry: bool) -> aiohttp.ClientResponse | Reply:
-    if isinstance(client, UpstreamPool):
-        host, port = _host_port(base_url)
-        query = request.rel_url.raw_query_string
-        return await client.request(request.method, host, port, f"{path}?{query}" if query else path,
-                                    _request_headers(request), body, connect_timeout=connect_timeout,
-                                    read_timeout=read_timeout, keep_alive=retry)
-    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
-    for attempt in range(2 if retry else 1):
-        try:
-            return await client.request(request.method, base_url + path, params=request.query, data=body,
-                                        headers=_request_headers(request), timeout=timeout,
-                                        allow_redirects=False, auto_decompress=False)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            if attempt or not retry:
-                raise
-    raise AssertionError("unreachable")
+async def _send(client: UpstreamPool, request: web.Request, base_url: str, path: str, body: bytes | None,
+                connect_timeout: float, read_timeout: float, light: bool) -> Reply:
+    host, port = _host_port(base_url)
+    query = request.rel_url.raw_query_string
+    return await client.request(request.method, host, port, f"{path}?{query}" if query else path,
+                                _request_headers(request), body, connect_timeout=connect_timeout,
+                                read_timeout=read_timeout, keep_alive=light)
 
 
 async def _write_error_event(resp: web.StreamResponse, status: int, data: bytes) -> None:

@@ -50,11 +50,21 @@ class _Child:
         self.busy = 0
 
 
+# At most PER_CHILD light connections per child: llama-server has at least parallel + 4 HTTP
+# threads, so a fixed pool (older builds) keeps one per slot for the fresh connections.
+PER_CHILD = 4
+KEEPALIVE_S = 2.0  # below llama-server's own 5 s
+
+
 class UpstreamPool:
-    def __init__(self, per_child: int = 4, keepalive_s: float = 2.0) -> None:
+    def __init__(self, per_child: int = PER_CHILD, keepalive_s: float = KEEPALIVE_S,
+                 headers: dict[str, str] | None = None) -> None:
+        """`headers`: sent with every request (the cluster front's secret for a host's children)."""
         self.per_child = per_child
         self.keepalive_s = keepalive_s
+        self.headers = headers or {}
         self._children: dict[tuple[str, int], _Child] = {}
+        self._open: set[Connection] = set()  # every connection not yet gone, idle or in use
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -66,6 +76,8 @@ class UpstreamPool:
         Raises ConnectFailed, Disconnected, BadReply, or TimeoutError (`read_timeout`
         between two reads)."""
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
+        if self.headers:
+            headers = {**headers, **self.headers}
         head = request_head(method, target, authority, headers, body, keep_alive) + (body or b"")
         if not keep_alive:
             fresh = await self._connect(host, port, connect_timeout)
@@ -142,11 +154,15 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(lambda: Connection(loop), host, port)
+                _, conn = await loop.create_connection(lambda: Connection(loop, self._open.discard), host, port)
         except TimeoutError:
             raise ConnectFailed(f"no connection to {host}:{port} within {timeout:g} s") from None
         except OSError as e:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
+        if self._closed:
+            conn.close()
+            raise ConnectFailed("the client is closed")
+        self._open.add(conn)
         return conn
 
     def _arm(self) -> None:
@@ -166,10 +182,12 @@ class UpstreamPool:
             self._arm()
 
     async def close(self) -> None:
+        """Close every connection, those in use too: a reply under way ends with Disconnected."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         for child in self._children.values():
-            while child.idle:
-                child.idle.pop().close()
+            child.idle.clear()
+        for conn in list(self._open):
+            conn.close()

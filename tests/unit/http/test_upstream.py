@@ -441,3 +441,27 @@ async def test_a_slow_reader_pauses_the_child_instead_of_buffering_its_reply():
     finally:
         await pool.close()
         await server.__aexit__()
+
+
+async def test_the_pools_headers_go_with_every_request_and_closing_it_cuts_replies_under_way():
+    # the cluster front: one pool per host, its secret on every request; a host that leaves is cut at once
+    parts = [b"data: %d\n\n" % i for i in range(20)]
+    server = await serve(lambda s: _stream_script(s, parts, 0.1))
+    pool = UpstreamPool(headers={"Authorization": "Bearer s3cret"})
+    try:
+        reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {"Authorization": "Bearer no"},
+                                   b"{}", connect_timeout=2, read_timeout=5, keep_alive=False)
+        assert b"\r\nAuthorization: Bearer s3cret\r\n" in server.requests[0] and b"Bearer no" not in server.requests[0]
+        got = []
+        with pytest.raises(Disconnected):
+            async with reply:
+                async for chunk in reply.iter_any():
+                    got.append(chunk)
+                    if len(got) == 2:
+                        await pool.close()
+        assert len(got) < len(parts)
+        with pytest.raises(ConnectFailed):
+            await ask(pool, server.port)
+    finally:
+        await pool.close()
+        await server.__aexit__()
