@@ -143,7 +143,7 @@ async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
         stats["waited"], stats["host"] = time.perf_counter() - waiting, lease.host.name
         rewriter = ModelRewriter(lease.child_id, requested) if lease.child_id and lease.child_id != requested else None
         try:
-            return await forward(request, lease.host.client, lease.base_url, request.path, body, retry=light,
+            return await forward(request, lease.host.client, lease.base_url, request.path, body, light=light,
                                  replayable=attempt == 0, connect_timeout=r.connect_timeout,
                                  read_timeout=r.read_timeout, rewriter=rewriter, stats=stats)
         except UpstreamLost as e:  # the child is gone, or its host left and its client was closed

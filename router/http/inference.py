@@ -59,7 +59,7 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                 rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
                 r = manager.config.router
                 try:
-                    return await forward(request, request.app[UPSTREAM], child.base_url, path, body, retry=light,
+                    return await forward(request, request.app[UPSTREAM], child.base_url, path, body, light=light,
                                          replayable=not replay and into is None,
                                          connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
                                          rewriter=rewriter, into=into, stats=stats)

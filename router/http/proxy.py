@@ -99,7 +99,7 @@ async def forward(
     rewriter: ModelRewriter | None = None,
     into: web.StreamResponse | None = None,
     stats: dict[str, Any] | None = None,
-    retry: bool = False,
+    light: bool = False,
     replayable: bool = False,
 ) -> web.StreamResponse:
     """`into`: an event stream already sent to the client (swap progress);
@@ -107,13 +107,13 @@ async def forward(
     `stats` receives "first_byte" (perf_counter at the first byte of the reply's
     body) and "tail" (its last bytes, where usage and timings are).
     `client`: the router's UpstreamPool (router/http/upstream.py; the cluster front has one per host).
-    `retry`: the request is idempotent (it takes no slot) and goes over a kept-alive
-    connection, which the child may have closed meanwhile: it is sent once more then.
+    `light`: the request takes no slot and is idempotent: it goes over a kept-alive
+    connection, and is sent once more if the child had closed that meanwhile.
     `replayable`: raise UpstreamLost instead of answering 502 when the child is lost
     before any byte of the reply was sent (the caller replays it on a restarted child)."""
     resp: web.StreamResponse | None = into
     try:
-        up = await _send(client, request, base_url, path, body, connect_timeout, read_timeout, retry)
+        up = await _send(client, request, base_url, path, body, connect_timeout, read_timeout, light)
         async with up:
             headers = _response_headers(up)
             if request.get(REQUEST_ID_KEY):
