@@ -14,12 +14,11 @@ router's CPU time per relayed stream event, and its RSS.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from .event_loop import measure, tiny_catalogue
+from .event_loop import alternate, tiny_catalogue
 from .targets import ROOT
 
 
@@ -40,18 +39,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="llama-router-ab-") as tmp:
         work = Path(tmp)
         config, port = tiny_catalogue(binary, work)
-        runs: dict[Path, list[dict[str, float]]] = {c: [] for c in checkouts}
-        for i in range(args.rounds):
-            for c in (checkouts if i % 2 == 0 else checkouts[::-1]):
-                r = measure(config, port, args.requests, work / "router.log", cwd=c)
-                runs[c].append(r)
-                print(f"round {i + 1} {c}: {r['req_s']:6.0f} req/s  {r['us_per_request']:5.0f} us/request  "
-                      f"{r['us_per_event']:5.1f} us/event  {r['rss_mib']:.1f} MiB", flush=True)
-    print("\n| checkout | /tokenize req/s | router CPU per request | per stream event | RSS |\n|---|---|---|---|---|")
-    for c, rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        print(f"| {c} | {med['req_s']:.0f} | {med['us_per_request']:.0f} us | {med['us_per_event']:.1f} us | "
-              f"{med['rss_mib']:.1f} MiB |")
+        alternate({str(c): {"cwd": c} for c in checkouts}, args.rounds, config, port, args.requests, work,
+                  "checkout")
     return 0
 
 

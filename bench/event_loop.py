@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -126,19 +127,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="llama-router-loop-") as tmp:
         work = Path(tmp)
         config, port = tiny_catalogue(binary, work)
-        runs: dict[str, list[dict[str, float]]] = {"uvloop": [], "asyncio": []}
-        for i in range(args.pairs):
-            for loop in (("uvloop", "asyncio") if i % 2 == 0 else ("asyncio", "uvloop")):
-                r = measure(config, port, args.requests, work / f"router-{loop}.log", env={"LLAMA_ROUTER_LOOP": loop})
-                runs[loop].append(r)
-                print(f"pair {i + 1} {loop:8s} {r['req_s']:6.0f} req/s  {r['us_per_request']:5.0f} us/request  "
-                      f"{r['us_per_event']:5.1f} us/event  {r['rss_mib']:.1f} MiB", flush=True)
-    print("\n| loop | /tokenize req/s | router CPU per request | per stream event | RSS |\n|---|---|---|---|---|")
-    for loop, rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        print(f"| {loop} | {med['req_s']:.0f} | {med['us_per_request']:.0f} us | {med['us_per_event']:.1f} us | "
-              f"{med['rss_mib']:.1f} MiB |")
+        alternate({loop: {"env": {"LLAMA_ROUTER_LOOP": loop}} for loop in ("uvloop", "asyncio")},
+                  args.pairs, config, port, args.requests, work, "loop")
     return 0
+
+
+def alternate(variants: dict[str, dict[str, Any]], rounds: int, config: Path, port: int, requests: int,
+              work: Path, column: str) -> None:
+    """measure() each variant (its keyword arguments) in turn, which goes first alternating
+    round by round; print each run, then a table of medians headed `column`."""
+    labels = list(variants)
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
+    for i in range(rounds):
+        for label in (labels if i % 2 == 0 else labels[::-1]):
+            r = measure(config, port, requests, work / "router.log", **variants[label])
+            runs[label].append(r)
+            print(f"round {i + 1} {label}: {r['req_s']:6.0f} req/s  {r['us_per_request']:5.0f} us/request  "
+                  f"{r['us_per_event']:5.1f} us/event  {r['rss_mib']:.1f} MiB", flush=True)
+    print(f"\n| {column} | /tokenize req/s | router CPU per request | per stream event | RSS |\n|---|---|---|---|---|")
+    for label, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        print(f"| {label} | {med['req_s']:.0f} | {med['us_per_request']:.0f} us | {med['us_per_event']:.1f} us | "
+              f"{med['rss_mib']:.1f} MiB |")
 
 
 if __name__ == "__main__":

@@ -208,7 +208,6 @@ class Reply:
         self.headers: CIMultiDict[str] = CIMultiDict(conn.raw_headers)
         length = self.headers.get("Content-Length")
         self.content_length = int(length) if length is not None and length.isdigit() else None
-        self.content = self  # aiohttp's ClientResponse reads chunks from .content.iter_any()
 
     async def read(self) -> bytes:
         conn = self._conn

@@ -123,13 +123,23 @@ async def forward(
                 await _write_error_event(into, up.status, await up.read())
                 return into
             if into is None and not ctype.startswith("text/event-stream") and up.content_length is not None:
-                return _whole_reply(up.status, up.reason, headers, ctype, await up.read(), rewriter, stats)
+                data = await up.read()
+                if up.status >= 400 and not data.strip():  # e.g. llama-server's multipart parser: say why
+                    return error_response(up.status, f"the model server answered {up.status} {up.reason or ''} "
+                                          "with an empty body", code=up.status, headers={
+                                              k: v for k, v in headers.items() if k.lower() != "content-type"})
+                if rewriter is not None and ctype.startswith("application/json"):
+                    data = rewriter.whole(data)
+                if stats is not None:
+                    stats["first_byte"] = time.perf_counter()
+                    stats["tail"] = data[-TAIL_BYTES:]
+                return web.Response(status=up.status, body=data, headers=headers)
             resp = into or web.StreamResponse(status=up.status, headers=headers)
             if not resp.prepared:
                 await resp.prepare(request)
             try:
                 tail = b""
-                async for chunk in up.content.iter_any():
+                async for chunk in up.iter_any():
                     if stats is not None:
                         if not tail:
                             stats.setdefault("first_byte", time.perf_counter())
@@ -163,21 +173,6 @@ async def forward(
         except (ConnectionError, RuntimeError):
             pass
         return resp
-
-
-def _whole_reply(status: int, reason: str | None, headers: dict[str, str], ctype: str, data: bytes,
-                 rewriter: ModelRewriter | None, stats: dict[str, Any] | None) -> web.Response:
-    """A child's reply read whole, as the client gets it."""
-    if status >= 400 and not data.strip():  # e.g. llama-server's multipart parser: say why
-        return error_response(status, f"the model server answered {status} {reason or ''} "
-                              "with an empty body", code=status, headers={
-                                  k: v for k, v in headers.items() if k.lower() != "content-type"})
-    if rewriter is not None and ctype.startswith("application/json"):
-        data = rewriter.whole(data)
-    if stats is not None:
-        stats["first_byte"] = time.perf_counter()
-        stats["tail"] = data[-TAIL_BYTES:]
-    return web.Response(status=status, body=data, headers=headers)
 
 
 @functools.lru_cache(maxsize=256)

@@ -79,13 +79,13 @@ class UpstreamPool:
         if self.headers:
             headers = {**headers, **self.headers}
         head = request_head(method, target, authority, headers, body, keep_alive) + (body or b"")
+        bodiless = method == "HEAD"
         if not keep_alive:
             fresh = await self._connect(host, port, connect_timeout)
-            return await self._exchange(None, fresh, head, read_timeout)
-        key = (host, port)
-        child = self._children.get(key)
+            return await self._exchange(None, fresh, head, bodiless, read_timeout)
+        child = self._children.get((host, port))
         if child is None:
-            child = self._children[key] = _Child(self.per_child)
+            child = self._children[(host, port)] = _Child(self.per_child)
         child.busy += 1  # waiting for a slot counts: the sweeper keeps this child's entry
         try:
             await child.slots.acquire()
@@ -99,19 +99,20 @@ class UpstreamPool:
                 if conn is None:
                     conn = await self._connect(host, port, connect_timeout)
                 try:
-                    return await self._exchange(key, conn, head, read_timeout)
+                    return await self._exchange(child, conn, head, bodiless, read_timeout)
                 except Disconnected:
                     if reused and not conn.received:
                         continue  # the child had closed it while idle: once more, on a new connection
                     raise
             raise Disconnected("the child closed two connections in a row before replying")
         except BaseException:
-            self._leave(key)
+            self._leave(child)
             raise
 
-    async def _exchange(self, key: tuple[str, int] | None, conn: Connection, head: bytes,
+    async def _exchange(self, child: _Child | None, conn: Connection, head: bytes, bodiless: bool,
                         read_timeout: float | None) -> Reply:
-        conn.send(head, bodiless=head.startswith(b"HEAD "))
+        """`child`: the light requests' entry the connection goes back to (None: closed after)."""
+        conn.send(head, bodiless=bodiless)
         try:
             while not conn.head_done:
                 if conn.error is not None:
@@ -120,26 +121,22 @@ class UpstreamPool:
         except BaseException:
             conn.close()  # cancelled or failed before the head: never reused
             raise
-        return Reply(conn, read_timeout, None if key is None else partial(self._put, key))
+        return Reply(conn, read_timeout, None if child is None else partial(self._put, child))
 
-    def _put(self, key: tuple[str, int], conn: Connection | None) -> None:
-        """A light request is done: its connection (None: closed) back, its slot free."""
-        child = self._children.get(key)
-        if conn is None:
-            pass
-        elif child is None or self._closed:
+    def _put(self, child: _Child, conn: Connection | None) -> None:
+        """A light request is done: its connection (None: closed) back, its slot free.
+        (The sweeper keeps a child's entry while it is busy.)"""
+        if conn is not None and self._closed:
             conn.close()
-        else:
+        elif conn is not None:
             conn.idle_since = time.monotonic()
             child.idle.append(conn)
             self._arm()
-        self._leave(key)
+        self._leave(child)
 
-    def _leave(self, key: tuple[str, int]) -> None:
-        child = self._children.get(key)
-        if child is not None:
-            child.busy -= 1
-            child.slots.release()
+    def _leave(self, child: _Child) -> None:
+        child.busy -= 1
+        child.slots.release()
 
     def _take(self, child: _Child) -> Connection | None:
         deadline = time.monotonic() - self.keepalive_s

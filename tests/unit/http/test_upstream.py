@@ -5,8 +5,10 @@ client against a real llama-server: tests/e2e/test_proxy_keepalive.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict
@@ -95,6 +97,20 @@ class Got:
     body: bytes
 
 
+@asynccontextmanager
+async def served(make: Callable[[Server], Script], *pool_args: Any, **pool_kwargs: Any
+                 ) -> AsyncIterator[tuple[Server, UpstreamPool]]:
+    """A stand-in server running `make`'s script, and a pool (4 per child, 2 s idle unless told): both
+    closed after."""
+    server = await serve(make)
+    pool = UpstreamPool(*(pool_args or (4, 2.0)), **pool_kwargs)
+    try:
+        yield server, pool
+    finally:
+        await pool.close()
+        await server.__aexit__()
+
+
 async def ask(pool: UpstreamPool, port: int, body: bytes | None = b'{"content":"hi"}', target: str = "/tokenize",
               read_timeout: float = 5.0, method: str = "POST", keep_alive: bool = True) -> Got:
     reply = await pool.request(method, "127.0.0.1", port, target, {"Content-Type": "application/json"}, body,
@@ -104,81 +120,54 @@ async def ask(pool: UpstreamPool, port: int, body: bytes | None = b'{"content":"
 
 
 async def test_requests_reuse_one_kept_alive_connection():
-    server = await serve(replies(*[OK] * 50))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(replies(*[OK] * 50)) as (server, pool):
         for _ in range(50):
             reply = await ask(pool, server.port)
             assert (reply.status, reply.body, reply.headers.get("content-type")) == (200, b"{}", "application/json")
         assert server.connections == 1
         assert server.requests[0].startswith(b"POST /tokenize HTTP/1.1\r\n")
         assert b"\r\nContent-Length: 16\r\n" in server.requests[0] and server.requests[0].endswith(b'{"content":"hi"}')
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_at_most_per_child_connections_at_once_the_rest_wait_their_turn():
-    server = await serve(replies(*[OK] * 20, delay=0.05))
-    pool = UpstreamPool(3, 2.0)
-    try:
+    async with served(replies(*[OK] * 20, delay=0.05), 3, 2.0) as (server, pool):
         got = await asyncio.gather(*(ask(pool, server.port) for _ in range(12)))
         assert [r.status for r in got] == [200] * 12
         assert server.most_open == 3 and server.connections == 3
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_a_connection_the_child_closed_while_idle_is_replaced_and_the_request_sent_once_more():
     # llama-server closes after a streamed reply, or after 100 requests, while saying keep-alive
-    server = await serve(replies(OK))  # one reply per connection, then the server closes it
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(replies(OK)) as (server, pool):  # one reply per connection, then the server closes it
         for _ in range(5):
             assert (await ask(pool, server.port)).status == 200
             await asyncio.sleep(0.01)
         assert server.connections == 5 and len(server.requests) == 5
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_connection_close_in_the_reply_is_honoured_and_frees_its_turn():
     # llama-server says "Connection: close" on its 100th reply on one connection
-    server = await serve(replies(OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1), OK))
-    pool = UpstreamPool(1, 2.0)
-    try:
+    closing = OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    async with served(replies(closing, OK), 1, 2.0) as (server, pool):
         await ask(pool, server.port)
         await asyncio.wait_for(ask(pool, server.port), 5)  # the one connection allowed is free again
         assert server.connections == 2 and server.closed_by_client >= 1
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_chunked_and_unsized_replies_are_read_whole():
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     unsized = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nno such thing"
-    server = await serve(replies(chunked, unsized))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async def chunked_then_unsized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in (chunked, unsized):
+            await server.read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+        writer.close()  # the end of the unsized reply
+    async with served(lambda s: chunked_then_unsized) as (server, pool):
         first = await ask(pool, server.port)
         assert (first.status, first.body) == (200, b"abcde")
-
-        async def close_after(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(unsized)
-            await writer.drain()
-            writer.close()
-        server.script = close_after
-        await pool.close()
-        pool = UpstreamPool(4, 2.0)
         second = await ask(pool, server.port)
         assert (second.status, second.reason, second.body) == (404, "Not Found", b"no such thing")
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_a_child_lost_mid_reply_is_disconnected_not_retried():
@@ -189,15 +178,10 @@ async def test_a_child_lost_mid_reply_is_disconnected_not_retried():
         writer.write(cut)
         await writer.drain()
         writer.transport.abort()
-    server = await serve(lambda s: die_mid_reply)
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(lambda s: die_mid_reply) as (server, pool):
         with pytest.raises(Disconnected):
             await ask(pool, server.port)
         assert len(server.requests) == 1  # bytes of the reply had come: never sent twice
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_an_informational_reply_is_skipped_for_the_real_one():
@@ -209,22 +193,15 @@ async def test_an_informational_reply_is_skipped_for_the_real_one():
             await asyncio.sleep(0.1)  # the real reply in a packet of its own
             writer.write(OK)
             await writer.drain()
-    server = await serve(lambda s: continue_first)
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(lambda s: continue_first) as (server, pool):
         first = await ask(pool, server.port)
         assert (first.status, first.body) == (200, b"{}")
         assert (await ask(pool, server.port)).status == 200 and server.connections == 1
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_a_reply_to_head_has_no_body_to_wait_for():
     head_reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n"
-    server = await serve(replies(head_reply, OK))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(replies(head_reply, OK)) as (server, pool):
         got = await asyncio.wait_for(ask(pool, server.port, None, "/props", method="HEAD"), 2)
         assert (got.status, got.headers["Content-Length"], got.body) == (200, "1234", b"")
         for _ in range(20):
@@ -232,39 +209,24 @@ async def test_a_reply_to_head_has_no_body_to_wait_for():
                 break
             await asyncio.sleep(0.05)
         assert server.closed_by_client == 1  # never reused: its parser would wait for those 1234 bytes
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_garbage_is_a_bad_reply():
-    server = await serve(replies(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(replies(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")) as (server, pool):
         with pytest.raises(BadReply):
             await ask(pool, server.port)
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_no_reply_in_time_is_a_timeout_and_the_connection_is_dropped():
-    server = await serve(replies(OK, OK, delay=0.5))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(replies(OK, OK, delay=0.5)) as (server, pool):
         with pytest.raises(TimeoutError):
             await ask(pool, server.port, read_timeout=0.1)
         assert (await ask(pool, server.port)).status == 200
         assert server.connections == 2  # the late reply never lands on the next request
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_a_cancelled_request_leaves_no_connection_for_the_next():
-    server = await serve(replies(OK, OK, delay=0.3))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(replies(OK, OK, delay=0.3)) as (server, pool):
         task = asyncio.create_task(ask(pool, server.port))
         await asyncio.sleep(0.1)
         task.cancel()
@@ -272,9 +234,6 @@ async def test_a_cancelled_request_leaves_no_connection_for_the_next():
             await task
         reply = await ask(pool, server.port)
         assert reply.status == 200 and server.connections == 2
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_nothing_listening_is_connect_failed():
@@ -290,9 +249,7 @@ async def test_nothing_listening_is_connect_failed():
 
 
 async def test_idle_connections_are_closed_after_keepalive():
-    server = await serve(replies(OK, OK))
-    pool = UpstreamPool(4, 0.2)
-    try:
+    async with served(replies(OK, OK), 4, 0.2) as (server, pool):
         await ask(pool, server.port)
         assert server.open == 1
         for _ in range(50):
@@ -302,9 +259,6 @@ async def test_idle_connections_are_closed_after_keepalive():
         assert server.open == 0 and server.closed_by_client == 1  # it holds none of the child's threads
         assert (await ask(pool, server.port)).status == 200
         assert server.connections == 2
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 def test_nothing_from_the_target_or_headers_breaks_the_request_line():
@@ -336,15 +290,13 @@ def _stream_script(server: Server, parts: list[bytes], gap: float, then_close: b
 
 async def test_a_stream_is_relayed_as_it_comes_on_a_fresh_connection_of_its_own():
     parts = [b"data: %d\n\n" % i for i in range(5)]
-    server = await serve(lambda s: _stream_script(s, parts, 0.1))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(lambda s: _stream_script(s, parts, 0.1)) as (server, pool):
         reply = await pool.request("POST", "127.0.0.1", server.port, "/v1/chat/completions", {}, b"{}",
                                    connect_timeout=2, read_timeout=5, keep_alive=False)
         seen: list[tuple[bytes, int]] = []
         async with reply:
             assert reply.headers["Content-Type"] == "text/event-stream" and reply.content_length is None
-            async for chunk in reply.content.iter_any():
+            async for chunk in reply.iter_any():
                 seen.append((chunk, len(server.requests)))
         assert b"".join(c for c, _ in seen) == b"".join(parts)
         assert len(seen) >= 4  # each part as it came, not the whole at the end
@@ -354,16 +306,11 @@ async def test_a_stream_is_relayed_as_it_comes_on_a_fresh_connection_of_its_own(
                 break
             await asyncio.sleep(0.05)
         assert server.open == 0  # never kept: a generation's connection closes with its reply
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_a_stream_cut_by_the_child_yields_what_came_then_disconnected():
     parts = [b"data: 1\n\n", b"data: 2\n\n"]
-    server = await serve(lambda s: _stream_script(s, parts, 0.05, then_close=True))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(lambda s: _stream_script(s, parts, 0.05, then_close=True)) as (server, pool):
         reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {}, b"{}",
                                    connect_timeout=2, read_timeout=5, keep_alive=False)
         got = b""
@@ -372,15 +319,10 @@ async def test_a_stream_cut_by_the_child_yields_what_came_then_disconnected():
                 async for chunk in reply.iter_any():
                     got += chunk
         assert got == b"".join(parts)
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_a_stream_that_stalls_past_the_read_timeout_fails():
-    server = await serve(lambda s: _stream_script(s, [b"data: 1\n\n", b"data: 2\n\n"], 1.0))
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(lambda s: _stream_script(s, [b"data: 1\n\n", b"data: 2\n\n"], 1.0)) as (server, pool):
         reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {}, b"{}",
                                    connect_timeout=2, read_timeout=0.3, keep_alive=False)
         got = []
@@ -389,24 +331,16 @@ async def test_a_stream_that_stalls_past_the_read_timeout_fails():
                 async for chunk in reply.iter_any():
                     got.append(chunk)
         assert got == [b"data: 1\n\n"]
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_a_stream_longer_than_the_read_timeout_is_fine_while_it_keeps_coming():
     parts = [b"data: %d\n\n" % i for i in range(10)]
-    server = await serve(lambda s: _stream_script(s, parts, 0.1))  # 1 s in all, 0.1 s apart
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(lambda s: _stream_script(s, parts, 0.1)) as (server, pool):  # 1 s in all, 0.1 s apart
         reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {}, b"{}",
                                    connect_timeout=2, read_timeout=0.35, keep_alive=False)
         async with reply:
             got = b"".join([chunk async for chunk in reply.iter_any()])
         assert got == b"".join(parts)
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_a_slow_reader_pauses_the_child_instead_of_buffering_its_reply():
@@ -423,9 +357,7 @@ async def test_a_slow_reader_pauses_the_child_instead_of_buffering_its_reply():
                 await writer.drain()
                 sent += len(part)
         return script
-    server = await serve(make)
-    pool = UpstreamPool(4, 2.0)
-    try:
+    async with served(make) as (server, pool):
         reply = await pool.request("GET", "127.0.0.1", server.port, "/big", {}, None,
                                    connect_timeout=2, read_timeout=5, keep_alive=False)
         got = 0
@@ -438,17 +370,13 @@ async def test_a_slow_reader_pauses_the_child_instead_of_buffering_its_reply():
                 assert sent - got < 8 * 2**20  # the child is held back by the socket, not read into memory
         assert got == 64 * len(part)
         assert most <= http1.HIGH_WATER + 2**20  # at most about the high-water mark held at once
-    finally:
-        await pool.close()
-        await server.__aexit__()
 
 
 async def test_the_pools_headers_go_with_every_request_and_closing_it_cuts_replies_under_way():
     # the cluster front: one pool per host, its secret on every request; a host that leaves is cut at once
     parts = [b"data: %d\n\n" % i for i in range(20)]
-    server = await serve(lambda s: _stream_script(s, parts, 0.1))
-    pool = UpstreamPool(headers={"Authorization": "Bearer s3cret"})
-    try:
+    secret = {"Authorization": "Bearer s3cret"}
+    async with served(lambda s: _stream_script(s, parts, 0.1), headers=secret) as (server, pool):
         reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {"Authorization": "Bearer no"},
                                    b"{}", connect_timeout=2, read_timeout=5, keep_alive=False)
         assert b"\r\nAuthorization: Bearer s3cret\r\n" in server.requests[0] and b"Bearer no" not in server.requests[0]
@@ -462,6 +390,3 @@ async def test_the_pools_headers_go_with_every_request_and_closing_it_cuts_repli
         assert len(got) < len(parts)
         with pytest.raises(ConnectFailed):
             await ask(pool, server.port)
-    finally:
-        await pool.close()
-        await server.__aexit__()
