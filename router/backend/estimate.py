@@ -11,6 +11,9 @@ and the child's own arguments (the way llama.cpp sizes its buffers).
               micro-batch (-ub), and attention scores over the context
     projector the --mmproj file's tensors plus its own scratch
     overhead  the llama-server process itself (code, threads, HTTP)
+    runtime   on each GPU that holds layers, the GPU runtime's own memory (the
+              CUDA context and its libraries' workspaces), which NVML counts
+              against the process but no buffer report names
 
 Everything is pure arithmetic on `GGUFMeta` and argv, so the figures are
 unit-tested against hand-computed ones; the manager replaces an estimate
@@ -40,6 +43,9 @@ CELL_PAD = 256  # llama.cpp pads KV cache sizes to this many cells
 PROCESS_OVERHEAD = 20 * MiB  # llama-server's own resident memory with a model of (almost) nothing
 VOCAB_BYTES = 95  # the tokenizer's tables, per vocabulary entry (measured on Gemma 3's 262k tokens)
 PROJECTOR_SCRATCH = 64 * MiB
+# The CUDA runtime's own memory per GPU a child uses (context, kernels' stacks, cuBLAS):
+# Ollama's figure for CUDA (its cudaMinimumMemory). `make gpu-check` measures it (docs/memory.md).
+GPU_RUNTIME = 457 * MiB
 
 
 @dataclass(frozen=True)
@@ -52,14 +58,15 @@ class Estimate:
     projector: int
     overhead: int
     devices: dict[str, int] = field(default_factory=dict)
+    runtime: int = 0  # the GPU runtime's own memory, summed over the GPUs used
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.compute + self.projector + self.overhead
+        return self.weights + self.kv + self.compute + self.projector + self.overhead + self.runtime
 
     def parts(self) -> dict[str, int]:
         return {"weights": self.weights, "kv": self.kv, "compute": self.compute,
-                "projector": self.projector, "overhead": self.overhead}
+                "projector": self.projector, "overhead": self.overhead, "runtime": self.runtime}
 
 
 @dataclass(frozen=True)
@@ -78,14 +85,16 @@ class LaunchArgs:
 
     @classmethod
     def parse(cls, argv: tuple[str, ...] | list[str], *, gpus: int = 0) -> LaunchArgs:
-        """`gpus`: how many GPUs the budget knows; without one, -ngl places nothing off the CPU."""
+        """`gpus`: how many GPUs the budget knows; without one, -ngl places nothing off the CPU.
+        Without -ngl, llama-server offloads every layer that fits (its default, "auto"):
+        placement makes room for the model, so all of them."""
         flags = {"ctx": ("-c", "--ctx-size"), "parallel": ("-np", "--parallel"), "ubatch": ("-ub", "--ubatch-size"),
                  "cache_k": ("-ctk", "--cache-type-k"), "cache_v": ("-ctv", "--cache-type-v"),
                  "ngl": ("-ngl", "--gpu-layers", "--n-gpu-layers"), "ts": ("-ts", "--tensor-split"),
                  "fa": ("-fa", "--flash-attn")}
         values = {key: v for key, names in flags.items() if (v := arg_value(argv, *names)) is not None}
         parallel = _int(values.get("parallel"), DEFAULT_PARALLEL)
-        ngl = values.get("ngl", "0")
+        ngl = values.get("ngl", "auto")
         gpu_layers = 0 if not gpus else (1 << 30 if ngl in ("auto", "all", "-1") else max(_int(ngl, 0), 0))
         split = tuple(float(x) for x in values.get("ts", "").replace("/", ",").split(",") if _is_float(x))
         return cls(
@@ -183,14 +192,19 @@ def estimate(meta: GGUFMeta, argv: tuple[str, ...] | list[str], *, shard_bytes: 
     compute = compute_bytes(meta, args)
     proj = projector.tensor_bytes + PROJECTOR_SCRATCH if projector is not None else 0
     devices = _place(meta, args, weights, kv, compute, proj + overhead_bytes(meta), gpus)
-    return Estimate(weights, kv, compute, proj, overhead_bytes(meta), devices)
+    runtime = GPU_RUNTIME * sum(1 for d in devices if d != "ram")
+    for d in devices:
+        if d != "ram":
+            devices[d] += GPU_RUNTIME
+    return Estimate(weights, kv, compute, proj, overhead_bytes(meta), devices, runtime)
 
 
 def _place(meta: GGUFMeta, args: LaunchArgs, weights: int, kv: int, compute: int, host: int,
            gpus: int) -> dict[str, int]:
     """Split the parts over devices: offloaded layers' weights and KV (and the
     compute buffer and projector, when anything is offloaded) go to the GPUs
-    by --tensor-split (evenly without it); the rest stays in RAM."""
+    by --tensor-split (evenly without it; a GPU given no share gets nothing);
+    the rest stays in RAM."""
     layers = meta.block_count or 1
     on_gpu = min(args.gpu_layers, layers) if gpus else 0
     if not on_gpu:
@@ -202,5 +216,6 @@ def _place(meta: GGUFMeta, args: LaunchArgs, weights: int, kv: int, compute: int
     norm = sum(split) or 1.0
     devices = {"ram": ram}
     for i, w in enumerate(split):
-        devices[f"gpu{i}"] = int(gpu_total * w / norm)
+        if w > 0:
+            devices[f"gpu{i}"] = int(gpu_total * w / norm)
     return devices

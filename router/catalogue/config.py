@@ -66,6 +66,13 @@ class ModelSpec:
     pinned: bool = False  # never stopped to make room for another model
     concurrency_limit: int = 0  # requests in flight at once (0: no limit); the rest wait in the router
     max_queue: int = 0  # requests waiting at most (0: no limit); past it: 429 with Retry-After
+    # What /v1/models shows as `name` (clients such as Open WebUI list it); the file's key is
+    # `name`, as llama-swap's. None: the model's name, never the GGUF's general.name (two
+    # entries on one file would look the same).
+    display_name: str | None = field(default=None, metadata={"key": "name"})
+    # The reply cap given to a generation request that sets none (max_tokens...); None: the
+    # router's max_tokens_default, 0: none for this model.
+    max_tokens_default: int | None = None
 
     @property
     def model_file(self) -> str | None:
@@ -96,6 +103,7 @@ class MemorySettings:
     # Ask the first load of each launch plan for llama-server's buffer report (-lv 4): an exact
     # figure, at the price of that child's chattier log.
     probe: bool = False
+    unified: bool | str = "auto"  # the GPU computes in the RAM (Apple silicon): auto (detect), True, False
 
 
 ROLES = ("read", "inference", "admin")  # what a scoped API key may do, least first
@@ -164,6 +172,9 @@ class RouterSettings:
     # instead of loading it, unless it asks `?autoload=true` (llama.cpp's router).
     models_autoload: bool = True
     ttl: float = 0.0  # idle seconds before a model unloads; 0 = never (a model's own ttl wins)
+    # The reply cap (tokens) given to a generation request that sets none; 0 = none, as llama.cpp
+    # (a model's own max_tokens_default wins).
+    max_tokens_default: int = 0
     drain_timeout: float = 30.0
     watch_config: bool = True
     watch_folders: bool = True  # rescan when a GGUF file appears in or leaves a model folder
@@ -202,6 +213,9 @@ class ClusterSettings:
     # How long a host's agent keeps its models after the last word from a front (a front
     # that restarts within it finds them loaded); then it stops them and leaves.
     front_grace: float = 60.0
+    # How long a request that reaches a front just started waits for the hosts' first reports
+    # (before them no host is known; a request waits as on one host during a load).
+    start_wait: float = 30.0
 
 
 PLACEMENTS = ("memory", "round_robin")
@@ -251,6 +265,11 @@ class Config:
 
     def spawn_for(self, spec: ModelSpec) -> SpawnSpec:
         return spec.spawn or self.spawn
+
+    def max_tokens_default(self, spec: ModelSpec) -> int:
+        """The reply cap of a generation request to `spec` that sets none (0: none)."""
+        own = spec.max_tokens_default
+        return self.router.max_tokens_default if own is None else own
 
     def with_router(self, **changes: Any) -> Config:
         """Command-line values override the file."""

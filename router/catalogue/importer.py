@@ -6,7 +6,8 @@ share one document handling.
 
 The catalogue is a file people edit by hand, so every write goes through
 ruamel.yaml's round-trip mode (comments, key order, quoting and - as far as
-it can be guessed - indentation survive) and lands atomically (temp file +
+it can be guessed - indentation survive; catalogue/yamlio.py quotes what a
+YAML 1.1 reader would not read as a string) and lands atomically (temp file +
 rename), because the router hot-reloads the file and must never read half
 of it.
 
@@ -31,6 +32,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from router.catalogue.yamlio import writer_yaml
 from router.discovery.naming import unique_name
 from router.discovery.scan import DiscoveredModel
 
@@ -146,9 +148,7 @@ def _guess_indent(text: str) -> tuple[int, int, int]:
 
 
 def _yaml_for(text: str) -> YAML:
-    y = YAML(typ="rt")
-    y.preserve_quotes = True
-    y.width = 4096  # never fold long paths
+    y = writer_yaml()
     mapping, sequence, offset = _guess_indent(text)
     y.indent(mapping=mapping, sequence=max(sequence, offset + 2), offset=offset)
     return y

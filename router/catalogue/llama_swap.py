@@ -49,12 +49,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from ruamel.yaml import YAML
-
 from router.catalogue.config import DEFAULT_COMMAND, MIN_SECRET_LEN, NAME_RE, NAME_RULE, ConfigError
 from router.catalogue.importer import CatalogueWriteError, atomic_write
 from router.catalogue.parse import load_config
-from router.catalogue.yamlio import YAMLReadError, read_yaml
+from router.catalogue.yamlio import YAMLReadError, read_yaml, writer_yaml
 from router.discovery.naming import safe_name, unique_name
 
 __all__ = ["Conversion", "convert_llama_swap", "import_llama_swap"]
@@ -63,7 +61,7 @@ _MACRO_RE = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _ENV_RE = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
 _MACRO_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,63}$")
 PORT = "${PORT}"
-_ENTRY_KEYS = ("path", "mmproj", "aliases", "group", "args", "env", "spawn", "ttl", "unlisted",
+_ENTRY_KEYS = ("name", "path", "mmproj", "aliases", "group", "args", "env", "spawn", "ttl", "unlisted",
                "concurrency_limit", "pinned")
 DEFAULT_PROXY = "http://localhost:${PORT}"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -85,7 +83,7 @@ _MODEL_SKIPPED = {
     "cmdStop": "the router stops a child itself: llama-server's exit command, then SIGTERM and "
                "SIGKILL to its process group",
     "useModelName": "requests reach the child unchanged (llama-server ignores the model field)",
-    "name": "the catalogue has no display name", "description": "the catalogue has no description",
+    "description": "the catalogue has no description",
     "metadata": "/v1/models describes a model from its GGUF header",
     "capabilities": "/v1/models describes a model from its GGUF header",
     "timeouts": "router.connect_timeout and router.read_timeout apply to every model",
@@ -157,9 +155,8 @@ def _existing(path: Path) -> dict[str, Any]:
 
 
 def _dump(data: dict[str, Any]) -> str:
-    y = YAML(typ="rt")
+    y = writer_yaml()
     y.default_flow_style = None  # lists and maps of scalars on one line, as config.example.yaml
-    y.width = 4096
     buf = io.StringIO()
     y.dump(data, buf)
     return buf.getvalue()
@@ -402,6 +399,8 @@ class _Converter:
             raise self.fail(f"{key}.ttl", f"expected -1 (the global TTL) or more, got {ttl}")
         entry["ttl"] = ttl if ttl >= 0 else None
         entry["unlisted"] = self.want(m.get("unlisted", False), bool, f"{key}.unlisted", "true or false")
+        if m.get("name") is not None and str(m["name"]).strip():  # the name /v1/models shows, as llama-swap's
+            entry["name"] = self.text(m["name"], f"{key}.name")
         limit = self.want(m.get("concurrencyLimit", 0), int, f"{key}.concurrencyLimit", "a whole number")
         entry["concurrency_limit"] = limit if limit > 0 else None
         check = self.text(m.get("checkEndpoint", "/health"), f"{key}.checkEndpoint")
@@ -418,7 +417,8 @@ class _Converter:
                 self.skip(f"{key}.filters", "requests reach the child unchanged (no parameter stripped or set)")
             elif k in _MODEL_SKIPPED:
                 self.skip(f"{key}.{k}", _MODEL_SKIPPED[k])
-            elif k not in ("cmd", "proxy", "aliases", "env", "ttl", "unlisted", "concurrencyLimit", "checkEndpoint"):
+            elif k not in ("cmd", "proxy", "aliases", "env", "ttl", "unlisted", "concurrencyLimit", "checkEndpoint",
+                           "name"):
                 self.skip(f"{key}.{k}", "unknown llama-swap key")
 
     # ---------------------------------------------------------------- router settings

@@ -44,7 +44,8 @@ from router.catalogue.yamlio import YAMLReadError, read_yaml
 
 
 def _keys(cls: type, *, exclude: tuple[str, ...] = ()) -> set[str]:
-    return {f.name for f in fields(cls) if f.name not in exclude}
+    """The file's keys of a section: its fields' names, or the `key` of a field's metadata."""
+    return {f.metadata.get("key", f.name) for f in fields(cls) if f.name not in exclude}
 
 
 _ROUTER_KEYS = _keys(RouterSettings)
@@ -180,6 +181,7 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
         preload=r.str_list("preload"),
         models_autoload=r.boolean("models_autoload", d.models_autoload),
         ttl=float(r.number("ttl", d.ttl)),
+        max_tokens_default=r.number("max_tokens_default", d.max_tokens_default, integer=True),
         drain_timeout=float(r.number("drain_timeout", d.drain_timeout)),
         watch_config=r.boolean("watch_config", d.watch_config),
         watch_folders=r.boolean("watch_folders", d.watch_folders),
@@ -279,7 +281,10 @@ def _parse_memory(data: Any, source: str) -> MemorySettings:
                          if isinstance(reserve_raw, str) else reserve_raw)
     if reserve is None:
         raise r.fail("reserve", f"expected a size such as 1GiB, got {reserve_raw!r}")
-    return MemorySettings(ram=ram, gpu=gpu, reserve=reserve, probe=r.boolean("probe", d.probe))
+    unified = r.data.get("unified", d.unified)
+    if unified != "auto" and not isinstance(unified, bool):
+        raise r.fail("unified", f"expected auto, true or false, got {unified!r}")
+    return MemorySettings(ram=ram, gpu=gpu, reserve=reserve, probe=r.boolean("probe", d.probe), unified=unified)
 
 
 def _opt_path(value: str | None) -> str | None:
@@ -343,7 +348,18 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
         pinned=r.boolean("pinned", False),
         concurrency_limit=r.number("concurrency_limit", 0, integer=True),
         max_queue=r.number("max_queue", 0, integer=True),
+        display_name=_display_name(r),
+        max_tokens_default=None if r.data.get("max_tokens_default") is None
+        else r.number("max_tokens_default", 0, integer=True),
     )
+
+
+def _display_name(r: _Reader) -> str | None:
+    shown = r.string("name")
+    if shown is not None and not shown.strip():
+        raise r.fail("name", "expected the name clients show for this model (the model's own name if "
+                     "not set), got an empty one")
+    return shown
 
 
 def _parse_sources(data: Any, source: str) -> SourcesSpec:
@@ -364,6 +380,7 @@ def _parse_cluster(data: Any, source: str) -> ClusterSettings:
         replicas=r.number("replicas", d.replicas, integer=True, minimum=1),
         queue_threshold=r.number("queue_threshold", d.queue_threshold, integer=True, minimum=1),
         front_grace=float(r.number("front_grace", d.front_grace, minimum=1)),
+        start_wait=float(r.number("start_wait", d.start_wait, minimum=0)),
     )
 
 

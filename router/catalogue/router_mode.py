@@ -19,15 +19,18 @@ the way llama.cpp's router does (tools/server/server-models.cpp,
   otherwise llama-server downloads it with `-hf` on first load);
 - the command line wins over both (Config.cli_args, merged at launch);
 - `load-on-startup` models are loaded once the port is open;
-- `dedup-cache-models` hides a cache model that a preset section serves
-  from the same file.
+- `dedup-cache-models` hides from the model list a cache model that a
+  preset section serves from the same file (its `hf-repo` or its
+  `spec-draft-hf`); it stays usable by id.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.catalogue.config import NAME_RE, NAME_RULE, RESERVED_FLAGS, Config, ConfigError, ModelSpec, SpawnSpec
@@ -124,9 +127,7 @@ def apply_preset(config: Config, preset: Preset, source: str, table: ServerArgs)
     """`config` (the served catalogue, sources already scanned) with `preset` laid over it."""
     defaults = tuple(table.merge(preset.defaults, config.spawn.args))
     models = dict(config.models)
-    by_path = {os.path.realpath(s.path): s.name for s in models.values() if s.path and s.state == "auto"}
     preload = list(config.router.preload)
-    hidden: set[str] = set()
     for pm in preset.models:
         existing = config.resolve(pm.name)
         aliases = tuple(a for a in pm.aliases if config.resolve(a) is None)
@@ -138,11 +139,10 @@ def apply_preset(config: Config, preset: Preset, source: str, table: ServerArgs)
             if not NAME_RE.match(pm.name):
                 raise ConfigError(source, f"[{pm.name}]", f"expected a model name of {NAME_RULE}")
             path, spawn = pm.path, None
-            cached = config.resolve(pm.hf_repo) if pm.hf_repo and path is None else None
+            cached = _cached(config, pm.hf_repo, _arg(table, pm.args, "LLAMA_ARG_HF_FILE")) \
+                if pm.hf_repo and path is None else None
             if cached is not None and cached.path:
                 path = cached.path
-                if pm.dedup_cache_models and cached.state == "auto":
-                    hidden.add(cached.name)
             elif pm.hf_repo and path is None:
                 # Not downloaded yet: llama-server fetches it on the first load.
                 spawn = SpawnSpec(command=("llama-server", "-hf", pm.hf_repo, "--alias", "$name",
@@ -150,14 +150,75 @@ def apply_preset(config: Config, preset: Preset, source: str, table: ServerArgs)
             if path is None and spawn is None:
                 raise ConfigError(source, f"[{pm.name}]", "is not a model the router knows; name its file "
                                   "with `model = /path/to/file.gguf` or its repo with `hf-repo = user/repo:QUANT`")
-            if path and pm.dedup_cache_models and os.path.realpath(path) in by_path:
-                hidden.add(by_path[os.path.realpath(path)])
             spec = ModelSpec(name=pm.name, path=path, aliases=aliases, args=pm.args, mmproj=pm.mmproj,
                              spawn=spawn, state="manual")
         models[spec.name] = spec
         if pm.load_on_startup and spec.name not in preload:
             preload.append(spec.name)
-    for name in hidden:
-        models[name] = replace(models[name], unlisted=True)
+    for name in _deduplicated(config, preset, table):
+        if models[name].state == "auto":  # a section of the same name made it the preset's own
+            models[name] = replace(models[name], unlisted=True)
     spawn = replace(config.spawn, args=defaults)
     return replace(config, models=models, spawn=spawn, router=replace(config.router, preload=tuple(preload)))
+
+
+def _deduplicated(config: Config, preset: Preset, table: ServerArgs) -> set[str]:
+    """The cache models that `dedup-cache-models` hides from the model list (llama.cpp's
+    `load_models`): those a section with the flag (its own or `[*]`'s) serves from the same
+    file through `hf-repo` (with `hf-file`) or `spec-draft-hf` (with `spec-draft-model`).
+    They stay routable by id; only the list leaves them out."""
+    hidden: set[str] = set()
+    for pm in preset.models:
+        if not pm.dedup_cache_models:
+            continue
+        refs = [(pm.hf_repo, _arg(table, pm.args, "LLAMA_ARG_HF_FILE")),
+                (_arg(table, pm.args, "LLAMA_ARG_SPEC_DRAFT_HF_REPO"),
+                 _arg(table, pm.args, "LLAMA_ARG_SPEC_DRAFT_MODEL"))]
+        for ref, file in refs:
+            cached = _cached(config, ref, file) if ref else None
+            if cached is not None and cached.state == "auto":
+                hidden.add(cached.name)
+    return hidden
+
+
+def _arg(table: ServerArgs, args: Sequence[str], env: str) -> str | None:
+    """The value `args` give the llama-server option whose env name is `env` (the last one)."""
+    wanted = table.option(env)
+    values = [tokens[-1] for opt, tokens in table.split(args) if wanted is not None and opt is wanted
+              and len(tokens) > 1]
+    return values[-1] if values else None
+
+
+# common/download.cpp, find_best_model: the quants a reference without one resolves to, in order.
+_DEFAULT_TAGS = ("Q4_K_M", "Q8_0")
+
+
+def _cached(config: Config, ref: str, hf_file: str | None = None) -> ModelSpec | None:
+    """The catalogued model a `user/repo[:TAG]` reference is served from: a model of that
+    name or alias, else the Hugging Face cache file llama.cpp resolves it to
+    (common_download_resolve_path): `hf_file` when given, else the first file of the repo's
+    snapshot whose path holds `TAG` followed by `.` or `-`, without a tag Q4_K_M, then Q8_0,
+    then the first model file."""
+    named = config.resolve(ref) if hf_file is None else None
+    if named is not None:
+        return named
+    repo, _, tag = ref.partition(":")
+    files = sorted(((rel, spec) for spec in config.models.values() if spec.state == "auto" and spec.path
+                    for repo_id, rel in [_in_hf_cache(spec.path)] if repo_id == repo), key=lambda f: f[0])
+    if hf_file is not None:
+        return next((spec for rel, spec in files if rel == hf_file), None)
+    for t in (tag,) if tag else _DEFAULT_TAGS:
+        pattern = re.compile(re.escape(t) + "[.-]", re.IGNORECASE)
+        found = next((spec for rel, spec in files if pattern.search(rel)), None)
+        if found is not None:
+            return found
+    return files[0][1] if files and not tag else None
+
+
+def _in_hf_cache(path: str) -> tuple[str | None, str]:
+    """(repo id, path inside the snapshot) of a file in a Hugging Face cache; (None, "") elsewhere."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 3):
+        if parts[i].startswith("models--") and parts[i + 1] == "snapshots":
+            return parts[i][len("models--"):].replace("--", "/"), "/".join(parts[i + 3:])
+    return None, ""

@@ -148,12 +148,16 @@ def gguf_meta(path: str | None) -> GGUFMeta | None:
 
 
 def model_card(spec: ModelSpec) -> dict[str, Any]:
-    """What /v1/models tells about a model that may not be running."""
+    """What /v1/models tells about a model that may not be running. `name`, which
+    clients such as Open WebUI list, is the catalogue's display name or the model's own:
+    the GGUF's general.name (in `meta`) is the same for every entry on one file."""
     meta = gguf_meta(spec.path)
     modalities = ["text", "image"] if spec.mmproj else ["text"]
-    card: dict[str, Any] = {"architecture": {"input_modalities": modalities, "output_modalities": ["text"]}}
+    card: dict[str, Any] = {"name": spec.display_name or spec.name,
+                            "architecture": {"input_modalities": modalities, "output_modalities": ["text"]}}
     if meta is not None:
         card["meta"] = {
+            "name": meta.name,
             "architecture": meta.architecture,
             "n_ctx_train": meta.context_length,
             "n_params": meta.n_params,
@@ -162,7 +166,6 @@ def model_card(spec: ModelSpec) -> dict[str, Any]:
             "n_layer": meta.block_count,
             "sliding_window": meta.sliding_window,
         }
-        card["name"] = meta.name
     card["state"] = spec.state
     card["mmproj"] = Path(spec.mmproj).name if spec.mmproj else None
     return card

@@ -34,8 +34,15 @@ from router.http.keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, REQUEST_ID, ROUT
 from router.http.keys_policy import KeyLimits
 from router.http.launch_args import load_overrides
 from router.http.model_api import relay_model_events, router_props
-from router.http.proxy import ModelRewriter, UpstreamLost, forward
-from router.http.request import parse_json_object, read_body, read_request, resolve_name, take_keep_alive
+from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
+from router.http.request import (
+    default_reply_cap,
+    parse_json_object,
+    read_body,
+    read_request,
+    resolve_name,
+    take_keep_alive,
+)
 from router.http.request_id import with_request_id
 from router.ui.dashboard import handle_page as dashboard_page
 from router.ui.webui import add_webui_routes
@@ -114,18 +121,19 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     try:
         spec = resolve_name(cluster.config, name, request.get(API_KEY))
         label = spec.name
-        keep_alive = take_keep_alive(data) if data is not None else None
-        if keep_alive is not None:  # the host's agent applies it; the child never sees it
+        keep_alive = take_keep_alive(data) if data is not None else None  # the host's agent applies it
+        capped = data is not None and default_reply_cap(request.path, data, cluster.config.max_tokens_default(spec))
+        if keep_alive is not None or capped:  # the child never sees keep_alive
             body = json.dumps(data).encode()
         assert isinstance(name, str)
         resp = await _relay(request, cluster, spec, name, body or None, stats, keep_alive)
-        status = resp.status
+        status = stats.get("status", resp.status)
         return resp
     except HTTPError as e:
         status = e.status
         raise
     except asyncio.CancelledError:
-        status = 499
+        status = stats.get("status", CLIENT_LEFT)  # a client that left after the last byte had its reply
         raise
     finally:
         request.app[CLUSTER_METRICS].observe(label, request.path, status, stats.get("host", "-"), started,
@@ -209,5 +217,8 @@ async def handle_cluster(request: web.Request) -> web.Response:
 
 
 async def handle_health(request: web.Request) -> web.Response:
-    live = sum(1 for h in request.app[CLUSTER].hosts.values() if h.report)
-    return web.json_response({"status": "ok", "hosts": live})
+    """200 while the front runs, as on one host: requests that come while it waits for the
+    hosts' first reports are held, not refused (`starting` says so)."""
+    cluster = request.app[CLUSTER]
+    live = sum(1 for h in cluster.hosts.values() if h.report)
+    return web.json_response({"status": "starting" if cluster.first_reports.starting else "ok", "hosts": live})

@@ -31,6 +31,7 @@ from router.cluster.agent import HostAgent, agent_name
 from router.cluster.host import Host, RemoteLease, awaitable
 from router.cluster.nodes import NodeLabelError, node_settings
 from router.cluster.placement import HostView, NoPlacement, choose_host, round_robin
+from router.cluster.startup import FirstReports
 from router.core.events import EventBus
 from router.core.manager import ModelUnavailable
 
@@ -56,6 +57,7 @@ class ClusterManager:
         # A model's state on a host changed (from the agents' reports): /models/sse, the dashboard.
         self.events = EventBus()
         self._turn = 0  # cluster.placement: round_robin
+        self.first_reports = FirstReports(lambda: self.config.cluster.start_wait)  # until then, requests wait
 
     async def set_config(self, config: Config) -> None:
         """A reloaded catalogue: every agent gets it (its unchanged models keep running
@@ -75,6 +77,7 @@ class ClusterManager:
                 await self.sync_nodes()
                 next_nodes = time.monotonic() + NODE_POLL_S
             await asyncio.gather(*(self._refresh(h) for h in list(self.hosts.values())))
+            self.first_reports.saw([bool(h.report) for h in self.hosts.values()])
             await asyncio.sleep(REPORT_S)
 
     async def sync_nodes(self) -> None:
@@ -176,7 +179,7 @@ class ClusterManager:
         """Place one request for `model` and wait for its lease; a host that leaves
         meanwhile is forgotten and the request placed again."""
         for _ in range(PLACEMENTS):
-            host = self._place(model)
+            host = await self._place(model)
             host.pending[model] += 1
             try:
                 grant = await self._call_on(host, host.handle.acquire.remote(model, light, keep_alive))
@@ -191,8 +194,9 @@ class ClusterManager:
             return RemoteLease(host, model, grant)
         raise ModelUnavailable(f"model {model!r}: hosts kept leaving while it was placed")
 
-    def _place(self, model: str) -> Host:
-        """The host for the next request for `model`, by `cluster.placement`."""
+    async def _place(self, model: str) -> Host:
+        """The host for the next request for `model`, by `cluster.placement`, once hosts reported (startup.py)."""
+        await self.first_reports.wait()
         spec, c = self.config.models[model], self.config.cluster
         if c.placement == "round_robin":
             choice = round_robin(model, spec.group_key, self.views(model), self._turn)
@@ -205,7 +209,7 @@ class ClusterManager:
 
     async def load(self, model: str, extra_args: tuple[str, ...] = ()) -> str:
         """Start `model` where a request for it would go (POST /models/load); the host's name."""
-        host = self._place(model)
+        host = await self._place(model)
         if await self._call_on(host, host.handle.load.remote(model, extra_args)) is None:
             raise ModelUnavailable(f"host {host.name} left while {model!r} was being loaded there")
         host.note(model, self.config.models[model], "loading")  # until the next report: a load in progress
@@ -213,6 +217,7 @@ class ClusterManager:
 
     async def unload(self, model: str) -> list[str]:
         """Stop `model` once idle on every host that holds it; their names."""
+        await self.first_reports.wait()
         holding = [h for h in self.hosts.values()
                    if h.report.get("models", {}).get(model, {}).get("state") in ("loaded", "loading")]
         await asyncio.gather(*(self._call_on(h, h.handle.unload.remote(model)) for h in holding))

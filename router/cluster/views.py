@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from router.catalogue.config import ApiKey
 from router.cluster.front import ClusterManager
+from router.core.scheduler import State
+from router.core.snapshot import listed_status
 from router.http.keys_policy import may_use
 
 HELD = ("loaded", "loading", "unloading")
@@ -26,11 +28,11 @@ def model_entries(cluster: ClusterManager, key: ApiKey | None) -> list[dict[str,
         held = [{"host": h.name, "status": m["state"], "in_flight": m["inflight"], "waiting": m["waiting"]}
                 for h in cluster.hosts.values() for n, m in h.report.get("models", {}).items() if n == name]
         states = [x["status"] for x in held]
-        value = next((s for s in HELD if s in states), "unloaded")
+        value = listed_status(State(next((s for s in HELD if s in states), "unloaded")))  # llama.cpp's values
         host = next((x["host"] for x in held if x["status"] == value), None)
-        out.append({"id": name, "aliases": list(spec.aliases), "object": "model", "owned_by": "llama-router",
-                    "created": now, "status": {"value": value, "args": list(spec.args)}, "host": host,
-                    "hosts": held})
+        out.append({"id": name, "name": spec.display_name or name, "aliases": list(spec.aliases),
+                    "object": "model", "owned_by": "llama-router", "created": now,
+                    "status": {"value": value, "args": list(spec.args)}, "host": host, "hosts": held})
     return out
 
 

@@ -22,7 +22,7 @@ from router.backend.argv import given_slots
 from router.backend.child import Child, ChildFactory, ChildProcess, LoadError, free_port
 from router.backend.launch import LaunchPlan, SpawnError, build_launch, slot_save_dir
 from router.backend.logring import LogRing
-from router.backend.memory import gpu_used_by, tree_rss_bytes
+from router.backend.memory import gpu_used_by, tree_pids, tree_rss_bytes
 from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import gguf_meta
 from router.core.events import EventBus
@@ -91,6 +91,7 @@ class ModelManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._extra_args: dict[str, tuple[str, ...]] = {}
+        self._announce: dict[str, float] = {}  # ready children not READY yet: their load time
 
     @staticmethod
     def _groups(config: Config) -> dict[str, str]:
@@ -250,6 +251,14 @@ class ModelManager:
                 self._spawn_task(self._start(e.model))
             elif isinstance(e, Stop):
                 self._spawn_task(self._stop(e.model, e.reason))
+        if self._announce:
+            self._announce_ready()
+
+    def _announce_ready(self) -> None:
+        """`loaded` on /models/sse once the scheduler holds the model READY: the target of a
+        swap that started next to its exiting victims waits for them (Scheduler.loaded)."""
+        for model in [m for m in self._announce if self.state(m) is State.READY]:
+            self._emit(model, "loaded", load_seconds=self._announce.pop(model))
 
     def _spawn_task(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -323,7 +332,7 @@ class ModelManager:
         status.last_load_s = time.monotonic() - t0
         self.last_spawned = model
         log.info("[%s] ready in %.2f s (pid %s, port %d)", model, status.last_load_s, child.pid, child.port)
-        self._emit(model, "loaded", load_seconds=round(status.last_load_s, 3))
+        self._announce[model] = round(status.last_load_s, 3)
         self._spawn_task(self._watch(model, child))
         self._apply(self.scheduler.loaded(model, time.monotonic()))
 
@@ -333,7 +342,7 @@ class ModelManager:
             return
         self.memory.estimate(spec, plan)
         figure = self.memory.record(model, plan, child.own_log(), tree_rss_bytes(child.pid),
-                                    gpu_used_by({child.pid}) if child.pid and self.memory.gpus else None)
+                                    gpu_used_by(tree_pids(child.pid)) if child.pid and self.memory.gpus else None)
         self.scheduler.set_memory(model, figure)
         self._figured.add(model)
 
@@ -385,6 +394,7 @@ class ModelManager:
         status = self.status.setdefault(model, ModelStatus())
         status.failed, status.exit_code, status.last_error = True, code, reason
         self.children.pop(model, None)
+        self._announce.pop(model, None)
         self._emit(model, "unloaded", failed=True, exit_code=code, reason="crash")
         self._apply(self.scheduler.stopped(model))
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from router.backend.argv import arg_value
-from router.backend.estimate import Estimate, estimate
+from router.backend.estimate import GPU_RUNTIME, Estimate, estimate
 from router.backend.launch import LaunchPlan
-from router.backend.memory import gpu_totals, reported_buffers, total_ram
+from router.backend.memory import Platform, read_platform, reported_buffers
 from router.backend.slotfiles import fingerprint
 from router.catalogue.config import MemorySettings, ModelSpec
 from router.catalogue.sources import gguf_meta
@@ -37,17 +37,23 @@ STORE_NAME = "memory.json"
 Memory = dict[str, int]
 
 
-def resolve_budget(settings: MemorySettings) -> Memory | None:
+def resolve_budget(settings: MemorySettings, platform: Platform | None = None) -> Memory | None:
     """Bytes per device from the settings; "auto" reads the device's total minus
-    the reserve; a device that cannot be read is left out. None: no budget."""
+    the reserve; a device that cannot be read is left out. None: no budget.
+    On unified memory (`unified_memory`) there is one device, "ram"."""
+    needs_nvml = settings.gpu == "auto" or (isinstance(settings.gpu, tuple) and "auto" in settings.gpu)
+    if platform is None and _reads_platform(settings):
+        platform = read_platform()
+    if unified_memory(settings, platform):
+        return _unified_budget(settings, platform)
     budget: Memory = {}
-    if settings.ram == "auto":
-        budget["ram"] = max(total_ram() - settings.reserve, 0)
+    if settings.ram == "auto" and platform is not None:
+        budget["ram"] = max(platform.ram - settings.reserve, 0)
     elif isinstance(settings.ram, int):
         budget["ram"] = settings.ram
     gpu = settings.gpu
     if gpu is not None:
-        totals = gpu_totals() if gpu == "auto" or (isinstance(gpu, tuple) and "auto" in gpu) else None
+        totals = platform.gpus if needs_nvml and platform is not None else None
         if isinstance(gpu, tuple):
             values: tuple[int | str, ...] = gpu
         else:  # one value for every GPU (one GPU when none can be counted)
@@ -61,6 +67,42 @@ def resolve_budget(settings: MemorySettings) -> Memory | None:
     return budget or None
 
 
+def _reads_platform(settings: MemorySettings) -> bool:
+    """Whether the settings ask anything of the machine (an auto budget, or detection)."""
+    gpu = settings.gpu
+    return "auto" in (settings.ram, settings.unified, gpu) or (isinstance(gpu, tuple) and "auto" in gpu)
+
+
+def unified_memory(settings: MemorySettings, platform: Platform | None) -> bool:
+    """Whether the GPU computes in the RAM: `router.memory.unified`, or when "auto",
+    what the platform says (Apple silicon; an NVIDIA GPU without memory of its own)."""
+    if isinstance(settings.unified, bool):
+        return settings.unified
+    return platform is not None and platform.unified
+
+
+def _unified_budget(settings: MemorySettings, platform: Platform | None) -> Memory | None:
+    """One budget for everything a model takes: what llama-server offloads (-ngl)
+    stays in the same RAM. "auto": the RAM less the reserve, capped by what the
+    platform lets the GPU use (Metal's working-set limit), since past it Metal
+    fails or pages. A size is taken as written; GPU budgets do not apply."""
+    if settings.ram == "auto" and platform is not None:
+        ram = max(platform.ram - settings.reserve, 0)
+        if platform.working_set is not None and platform.working_set < ram:
+            log.info("unified memory: the budget is the GPU's working-set limit, %.2f GiB (%s), "
+                     "below the RAM less the reserve (%.2f GiB)", platform.working_set / 1024 ** 3,
+                     platform.working_set_source, ram / 1024 ** 3)
+            ram = platform.working_set
+        return {"ram": ram}
+    if isinstance(settings.ram, int):
+        if platform is not None and platform.working_set is not None and settings.ram > platform.working_set:
+            log.warning("unified memory: router.memory.ram (%.2f GiB) is above the GPU's working-set limit "
+                        "(%.2f GiB, %s): offloaded models past it may fail to load", settings.ram / 1024 ** 3,
+                        platform.working_set / 1024 ** 3, platform.working_set_source)
+        return {"ram": settings.ram}
+    return None
+
+
 @dataclass(frozen=True)
 class Measured:
     devices: Memory
@@ -70,13 +112,20 @@ class Measured:
 
 
 class MemoryBook:
-    def __init__(self, settings: MemorySettings, store_dir: Path | None):
+    def __init__(self, settings: MemorySettings, store_dir: Path | None, platform: Platform | None = None):
         self.settings = settings
-        self.budget = resolve_budget(settings)
+        self.platform = platform  # None: this machine's, read once when the settings ask
+        self._resolve()
         self._path = store_dir / STORE_NAME if store_dir is not None else None
         self._store: dict[str, dict[str, Any]] = self._read()
         self.estimates: dict[str, Estimate] = {}
         self.keys: dict[str, str] = {}  # model -> the key of its current launch plan
+
+    def _resolve(self) -> None:
+        if self.platform is None and _reads_platform(self.settings):
+            self.platform = read_platform()
+        self.budget = resolve_budget(self.settings, self.platform)
+        self.unified = unified_memory(self.settings, self.platform)
 
     @property
     def gpus(self) -> int:
@@ -85,7 +134,7 @@ class MemoryBook:
     def set_settings(self, settings: MemorySettings) -> None:
         if settings != self.settings:
             self.settings = settings
-            self.budget = resolve_budget(settings)
+            self._resolve()
 
     # ----- figures ---------------------------------------------------------
     def key(self, model: str, plan: LaunchPlan) -> str:
@@ -131,7 +180,11 @@ class MemoryBook:
         overhead = est.overhead if est else 0
         devices: Memory = {}
         for device, kinds in buffers.items():
-            devices[device] = sum(kinds.values()) + (overhead if device == "ram" else 0)
+            # The process's own memory comes on top of its buffers: in RAM its overhead, on a
+            # GPU the runtime's (CUDA context). Unified memory: a GPU's buffers are in the RAM.
+            into = "ram" if self.unified else device
+            own = overhead if device == "ram" else 0 if self.unified else GPU_RUNTIME
+            devices[into] = devices.get(into, 0) + sum(kinds.values()) + own
         if rss is not None:
             devices["ram"] = max(devices.get("ram", 0), rss)
         if not buffers and est is not None:

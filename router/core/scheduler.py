@@ -16,7 +16,10 @@ Policy:
   request picks the next model to swap in. Requests for a model already
   loading join that load.
 - One swap at a time: victims (see `plan_evictions`) are stopped once they
-  are idle, then the target starts. Two loads never race for memory.
+  are idle, then the target starts. Two loads never race for memory. Every
+  request in flight makes its model busy, light ones (tokenize, props...)
+  too. A swap that nobody waits for any more is called off before it starts.
+  A target that starts while its victims exit is READY once they are gone.
 - Every waiting request of a ready model is served before it is swapped
   out, because requests that arrived before the swap was decided are
   granted first. A model that is still busy when a swap away from it is
@@ -169,6 +172,7 @@ class _Swap:
     started: bool = False
     marker: int = 0  # the newest ticket when the swap was decided: older ones are served first
     owed: set[int] = field(default_factory=set)  # tickets a busy victim took within swap_patience
+    up: bool = False  # the target's child is ready; it waits for its victims to exit
 
 
 class Scheduler:
@@ -330,7 +334,18 @@ class Scheduler:
         return self._pump()
 
     def loaded(self, model: str, now: float = 0.0) -> list[Effect]:
+        """The child is ready. The target of a swap that started next to its exiting
+        victims (`_overlap_exit`) becomes READY only once they are gone, so a model never
+        reads loaded while one it replaced still does (llama.cpp's router loads only after
+        the exit)."""
         self._tick(now)
+        swap = self._swap
+        if swap is not None and swap.target == model and not self._victims_gone(swap):
+            swap.up = True
+            return self._pump()
+        return self._ready(model, now)
+
+    def _ready(self, model: str, now: float) -> list[Effect]:
         m = self._models[model]
         m.state = State.READY
         m.retried = False
@@ -376,6 +391,9 @@ class Scheduler:
             self._granted.pop(ticket, None)
         m.inflight.clear()
         m.heavy.clear()
+        swap = self._swap
+        if swap is not None and swap.up and self._victims_gone(swap):
+            return self._ready(swap.target, self._now)  # its last victim is gone
         return self._pump()
 
     def unload(self, model: str, reason: str = "unload") -> list[Effect]:
@@ -455,6 +473,9 @@ class Scheduler:
         return (f"model {m.name!r} needs {need}; the models that may not be stopped (pinned: "
                 f"{', '.join(pinned) or 'none'}) leave too little of the budget ({budget or 'models_max'})")
 
+    def _victims_gone(self, swap: _Swap) -> bool:
+        return all(self._models[n].state is State.STOPPED for n in swap.victims if n in self._models)
+
     def _overlap_exit(self, swap: _Swap) -> bool:
         """May the target start while its victims are still exiting? Only when each was told
         to stop already and the memory budget holds the target's figure next to everything
@@ -498,7 +519,11 @@ class Scheduler:
             if m.unload_reason and m.state is State.READY and not m.inflight:
                 m.state = State.STOPPING
                 effects.append(Stop(m.name, m.unload_reason))
-        # 3. Decide the next swap from the oldest request that cannot be served.
+        # 3. A swap that nobody waits for any more (its clients left before it started) is
+        #    dropped: victims already told to stop go on stopping, the others stay loaded.
+        #    Then decide the next swap from the oldest request that cannot be served.
+        if self._swap is not None and not self._swap.started and self._swap.target not in self._waiting.values():
+            self._swap = None
         if self._swap is None:
             for model in list(dict.fromkeys(self._waiting.values())):
                 m = self._models.get(model)
@@ -519,9 +544,7 @@ class Scheduler:
                     v.state = State.STOPPING
                     effects.append(Stop(name, "swap"))
             target = self._models[swap.target]
-            victims_gone = all(self._models[n].state is State.STOPPED
-                               for n in swap.victims if n in self._models)
-            if (victims_gone or self._overlap_exit(swap)) and target.state is State.STOPPED:
+            if (self._victims_gone(swap) or self._overlap_exit(swap)) and target.state is State.STOPPED:
                 target.state = State.STARTING
                 target.unload_reason = None
                 swap.started = True

@@ -48,6 +48,14 @@ class ModelSnapshot:
         return round(time.time() - self.started_at, 3) if self.started_at is not None else None
 
 
+def listed_status(state: State) -> str:
+    """The status llama.cpp's model list gives a model (`GET /models`, `/v1/models`, the
+    cluster's list), which has no `unloading`: a model reads `unloaded` once its process has
+    exited, as in llama.cpp, and until then `loaded`. A swap's target reads `loaded` only
+    after the models it replaces read `unloaded` (Scheduler.loaded)."""
+    return State.READY.value if state is State.STOPPING else state.value
+
+
 def snapshot(manager: ModelManager, name: str) -> ModelSnapshot:
     child = manager.children.get(name)
     state = manager.state(name)

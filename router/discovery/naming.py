@@ -86,12 +86,14 @@ def unique_name(name: str, taken: set[str], alt: str | None = None) -> str:
 
 
 def default_hf_cache_dir() -> Path:
-    """The HF hub cache, from the environment at call time.
+    """The HF hub cache, from the environment at call time, looked up as llama.cpp
+    does (common/hf-cache.cpp): $LLAMA_CACHE first, so a llama.cpp user's cache is
+    the one llama-router lists and its children load from.
 
     huggingface_hub.constants freezes these at import; reading them again here
     lets tests and long-running processes change HF_HOME/HF_HUB_CACHE.
     """
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    for var in ("LLAMA_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(var):
             return Path(os.path.expandvars(os.environ[var])).expanduser()
     home = os.environ.get("HF_HOME") or os.path.join(

@@ -56,7 +56,7 @@ def redact_args(args: Any) -> list[str]:
 
 def _model_view(spec: ModelSpec) -> dict[str, Any]:
     view = asdict(spec)
-    del view["name"]
+    view["name"] = view.pop("display_name")  # the file's key (config.py); the model's own name is the entry's
     view["env"] = {k: REDACTED if SECRET_RE.search(k) else v for k, v in spec.env}
     view["args"] = redact_args(spec.args)
     if spec.spawn is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -19,8 +20,8 @@ from router.http.keys import API_KEY, BUILD, CONVERSATIONS, MANAGER, METRICS, RE
 from router.http.keys_policy import INFERENCE, has_role, may_use
 from router.http.metrics import metrics_response
 from router.http.model_api import router_props
-from router.http.proxy import ModelRewriter, UpstreamLost, forward
-from router.http.request import read_body, read_request, servable_model, take_keep_alive
+from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
+from router.http.request import default_reply_cap, read_body, read_request, servable_model, take_keep_alive
 from router.http.swap_progress import wants_progress, with_progress
 
 log = logging.getLogger("router.proxy")
@@ -35,7 +36,6 @@ POST_ROUTES = (
     "/lora-adapters",
 )
 UNKNOWN_MODEL = "(unknown)"  # the model label of requests that named no model the router knows
-CLIENT_LEFT = 499  # the status recorded for a request whose client went away
 RETRY_AFTER_S = "1"  # a full queue drains in about a request's time
 CHILD_GONE_WAIT_S = 2.0  # how long a lost connection may take to show as the child's exit
 # Endpoints that use none of the child's slots: they skip its concurrency limit.
@@ -43,6 +43,9 @@ LIGHT_PATHS = frozenset({"/tokenize", "/detokenize", "/apply-template", "/v1/mes
                          "/slots", "/metrics", "/lora-adapters"})
 # GET endpoints that take the model from ?model=.
 GET_ROUTES = ("/props", "/slots", "/metrics", "/lora-adapters")
+# llama-server's LLAMA_SERVER_DEBUG_FAKE_TIMING (set by llama.cpp's own router tests): every
+# relayed request holds its model for 2 s before it is sent, so a test can count on it being busy.
+FAKE_TIMING_S = 2.0 if os.environ.get("LLAMA_SERVER_DEBUG_FAKE_TIMING") else 0.0
 
 
 async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, path: str,
@@ -54,6 +57,8 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
     async def relay(lease: Lease, into: web.StreamResponse | None = None) -> web.StreamResponse:
         for replay in (False, True):
             async with lease:
+                if FAKE_TIMING_S and not replay:
+                    await asyncio.sleep(FAKE_TIMING_S)  # in flight meanwhile: the model counts as busy
                 child = lease.child
                 child_id = child.ready_info.get("id") if child.plan.native else None
                 rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
@@ -78,7 +83,7 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
 
     light = path in LIGHT_PATHS or request.method == "GET"
     if wants_progress(manager, request, spec, body):
-        return await with_progress(request, manager, spec, requested, relay)
+        return await with_progress(request, manager, spec, requested, relay, stats)
     waiting = time.perf_counter()
     try:
         lease = await manager.acquire(spec.name, light=light)
@@ -105,23 +110,26 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
         label = spec.name
         _check_autoload(request, spec)
         keep_alive = take_keep_alive(data) if data is not None else None
-        if keep_alive is not None:
+        capped = data is not None and default_reply_cap(request.path, data, manager.config.max_tokens_default(spec))
+        if keep_alive is not None or capped:
             body = json.dumps(data).encode()
+        if keep_alive is not None:
             manager.keep_alive(spec.name, keep_alive)
         request.app[CONVERSATIONS].remember_request(request, spec.name)
         assert isinstance(name, str)  # resolve_model accepted it
         resp = await proxy_to_model(request, spec, name, request.path, body or None, stats)
-        status = resp.status
+        status = stats.get("status", resp.status)
         return resp
     except HTTPError as e:
         status = e.status
         raise
     except asyncio.CancelledError:
-        status = CLIENT_LEFT
+        status = stats.get("status", CLIENT_LEFT)  # a client that left after the last byte had its reply
         raise
     finally:
         request.app[METRICS].observe(label, request.path, status, started, stats.get("first_byte"),
-                                     stats.get("waited"), stats.get("tail", b""), request.get(REQUEST_ID, ""))
+                                     stats.get("waited"), stats.get("head", b""), stats.get("tail", b""),
+                                     stats.get("streamed", False), request.get(REQUEST_ID, ""))
         if keep_alive == 0:
             manager.unload(label, "keep_alive")  # once idle, after this reply
 

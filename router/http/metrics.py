@@ -62,21 +62,23 @@ class RouterMetrics:
         self.registry.register(_ModelState(manager))
 
     def observe(self, model: str, endpoint: str, status: int, started: float, first_byte: float | None,
-                waited: float | None, tail: bytes, request_id: str = "") -> None:
+                waited: float | None, head: bytes = b"", tail: bytes = b"", streamed: bool = False,
+                request_id: str = "") -> None:
+        """One request ended. `head`, `tail`, `streamed`: its reply as forward() saw it (router/http/proxy.py)."""
         now = time.perf_counter()
-        self.activity.record(request_id=request_id, model=model, endpoint=endpoint, status=status, started=started,
-                             first_byte=first_byte, waited=waited, tail=tail, now=now)
+        row = self.activity.record(request_id=request_id, model=model, endpoint=endpoint, status=status,
+                                   started=started, first_byte=first_byte, waited=waited, head=head, tail=tail,
+                                   streamed=streamed, now=now)
         self.requests.labels(model, endpoint, str(status)).inc()
         self.duration.labels(model, endpoint).observe(now - started)
         if first_byte is not None:
             self.ttft.labels(model).observe(first_byte - started)
         if waited is not None:
             self.queue_wait.labels(model).observe(waited)
-        if status == 200 and tail:
-            counts = self.activity.rows[-1].tokens  # read once, for the activity row just recorded
-            if counts is not None:
-                self.tokens.labels(model, "prompt").inc(counts[0])
-                self.tokens.labels(model, "completion").inc(counts[1])
+        if row.prompt_tokens is not None:
+            self.tokens.labels(model, "prompt").inc(row.prompt_tokens)
+        if row.completion_tokens is not None:
+            self.tokens.labels(model, "completion").inc(row.completion_tokens)
 
     async def follow(self, events: EventBus) -> None:
         """Count loads and unloads from the manager's events, for the router's life."""

@@ -17,7 +17,7 @@ from router.catalogue.config import Config
 from router.catalogue.sources import model_card
 from router.core.events import EventBus
 from router.core.scheduler import State
-from router.core.snapshot import ModelSnapshot, snapshots
+from router.core.snapshot import ModelSnapshot, listed_status, snapshots
 from router.discovery.huggingface import parse_hf_ref
 from router.http.downloads import reload_models
 from router.http.errors import HTTPError
@@ -52,8 +52,7 @@ def model_entry(snap: ModelSnapshot, now: int) -> dict[str, Any]:
     spec = snap.spec
     assert spec is not None
     state = snap.state
-    status: dict[str, Any] = {"value": state.value if state is not State.STOPPING else "loaded",
-                              "args": list(spec.args)}
+    status: dict[str, Any] = {"value": listed_status(state), "args": list(spec.args)}
     if snap.failed:
         status.update(failed=True, exit_code=snap.exit_code)
     if state is State.STARTING and snap.progress is not None:

@@ -157,6 +157,8 @@ def _schemas() -> dict[str, Schema]:
             "progress": {"type": ["number", "object"]}}},
         "ModelEntry": {"type": "object", "required": ["id", "object", "owned_by", "created", "status"],
                        "properties": {"id": {"type": "string"}, "aliases": str_list, "tags": str_list,
+                                      "name": {"type": "string", "description": "What clients show: the "
+                                               "catalogue's display name, else the id"},
                                       "object": {"const": "model"}, "owned_by": {"type": "string"},
                                       "created": {"type": "integer"}, "status": _ref("ModelStatus"),
                                       "meta": {"type": "object"}, "memory": {"type": "object"}}},

@@ -44,7 +44,9 @@ _CHILD_LOST = (ConnectFailed, Disconnected, ConnectionResetError)
 class UpstreamLost(Exception):
     """The child was lost before any byte of its reply reached the client: the request
     may be sent again to a restarted child (forward(..., replayable=True))."""
-TAIL_BYTES = 4096  # the end of a reply kept for its token counts
+TAIL_BYTES = 4096  # the start and end of a reply kept for its token counts
+CLIENT_LEFT = 499  # the status recorded for a request whose client went away before its reply's end
+END_GRACE_S = 0.5  # how long a reply whose client left may take to show it had ended
 REQUEST_ID = "X-Request-Id"
 
 
@@ -105,7 +107,12 @@ async def forward(
     """`into`: an event stream already sent to the client (swap progress);
     the child's stream continues it, and a child error becomes an error event.
     `stats` receives "first_byte" (perf_counter at the first byte of the reply's
-    body) and "tail" (its last bytes, where usage and timings are).
+    body), "head" and "tail" (its first and last bytes, where usage and timings are;
+    kept as they come, so a reply cut short still has what arrived), "streamed"
+    (relayed as server-sent events) and, where the response's own status does not
+    say what the client got, "status": CLIENT_LEFT when it left before the reply's
+    last byte (the reply's status when it left after it: a 200 even if the
+    handler is cancelled), the error told inside a stream that began as 200.
     `client`: the router's UpstreamPool (router/http/upstream.py; the cluster front has one per host).
     `light`: the request takes no slot and is idempotent: it goes over a kept-alive
     connection, and is sent once more if the child had closed that meanwhile.
@@ -120,6 +127,8 @@ async def forward(
                 headers[REQUEST_ID] = request[REQUEST_ID_KEY]
             ctype = up.headers.get("Content-Type", "")
             if into is not None and (up.status != 200 or not ctype.startswith("text/event-stream")):
+                if stats is not None:
+                    stats["status"] = up.status  # told as an error event in a stream that began as 200
                 await _write_error_event(into, up.status, await up.read())
                 return into
             if into is None and not ctype.startswith("text/event-stream") and up.content_length is not None:
@@ -132,32 +141,45 @@ async def forward(
                     data = rewriter.whole(data)
                 if stats is not None:
                     stats["first_byte"] = time.perf_counter()
-                    stats["tail"] = data[-TAIL_BYTES:]
+                    stats["head"], stats["tail"] = data[:TAIL_BYTES], data[-TAIL_BYTES:]
                 return web.Response(status=up.status, body=data, headers=headers)
             resp = into or web.StreamResponse(status=up.status, headers=headers)
             if not resp.prepared:
                 await resp.prepare(request)
+            head = tail = b""
+            writing = relayed = False  # relayed: every byte of the child's reply went to the client
             try:
-                tail = b""
+                if stats is not None:
+                    stats["streamed"] = ctype.startswith("text/event-stream")
                 async for chunk in up.iter_any():
                     if stats is not None:
                         if not tail:
                             stats.setdefault("first_byte", time.perf_counter())
-                        tail = (tail + chunk)[-TAIL_BYTES:]
+                        if len(head) < TAIL_BYTES:
+                            head = stats["head"] = (head + chunk)[:TAIL_BYTES]
+                        tail = stats["tail"] = (tail + chunk)[-TAIL_BYTES:]
+                    writing = True
                     await _to_client(resp, rewriter.feed(chunk) if rewriter else chunk)
-                if stats is not None:
-                    stats["tail"] = tail
+                    writing = False
                 if rewriter:
-                    tail = rewriter.flush()
-                    if tail:
-                        await _to_client(resp, tail)
+                    rest = rewriter.flush()
+                    if rest:
+                        await _to_client(resp, rest)
+                relayed = True
                 await _to_client(resp, None)
-            except asyncio.CancelledError:
-                up.close()  # the client left: make the child stop generating
+            except asyncio.CancelledError:  # the client left (aiohttp cancels the handler)
+                if stats is not None:
+                    # A client may close as soon as it has read the last event (the OpenAI SDK does
+                    # after [DONE]), before the child's end of reply reaches the router.
+                    whole = relayed or (bool(tail) and not writing and await _nothing_more(up))
+                    stats["status"] = resp.status if whole else CLIENT_LEFT
+                up.close()  # make the child stop generating
                 raise
             except ClientGone:
                 up.close()  # the same, noticed on a write rather than by cancellation
                 log.debug("client left %s mid-stream", path)
+                if stats is not None and not relayed:
+                    stats["status"] = CLIENT_LEFT
             return resp
     except _UPSTREAM_ERRORS as e:
         reason = f"{type(e).__name__}: {e}".rstrip(": ")
@@ -166,6 +188,8 @@ async def forward(
         if resp is None or not resp.prepared:
             return error_response(502, f"upstream model server failed: {reason}", "upstream_error")
         log.warning("stream to %s broke: %s", path, reason)
+        if stats is not None:
+            stats["status"] = 502  # the reply had begun as the child's 200
         err = error_body(502, f"upstream model server failed mid-stream: {reason}", "upstream_error")
         try:
             await resp.write(frame(err))
@@ -183,6 +207,21 @@ def _host_port(base_url: str) -> tuple[str, int]:
 
 class ClientGone(Exception):
     """The client's connection closed while its reply was being written."""
+
+
+async def _nothing_more(up: Reply) -> bool:
+    """The client left while the child's reply was under way: had the child anything more
+    to send? Its reply ending within END_GRACE_S with no more of its body says the client
+    had it all (llama-server ends a stream right after its last event); a byte more, or no
+    end in time, says the client left before the end."""
+    try:
+        async with asyncio.timeout(END_GRACE_S):
+            async for chunk in up.iter_any():
+                if chunk:
+                    return False
+        return True
+    except (*_UPSTREAM_ERRORS, TimeoutError):
+        return False
 
 
 async def _to_client(resp: web.StreamResponse, data: bytes | None) -> None:

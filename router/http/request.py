@@ -148,6 +148,33 @@ def take_keep_alive(data: dict[str, Any]) -> float | None:
                         "reply) or -1 (keep loaded)", code="invalid_keep_alive") from None
 
 
+# Every key by which a request caps its reply (llama-server reads any of them; -1, its "no
+# limit", is a cap the request chose), and the one each generation endpoint reads natively.
+REPLY_CAP_KEYS = ("max_tokens", "max_completion_tokens", "n_predict", "max_output_tokens")
+_CAP_KEY_OF = {
+    "/completion": "n_predict", "/completions": "n_predict", "/infill": "n_predict",
+    "/v1/completions": "max_tokens", "/chat/completions": "max_tokens", "/v1/chat/completions": "max_tokens",
+    "/v1/messages": "max_tokens", "/v1/responses": "max_output_tokens", "/responses": "max_output_tokens",
+}
+
+
+def default_reply_cap(path: str, data: dict[str, Any], cap: int) -> bool:
+    """Give a generation request that caps its reply by none of REPLY_CAP_KEYS (a null
+    one is none) `cap` tokens, under the key `path` reads; True when `data` changed.
+
+    Without it llama-server generates until the model stops or the slot's context is
+    full: a chat UI's background tasks (Open WebUI's tags and follow-ups) on a model
+    that rambles hold a slot for a minute. `-n` on the child would cap every request;
+    this leaves a request that asks for more alone."""
+    key = _CAP_KEY_OF.get(path)
+    if cap <= 0 or key is None or any(data.get(k) is not None for k in REPLY_CAP_KEYS):
+        return False
+    for k in REPLY_CAP_KEYS:
+        data.pop(k, None)
+    data[key] = cap
+    return True
+
+
 def resolve_model(manager: ModelManager, name: Any, key: ApiKey | None = None) -> ModelSpec:
     """The catalogue entry a request names (by name or alias), or a 400/404; a model
     the request's API key may not use is a 404 exactly like one that does not exist."""

@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -64,7 +65,8 @@ class _Chunks:
 
 
 async def with_progress(request: web.Request, manager: ModelManager, spec: ModelSpec, requested: str,
-                        relay: Relay) -> web.StreamResponse:
+                        relay: Relay, stats: dict[str, Any] | None = None) -> web.StreamResponse:
+    """`stats`: receives "status" 503 when the load fails (the stream began as a 200)."""
     resp = event_stream()
     q = manager.events.subscribe()
     acquire = asyncio.ensure_future(manager.acquire(spec.name))
@@ -98,6 +100,8 @@ async def with_progress(request: web.Request, manager: ModelManager, spec: Model
         try:
             lease = acquire.result()
         except ModelUnavailable as e:
+            if stats is not None:
+                stats["status"] = 503
             await out.error(str(e))
             return resp
         await out.say(f"{spec.name} ready")

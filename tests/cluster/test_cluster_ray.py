@@ -5,6 +5,9 @@ real llama-server children on tiny models, the front's aiohttp app in this proce
 Budgets (node labels): n1 (the head) and n2 hold 40 MiB each, n3 holds 130 MiB.
 A tiny model at -c 512 takes about 22 MiB, `big` (-c 65536) about 102 MiB, so
 `big` fits on n3 only, and n1/n2 hold one tiny model each.
+
+Every node, driver, agent and child is bound to 127.0.0.1 (conftest.py fails a test
+whose processes listen elsewhere).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import requests
 import trustme
 import yaml
 
-from tests.cluster.conftest import NO_RAY
+from tests.cluster.conftest import LOOPBACK, NO_RAY
 from tests.support.opskit import wait_until
 from tests.support.routerproc import free_port
 
@@ -41,7 +44,8 @@ SLOW_LOAD_S = 4
 
 def labels(name: str) -> dict[str, str]:
     ram, ports = NODES[name]
-    return {"llama-router/name": name, "llama-router/ram": ram, "llama-router/ports": ports}
+    return {"llama-router/name": name, "llama-router/ram": ram, "llama-router/ports": ports,
+            "llama-router/address": LOOPBACK}
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +60,12 @@ def ray_cluster():
     fast_failure = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * MIB, "labels": labels("n1"),
-        "_system_config": fast_failure})
-    nodes = {n: cluster.add_node(num_cpus=1, object_store_memory=80 * MIB, labels=labels(n)) for n in ("n2", "n3")}
-    ray.init(address=cluster.address, namespace="llama-router-tests", log_to_driver=False)
+        "_system_config": fast_failure, "node_ip_address": LOOPBACK})
+    nodes = {n: cluster.add_node(num_cpus=1, object_store_memory=80 * MIB, labels=labels(n),
+                                 node_ip_address=LOOPBACK) for n in ("n2", "n3")}
+    ray.init(address=cluster.address, namespace="llama-router-tests", log_to_driver=False,
+             _node_ip_address=LOOPBACK)
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {LOOPBACK}, ray.nodes()
     try:
         yield cluster, nodes
     finally:
@@ -200,10 +207,15 @@ async def test_repeated_requests_for_a_model_load_it_once(front):
     assert listed["tiny-b"]["host"] is None
 
 
-async def test_children_require_the_cluster_secret_which_no_command_line_shows(front):
+async def test_children_require_the_cluster_secret_which_no_command_line_shows(front, listens_on_loopback_only):
     assert (await chat(front.url, "tiny-a"))[0] == 200
     await until(lambda: front.reported("tiny-a"), 5, "a report showing tiny-a")
     m = front.host(front.where("tiny-a")[0]).report["models"]["tiny-a"]
+    assert m["base_url"].startswith(f"http://{LOOPBACK}:"), m["base_url"]  # the front reaches it on loopback
+    child = [c.laddr.ip for c in psutil.Process(m["pid"]).net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    assert child and set(child) == {LOOPBACK}, child
+    listens_on_loopback_only.sample()
+    assert listens_on_loopback_only.listening("llama-server") == [LOOPBACK]  # the watch sees the children
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     async with aiohttp.ClientSession() as s:
         async with s.post(m["base_url"] + "/v1/chat/completions", json=body) as r:
@@ -404,6 +416,27 @@ async def test_keep_alive_in_a_request_reaches_the_host(front):
             assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_keep_alive"
 
 
+async def test_a_request_waits_for_the_first_reports_at_most_start_wait(tmp_path):
+    """No host ever reports (no node table followed here): a request waits `cluster.start_wait`,
+    then gets the 503 it would get with no host, and /health stops saying `starting`."""
+    from router.catalogue.parse import parse_config
+    from router.cluster.front import ClusterManager
+    from router.core.manager import ModelUnavailable
+
+    config = parse_config({"cluster": {"start_wait": 1.5}, "models": {"tiny-a": {"path": str(tmp_path / "a.gguf")}}})
+    cluster = ClusterManager(config, SECRET, 0)
+    assert cluster.first_reports.starting
+    asked = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="no host is up"):
+        await cluster.acquire("tiny-a")
+    assert 1.4 <= time.monotonic() - asked < 5
+    assert not cluster.first_reports.starting
+    asked = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="no host is up"):  # once: later requests do not wait again
+        await cluster.acquire("tiny-a")
+    assert time.monotonic() - asked < 0.5
+
+
 # ----- the front as its own process: a crash, a restart, a front that never returns -------------
 class FrontProcess:
     """`llama-router --cluster ADDRESS` in its own process (Ray namespace `llama-router`)."""
@@ -423,6 +456,14 @@ class FrontProcess:
             return self.get("/health").get("hosts") == hosts
         except requests.RequestException:
             return False
+
+    def health(self) -> dict[str, Any] | None:
+        """/health's answer once it is a 200 (None before)."""
+        try:
+            r = requests.get(self.url + "/health", timeout=10, verify=self.verify)
+        except requests.RequestException:
+            return None
+        return r.json() if r.status_code == 200 else None
 
     def chat(self, model: str) -> requests.Response:
         body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
@@ -460,10 +501,13 @@ def front_process(ray_cluster, tmp_path, llama_server, tiny_dir):
     path.write_text(yaml.safe_dump(data))
     started: list[FrontProcess] = []
 
-    def start(ca: Path | None = None) -> FrontProcess:
+    def start(ca: Path | None = None, wait: bool = True) -> FrontProcess:
+        """A front on the catalogue; with `wait`, once its /health counts the three hosts."""
         path.write_text(yaml.safe_dump(data))
         front = FrontProcess(path, cluster.address, data["router"]["port"], tmp_path / "front.log", ca)
         started.append(front)
+        if not wait:
+            return front
         wait_until(lambda: front.healthy(3) or front.proc.poll() is not None, 90, "the front's hosts")
         assert front.proc.poll() is None, front.log.read_text()[-3000:]
         return front
@@ -498,6 +542,19 @@ def test_a_restarted_front_adopts_the_loaded_models_without_loading_them_again(f
     wait_until(lambda: not psutil.pid_exists(before["pid"]), 15, "the child to stop with the front")
     wait_until(lambda: not agents_alive(), 15, "the agents to leave with the front")
     assert not _children_of(tiny_dir)
+
+
+def test_a_request_sent_as_soon_as_the_front_answers_health_is_served(front_process):
+    """A script that starts the front and sends a request once /health answers: the request
+    waits for the hosts' first reports (cluster.start_wait) instead of a 503."""
+    front = front_process(wait=False)
+    first = wait_until(lambda: front.health() or front.proc.poll() is not None, 90, "a 200 from /health")
+    assert front.proc.poll() is None, front.log.read_text()[-3000:]
+    reply = front.chat("tiny-a")
+    assert reply.status_code == 200, (reply.text, first)
+    assert reply.json()["choices"][0]["message"]["content"]
+    assert first["status"] == "starting" or first["hosts"] == 3, first  # "ok" only once every host reported
+    assert front.get("/health") == {"status": "ok", "hosts": 3}
 
 
 def test_agents_whose_front_never_returns_stop_their_models_after_the_grace(front_process, tiny_dir):

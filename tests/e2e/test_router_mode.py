@@ -11,8 +11,11 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -20,7 +23,8 @@ import yaml
 
 from tests.support.hfcache import cache_file
 from tests.support.http import call, wait_until
-from tests.support.routerproc import ROOT, RouterProcess, free_port
+from tests.support.opskit import SSEReader
+from tests.support.routerproc import ROOT, RouterProcess, child_command, free_port, write_config
 from tests.support.tinygguf import write_tiny_model
 
 pytestmark = pytest.mark.real
@@ -225,3 +229,129 @@ model = {tiny_dir / "tiny-b.gguf"}
             assert call(router.url + "/v1/chat/completions", {"model": model, **CHAT}, timeout=60)[0] == 200
         assert opt(child_argv(router, "first"), "-c", "--ctx-size") == "640"
         assert opt(child_argv(router, "second"), "-c", "--ctx-size") == "768"
+
+
+def listed(url: str, path: str = "/models") -> dict[str, str]:
+    """Each model's status as a list of the llama.cpp router API gives it."""
+    return {m["id"]: m["status"]["value"] for m in call(url + path)[1]["data"]}
+
+
+def load_and_wait(url: str, model: str) -> None:
+    status, body = call(url + "/models/load", {"model": model})
+    assert status == 200 and body == {"success": True}, body
+    wait_until(lambda: listed(url).get(model) == "loaded", 60, f"{model} loaded")
+
+
+def test_a_model_reads_loaded_only_once_the_model_it_evicted_reads_unloaded(tmp_path, tiny_dir, llama_server):
+    """llama.cpp's test_router_models_max_evicts_lru: with --models-max 2, loading a third
+    model evicts the least recently used one. As in llama.cpp's router, `unloaded` means the
+    process is gone, and the third model reads `loaded` only once the first reads `unloaded`
+    (it may start while the first exits, but serves once it is gone): GET /models, /v1/models
+    and the dashboard never show it loaded next to the model it evicted, and on /models/sse
+    the first's `unloaded` (with its exit code) comes before the third's `loaded`."""
+    # tiny-a's process takes 1.5 s more to exit after llama-server's own exit: it is still exiting
+    # when tiny-c is up. Named llama-server*, it speaks llama-server's child protocol.
+    slow_exit = tmp_path / "llama-server-slow-exit"
+    slow_exit.write_text(f'#!/bin/sh\ntrap "" TERM\n"{llama_server}" "$@"\nsleep 1.5\n')
+    slow_exit.chmod(0o755)
+    models = {n: {"path": str(tiny_dir / f"{n}.gguf")} for n in ("tiny-a", "tiny-b", "tiny-c")}
+    models["tiny-a"]["spawn"] = {"command": child_command(slow_exit)}
+    cfg = write_config(tmp_path / "c.yaml", models, spawn={"command": child_command(llama_server)})
+    with RouterProcess(cfg, tmp_path / "router.log", "--models-max", "2") as router:
+        load_and_wait(router.url, "tiny-a")
+        load_and_wait(router.url, "tiny-b")
+        with SSEReader(router.url + "/models/sse") as sse:
+            assert call(router.url + "/models/load", {"model": "tiny-c"})[0] == 200
+            seen: list[tuple[str, str]] = []  # (tiny-a, tiny-c) in each view, each time they were read
+
+            def read_views() -> bool:
+                dash = {r["name"]: r["state"] for r in call(router.url + "/dashboard/api/models")[1]["models"]}
+                for view in (listed(router.url), listed(router.url, "/v1/models"), dash):
+                    seen.append((view["tiny-a"], view["tiny-c"]))
+                return seen[-1][1] == "loaded"
+
+            wait_until(read_views, 60, "tiny-c loaded")
+            assert all(a == "unloaded" for a, c in seen if c == "loaded"), seen
+            assert listed(router.url) == {"tiny-a": "unloaded", "tiny-b": "loaded", "tiny-c": "loaded"}
+            assert not [p for p in router.children() if opt(p.cmdline(), "--alias") == "tiny-a"]
+            order: list[dict] = []
+            sse.wait_for(lambda e: order.append(e) or (e["model"] == "tiny-c"
+                                                       and e["data"].get("status") == "loaded"), 30)
+            changes = [(e["model"], e["data"]["status"]) for e in order if e["event"] == "status_change"]
+            assert changes.index(("tiny-a", "unloaded")) < changes.index(("tiny-c", "loaded")), changes
+            assert ("tiny-a", "loaded") not in changes and ("tiny-b", "unloaded") not in changes
+            assert next(e for e in order if e["model"] == "tiny-a" and e["event"] == "status_change")[
+                "data"]["exit_code"] == 0
+
+
+def test_a_request_in_flight_keeps_its_model_and_a_client_that_leaves_causes_no_swap(tmp_path, tiny_dir,
+                                                                                     llama_server):
+    """llama.cpp's test_router_queue_client_disconnect_keeps_model, with the
+    LLAMA_SERVER_DEBUG_FAKE_TIMING its suite sets (each relayed request holds its model for
+    2 s first): a /tokenize in flight (a request that takes no slot) keeps tiny-a loaded
+    while a request for tiny-b waits; tiny-b's client gives up; once the tokenize ends,
+    tiny-a stays loaded and tiny-b is never started."""
+    cfg = bare_config(tmp_path / "c.yaml")
+    with RouterProcess(cfg, tmp_path / "router.log", "--models-dir", str(tiny_dir), "--models-max", "1",
+                       "-c", "512", "-np", "1", env={"LLAMA_SERVER_DEBUG_FAKE_TIMING": "1"}) as router, \
+            ThreadPoolExecutor(2) as pool:
+        load_and_wait(router.url, "tiny-a")
+
+        def tokenize(model: str, timeout: float) -> tuple[int, Any]:
+            return call(router.url + "/tokenize", {"model": model, "content": "hello world"}, timeout=timeout)
+
+        def rows() -> dict[str, dict]:
+            return {r["name"]: r for r in call(router.url + "/dashboard/api/models")[1]["models"]}
+
+        busy = pool.submit(tokenize, "tiny-a", 30)
+        wait_until(lambda: rows()["tiny-a"]["inflight"] == 1, 10, "the tokenize in flight")
+        gave_up = pool.submit(tokenize, "tiny-b", 1)
+        wait_until(lambda: rows()["tiny-b"]["waiting"] == 1, 10, "the request for tiny-b waiting")
+        while not busy.done():  # tiny-a is never stopped under its request
+            assert listed(router.url) == {"tiny-a": "loaded", "tiny-b": "unloaded", "tiny-c": "unloaded"}
+            time.sleep(0.05)
+        status, body = busy.result()
+        assert status == 200 and body["tokens"], body
+        with pytest.raises(OSError):  # the client left after 1 s, while it waited
+            gave_up.result()
+        held_until = time.monotonic() + 2.0  # nobody waits any more: nothing may move
+        while time.monotonic() < held_until:
+            assert listed(router.url) == {"tiny-a": "loaded", "tiny-b": "unloaded", "tiny-c": "unloaded"}
+            assert rows()["tiny-b"]["waiting"] == 0
+            time.sleep(0.1)
+        assert [child_argv(router, "tiny-a")] == [p.cmdline() for p in router.children()]
+
+
+def test_dedup_cache_models_hides_what_a_preset_serves_as_llamacpp_does(tmp_path, tiny_dir, llama_server):
+    """llama.cpp's test_router_dedup_cache_models, side by side with llama.cpp's router on
+    the same preset and cache: `dedup-cache-models` in a section hides the cache models its
+    `hf-repo` and `spec-draft-hf` resolve to, others stay listed, a hidden one still answers
+    by id; without the flag they come back on `?reload=1`; in `[*]` it hides them again."""
+    cache = tmp_path / "hub"
+    cache_file(cache, "ggml-org/test-model-stories260K", "a" * 40, "stories260K-F32.gguf", tiny_dir / "tiny-a.gguf")
+    cache_file(cache, "ggml-org/test-model-stories260K-infill", "b" * 40, "stories260K-infill-F32.gguf",
+               tiny_dir / "tiny-b.gguf")
+    cache_file(cache, "ggml-org/tinygemma3-GGUF", "c" * 40, "tinygemma3-Q8_0.gguf", tiny_dir / "tiny-c.gguf")
+    env = {"HF_HUB_CACHE": str(cache), "LLAMA_CACHE": str(cache)}
+    main, draft, other = ("ggml-org/test-model-stories260K:F32", "ggml-org/test-model-stories260K-infill:F32",
+                          "ggml-org/tinygemma3-GGUF:Q8_0")
+    section = ("[model-dedup]\nhf-repo = ggml-org/test-model-stories260K\n"
+               "spec-draft-hf = ggml-org/test-model-stories260K-infill\n")
+    preset = tmp_path / "dedup.ini"
+    preset.write_text(section + "dedup-cache-models = 1\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"router": {"port": free_port(), "port_range": [54000, 54999],
+                                              "slot_save_path": str(tmp_path / "slots")}}))
+    args = ("--models-preset", str(preset), "-c", "512", "-np", "1")
+    with LlamaCppRouter(llama_server, tmp_path / "llamacpp.log", *args, env=env) as cpp, \
+            RouterProcess(cfg, tmp_path / "router.log", *args, env=env) as ours:
+        for reload, text, expected in (("", None, {"model-dedup", other}),
+                                       ("?reload=1", section, {"model-dedup", main, draft, other}),
+                                       ("?reload=1", "[*]\ndedup-cache-models = 1\n\n" + section,
+                                        {"model-dedup", other})):
+            if text is not None:
+                preset.write_text(text)
+            ids = {url: set(listed(url, "/models" + reload)) for url in (cpp.url, ours.url)}
+            assert ids[ours.url] == ids[cpp.url] == expected, (text, ids)
+            status, body = call(ours.url + "/tokenize", {"model": main, "content": "hello"}, timeout=60)
+            assert status == 200 and body["tokens"], body  # hidden from the list, still usable by id

@@ -57,6 +57,10 @@ def test_failed_load_ends_the_stream_with_an_error(tmp_path, llama_server, tiny_
             for _ in stream:
                 pass
         assert requests.get(r.url + "/health", timeout=TIMEOUT).status_code == 200
+        # Recorded as the 503 the stream told, though it began as a 200.
+        rows = wait_until(lambda: requests.get(r.url + "/api/activity", timeout=TIMEOUT).json()["data"],
+                          what="the activity row")
+        assert [(x["model"], x["status"]) for x in rows] == [("broken", 503)]
 
 
 def test_sse_tells_load_unload_and_crash_apart(tmp_path, llama_server, tiny_dir):

@@ -43,7 +43,12 @@ def build_app(slow_health: float) -> web.Application:
                      "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]}
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             await asyncio.sleep(float(body.get("delay", 0)))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}
+            await resp.write(b"data: " + json.dumps({"object": "chat.completion.chunk", "model": body.get("model"),
+                                                     "choices": [], "usage": usage}).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        await asyncio.sleep(float(body.get("end_delay", 0)))  # the reply's end (its last chunk) comes later
         return resp
 
     app.router.add_get("/health", health)

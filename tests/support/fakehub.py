@@ -7,6 +7,7 @@ pinning, Range resumes) against files a test writes:
 
     GET  /api/models/{ns}/{repo}[/revision/{rev}]     model_info (siblings; sizes with ?blobs=true)
     GET  /api/models/{ns}/{repo}/tree/{rev}[/{path}]  list_repo_tree / list_repo_files
+    GET  /api/models/{ns}/{repo}/refs                 branches (llama.cpp's -hf resolves `main` with it)
     HEAD /{ns}/{repo}/resolve/{rev}/{file}            file metadata: X-Repo-Commit, ETag, Content-Length
     GET  /{ns}/{repo}/resolve/{rev}/{file}            file bytes, `Range: bytes=a-b` answered with 206
 
@@ -114,7 +115,8 @@ class FakeHub:
         self._thread.join(timeout=5)
 
 
-_API_RE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+)|/tree/(?P<trev>[^/]+)(?P<tpath>/.*)?)?$")
+_API_RE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)"
+                     r"(?:/revision/(?P<rev>[^/]+)|/tree/(?P<trev>[^/]+)(?P<tpath>/.*)?|(?P<refs>/refs))?$")
 _RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
 
@@ -166,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if (m := _API_RE.match(path)) and self.command == "GET":
             repo_id = m["repo"]
+            if m["refs"] is not None:
+                return self._refs(repo_id)
             if m["trev"] is not None:
                 return self._tree(repo_id, m["trev"], (m["tpath"] or "").strip("/"))
             return self._model_info(repo_id, m["rev"] or "main", blobs="true" in [v.lower() for v in query.get("blobs", [])])
@@ -194,6 +198,14 @@ class _Handler(BaseHTTPRequestHandler):
             "siblings": [_sibling(n, d, blobs) for n, d in sorted(repo.files.items())],
         }
         self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
+
+    def _refs(self, repo_id: str) -> None:
+        repo = self._repo_and_rev(repo_id, "main")
+        if repo is None:
+            return
+        refs = {"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": repo.commit}],
+                "tags": [], "converts": []}
+        self._send(200, json.dumps(refs).encode(), {"Content-Type": "application/json"})
 
     def _tree(self, repo_id: str, rev: str, under: str) -> None:
         repo = self._repo_and_rev(repo_id, rev)

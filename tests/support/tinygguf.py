@@ -54,6 +54,7 @@ __all__ = [
     "CHATML_TEMPLATE",
     "TINY_VOCAB_SIZE",
     "write_not_gguf",
+    "write_sized_model",
     "write_split_model",
     "write_tiny_model",
     "write_tiny_projector",
@@ -358,4 +359,87 @@ def write_truncated_gguf(path: str | os.PathLike[str], *, keep_fraction: float =
         full = write_tiny_model(Path(tmp) / "full.gguf")
         data = full.read_bytes()
     path.write_bytes(data[: int(len(data) * keep_fraction)])
+    return path
+
+
+def write_sized_model(
+    path: str | os.PathLike[str],
+    *,
+    n_layer: int,
+    n_embd: int,
+    n_head: int,
+    n_head_kv: int,
+    n_ff: int,
+    n_ctx_train: int = 131072,
+    name: str = "sized",
+    seed: int = 0,
+) -> Path:
+    """Write a servable ``llama`` GGUF of a chosen shape with F16 weights.
+
+    For memory measurements that need a model of a known size (hundreds of
+    MiB to GiBs: `make gpu-check`, bench/gpu_check.py) without a download.
+    The tokenizer, chat template and printable-output bias are the tiny
+    model's; every layer holds the same random weights (written once per
+    layer), so a large file is quick to make. Tensor bytes are
+    ``2 * (n_layer * (2 * n_embd**2 + 2 * n_embd * kv_width + 3 * n_embd * n_ff) + 2 * vocab * n_embd)``
+    plus the F32 norms, where ``kv_width = n_head_kv * n_embd / n_head``.
+    """
+    tokens, scores, types = _build_vocab()
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape: int, scale: float = 0.02) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float16)
+
+    head_dim = n_embd // n_head
+    kv_width = n_head_kv * head_dim
+    embd = rand(len(tokens), n_embd, scale=0.5)
+    embd[:, 0] = 1.0
+    out = rand(len(tokens), n_embd, scale=1.0)
+    out[:, 0] = 0.0
+    out[np.array([t != TokenType.NORMAL for t in types]), 0] = -100.0
+    wo, down = rand(n_embd, n_embd), rand(n_embd, n_ff)
+    wo[0, :] = 0.0  # no layer writes to residual dimension 0 (the bias above stays a bias)
+    down[0, :] = 0.0
+    layer = {"attn_q": rand(n_embd, n_embd), "attn_k": rand(kv_width, n_embd), "attn_v": rand(kv_width, n_embd),
+             "attn_output": wo, "ffn_gate": rand(n_ff, n_embd), "ffn_up": rand(n_ff, n_embd), "ffn_down": down}
+    norm = np.ones(n_embd, dtype=np.float32)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = GGUFWriter(path, ARCH)
+    w.add_type("model")
+    w.add_name(name)
+    w.add_file_type(LlamaFileType.MOSTLY_F16)
+    w.add_quantization_version(2)
+    w.add_vocab_size(len(tokens))
+    w.add_context_length(n_ctx_train)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(ROPE_FREQ_BASE)
+    w.add_layer_norm_rms_eps(RMS_EPS)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(BOS_ID)
+    w.add_eos_token_id(EOS_ID)
+    w.add_unk_token_id(UNK_ID)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.add_add_space_prefix(True)
+    w.add_chat_template(CHATML_TEMPLATE)
+    w.add_tensor("token_embd.weight", embd)
+    w.add_tensor("output_norm.weight", norm)
+    w.add_tensor("output.weight", out)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", norm)
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", norm)
+        for tname, arr in layer.items():
+            w.add_tensor(f"blk.{i}.{tname}.weight", arr)
+    _write(w)
     return path

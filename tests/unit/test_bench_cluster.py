@@ -13,6 +13,7 @@ from bench.cluster import (
     latency_table,
     node_of,
     parse_spawns,
+    spawn_hosts,
     trace,
     trace_table,
 )
@@ -33,6 +34,7 @@ def test_only_child_starts_count_as_loads_in_the_spawn_log():
     assert parse_spawns(log) == [("tiny-a", 55101), ("tiny-b", 55230)]
     assert [node_of(p) for _, p in parse_spawns(log)] == ["n1", "n3"]
     assert node_of(80) == "?"
+    assert spawn_hosts(log) == {"1.2.3.4"}  # the bench fails a run whose children are not on 127.0.0.1
 
 
 def test_agents_counts_take_each_hosts_highest_and_skip_the_fronts_notes():

@@ -44,7 +44,7 @@ def start_up_modules(tmp_path: Path) -> set[str]:
     write_tiny_model(models / "tiny.gguf", name="tiny")
     config = tmp_path / "router.yaml"
     config.write_text("router:\n  port: 8082\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "LLAMA_CACHE"))}
     env.update(HF_HUB_CACHE=str(tmp_path / "no-hf-cache"), XDG_CACHE_HOME=str(tmp_path / "cache"))
     out = subprocess.run([sys.executable, "-c", START_UP, str(config), str(models)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)

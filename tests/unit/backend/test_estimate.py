@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from router.backend.estimate import (
+    GPU_RUNTIME,
     PROCESS_OVERHEAD,
     PROJECTOR_SCRATCH,
     VOCAB_BYTES,
@@ -102,5 +103,17 @@ def test_offloaded_layers_go_to_the_gpus_by_tensor_split():
     half = (4 * GiB + 1 * GiB) // 2  # half the layers' weights and KV
     assert e.devices["ram"] == 4 * GiB + 1 * GiB - half + e.overhead
     gpu_total = half + e.compute
-    assert e.devices["gpu0"] == gpu_total * 3 // 4 and e.devices["gpu1"] == gpu_total // 4
+    # each GPU that holds layers also holds the CUDA runtime's own memory
+    assert e.devices["gpu0"] == gpu_total * 3 // 4 + GPU_RUNTIME and e.devices["gpu1"] == gpu_total // 4 + GPU_RUNTIME
+    assert e.runtime == 2 * GPU_RUNTIME and e.total == sum(e.devices.values())
     assert estimate(m, ["-ngl", "99"], gpus=0).devices.keys() == {"ram"}  # no GPU budget: all RAM
+
+
+def test_without_ngl_every_layer_goes_to_the_gpu():
+    """llama-server's default is -ngl auto: every layer that fits, and placement makes room."""
+    m = meta(block_count=32, tensor_bytes=4 * GiB, head_count_kv=8)
+    e = estimate(m, ["-c", "8192"], gpus=1)
+    assert e.devices == estimate(m, ["-c", "8192", "-ngl", "99"], gpus=1).devices
+    assert e.devices["gpu0"] == e.weights + e.kv + e.compute + GPU_RUNTIME
+    assert e.devices["ram"] == e.overhead
+    assert estimate(m, ["-c", "8192", "-ngl", "0"], gpus=1).devices.keys() == {"ram"}  # -ngl 0: CPU only

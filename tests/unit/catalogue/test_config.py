@@ -63,6 +63,7 @@ def test_defaults_bind_loopback_on_8082_with_one_model_at_a_time():
     ("cluster: {placement: random}", "cluster.placement", "memory, round_robin"),
     ("cluster: {replicas: 0}", "cluster.replicas", ">= 1"),
     ("cluster: {front_grace: 0}", "cluster.front_grace", ">= 1"),
+    ("cluster: {start_wait: -1}", "cluster.start_wait", ">= 0"),
     ("cluster: {replica: 2}", "cluster.replica", "unknown key"),
 ])
 def test_invalid_catalogue_names_file_key_and_expectation(tmp_path, text, key, expected):
@@ -75,9 +76,10 @@ def test_invalid_catalogue_names_file_key_and_expectation(tmp_path, text, key, e
 
 def test_the_cluster_section_is_read_with_its_defaults():
     assert parse_config({}).cluster.placement == "memory" and parse_config({}).cluster.replicas == 1
+    assert parse_config({}).cluster.start_wait == 30.0
     c = parse_config({"cluster": {"placement": "round_robin", "replicas": 3, "queue_threshold": 2,
-                                  "front_grace": 5}}).cluster
-    assert (c.placement, c.replicas, c.queue_threshold, c.front_grace) == ("round_robin", 3, 2, 5.0)
+                                  "front_grace": 5, "start_wait": 0}}).cluster
+    assert (c.placement, c.replicas, c.queue_threshold, c.front_grace, c.start_wait) == ("round_robin", 3, 2, 5.0, 0.0)
 
 
 def test_missing_file_is_a_config_error(tmp_path):

@@ -66,6 +66,7 @@ def test_the_converted_fixture_is_a_valid_catalogue(converted, env):
                                    "fixed-port", "unlisted-model"]  # "remote" is left out
     assert config.models["qwen-coder"].path == "/srv/models/gguf/qwen2.5-coder-7b-q4_k_m.gguf"
     assert dict(config.models["qwen-coder"].env)["HF_TOKEN"] == "hf_secret_token"
+    assert config.models["qwen-coder"].display_name == "Qwen 2.5 Coder 7B"
     assert config.router.api_keys == ("sk-hunter2-long-enough", "sk-from-the-environment")
 
 
@@ -86,6 +87,7 @@ def test_a_llama_server_cmd_becomes_a_plain_model_with_its_macros_expanded(conve
     assert converted.catalogue["spawn"] == {"command": [SERVER, "--model", "$path", "--alias", "$name",
                                                         "--host", "$host", "--port", "$port"]}
     assert converted.catalogue["models"]["qwen-coder"] == {
+        "name": "Qwen 2.5 Coder 7B",  # the display name, which /v1/models shows
         "path": "${MODELS_DIR}/gguf/qwen2.5-coder-7b-q4_k_m.gguf",
         "aliases": ["gpt-4o-mini"],
         "group": "coders",
@@ -136,7 +138,7 @@ def test_every_key_not_carried_is_reported_with_its_reason(converted):
     assert set(report) == {
         "models.gemma vision", "models.gemma vision.cmd", "models.gemma vision.aliases[1]",
         "models.gemma vision.aliases[2]",
-        *(f"models.qwen-coder.{k}" for k in ("name", "description", "useModelName", "filters", "metadata",
+        *(f"models.qwen-coder.{k}" for k in ("description", "useModelName", "filters", "metadata",
                                               "sendLoadingState")),
         "models.docker-llama.cmd", "models.docker-llama.checkEndpoint", "models.docker-llama.cmdStop",
         "models.vllm-embed.unloadTimeout", "models.vllm-embed.timeouts",

@@ -144,3 +144,69 @@ hf-repo = other/Remote-GGUF:Q4_K_M
     bad.write_text("[nowhere]\nc = 10\n")
     with pytest.raises(ConfigError, match=r"\[nowhere\].*is not a model the router knows"):
         apply_preset(served, read_preset(bad, table), str(bad), table)
+
+
+def _cache_entries(tmp_path, *files: tuple[str, str]) -> dict[str, ModelSpec]:
+    """Models of a Hugging Face cache as the scan names them (`user/repo:TAG`), files laid out
+    under `models--user--repo/snapshots/<commit>/`."""
+    models = {}
+    for repo, rfile in files:
+        path = tmp_path / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / ("c" * 40) / rfile
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"GGUF")
+        name = f"{repo}:{rfile.rsplit('-', 1)[-1].removesuffix('.gguf').upper()}"
+        models[name] = ModelSpec(name=name, path=str(path), state="auto")
+    return models
+
+
+def _listed(config: Config) -> set[str]:
+    return {n for n, s in config.models.items() if not s.unlisted}
+
+
+def test_dedup_cache_models_hides_the_cache_entries_behind_hf_repo_and_spec_draft_hf(tmp_path, table):
+    """llama.cpp's test_router_dedup_cache_models: a section with `dedup-cache-models` (its
+    own or `[*]`'s) hides the cache models its `hf-repo` and `spec-draft-hf` resolve to (a
+    repo without a quant resolves as llama.cpp does), serves the section from that file,
+    leaves other cache models listed; without the flag nothing is hidden."""
+    from router.catalogue.preset import read_preset
+    from router.catalogue.router_mode import apply_preset
+
+    served = Config(models=_cache_entries(tmp_path, ("ggml-org/stories", "stories-F32.gguf"),
+                                          ("ggml-org/stories-infill", "stories-infill-F32.gguf"),
+                                          ("ggml-org/tinygemma3-GGUF", "tinygemma3-Q8_0.gguf")))
+    section = ("[model-dedup]\nhf-repo = ggml-org/stories\n"
+               "spec-draft-hf = ggml-org/stories-infill\n")
+    behind = {"ggml-org/stories:F32", "ggml-org/stories-infill:F32"}
+    everything = {"model-dedup", "ggml-org/tinygemma3-GGUF:Q8_0", *behind}
+    ini = tmp_path / "p.ini"
+    for text, hidden in ((section + "dedup-cache-models = 1\n", behind), (section, set()),
+                         ("[*]\ndedup-cache-models = 1\n\n" + section, behind)):
+        ini.write_text(text)
+        config = apply_preset(served, read_preset(ini, table), str(ini), table)
+        assert _listed(config) == everything - hidden, text
+        assert config.resolve("ggml-org/stories:F32") is not None  # hidden from the list, still usable by id
+        assert config.models["model-dedup"].path == served.models["ggml-org/stories:F32"].path
+        assert config.models["model-dedup"].spawn is None  # served from the cache, not downloaded again
+
+
+@pytest.mark.parametrize("files, ref, chosen", [
+    (["m-F16.gguf", "m-Q8_0.gguf", "m-Q4_K_M.gguf"], "acme/m", "m-Q4_K_M.gguf"),  # Q4_K_M first
+    (["m-F16.gguf", "m-Q8_0.gguf"], "acme/m", "m-Q8_0.gguf"),  # then Q8_0
+    (["m-F16.gguf", "m-BF16.gguf"], "acme/m", "m-BF16.gguf"),  # then the first file
+    (["m-F16.gguf", "m-Q8_0.gguf"], "acme/m:f16", "m-F16.gguf"),  # a tag, any case
+    (["m-F16.gguf"], "acme/m:Q2_K", None),  # a tag the cache lacks: nothing
+])
+def test_a_repo_reference_resolves_to_the_cache_file_llamacpp_picks(tmp_path, table, files, ref, chosen):
+    from router.catalogue.preset import read_preset
+    from router.catalogue.router_mode import apply_preset
+
+    served = Config(models=_cache_entries(tmp_path, *(("acme/m", f) for f in files)))
+    ini = tmp_path / "p.ini"
+    ini.write_text(f"[x]\nhf-repo = {ref}\ndedup-cache-models = on\n")
+    config = apply_preset(served, read_preset(ini, table), str(ini), table)
+    hidden = {n for n, s in config.models.items() if s.unlisted}
+    if chosen is None:
+        assert hidden == set() and config.models["x"].spawn is not None  # llama-server downloads it
+    else:
+        assert config.models["x"].path.endswith("/" + chosen)
+        assert hidden == {n for n, s in served.models.items() if s.path.endswith("/" + chosen)}

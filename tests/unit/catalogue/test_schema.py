@@ -50,6 +50,12 @@ def section(name: str) -> dict[str, Any]:
     return SCHEMA["$defs"][name]["properties"]
 
 
+def file_key(f: Any) -> str:
+    """A field's key in the file: its name, or the `key` its metadata gives (a model's
+    display name is `name`, the dataclass's `name` being the model's own)."""
+    return f.metadata.get("key", f.name)
+
+
 def schema_accepts(data: Any) -> bool:
     return VALIDATOR.is_valid(data)
 
@@ -87,7 +93,7 @@ def test_top_level_keys_are_the_config_fields():
 @pytest.mark.parametrize(("name", "cls", "exclude"), SECTIONS, ids=[s[0] for s in SECTIONS])
 def test_keys_are_the_dataclass_fields(name, cls, exclude):
     """A key added to the code but not to the schema (or the other way round) fails here."""
-    assert set(section(name)) == {f.name for f in fields(cls)} - set(exclude)
+    assert set(section(name)) == {file_key(f) for f in fields(cls) if f.name not in exclude}
     assert SCHEMA["$defs"][name]["additionalProperties"] is False
 
 
@@ -97,7 +103,7 @@ def test_every_key_has_a_description_and_the_dataclass_default(name, cls, exclud
     for f in fields(cls):
         if f.name in exclude:
             continue
-        prop = props[f.name]
+        prop = props[file_key(f)]
         assert prop.get("description"), f"{name}.{f.name} has no description"
         assert "default" in prop, f"{name}.{f.name} has no default"
         default = f.default
@@ -174,6 +180,13 @@ BAD = {
     "ttl is negative": model(**P, ttl=-1),
     "allow_args not a flag": model(**P, allow_args=["temp"]),
     "allow_args a reserved flag": model(**P, allow_args=["--port"]),
+    "cluster start_wait negative": {"cluster": {"start_wait": -1}},
+    "display name empty": model(**P, name=""),
+    "display name blank": model(**P, name="  "),
+    "display name a list": model(**P, name=["Gemma"]),
+    "max_tokens_default negative": model(**P, max_tokens_default=-1),
+    "router max_tokens_default a fraction": {"router": {"max_tokens_default": 1.5}},
+    "memory.unified is a word": {"router": {"memory": {"unified": "yes"}}},
 }
 
 GOOD = {
@@ -185,7 +198,7 @@ GOOD = {
         "admin_token": "${ADMIN}", "api_keys": ["secret-key-1", "${KEY}"], "notify_model_swap": True,
         "startup_model": "m", "ttl": 0, "drain_timeout": 0, "watch_config": False, "swap_patience": 0,
         "kv_persistence": False, "slot_save_path": "~/slots", "slot_save_max_bytes": 0, "slot_save_timeout": 5,
-        "ui_path": None,
+        "ui_path": None, "max_tokens_default": 256,
     }, **model(**P)},
     "numbers from the environment": {"router": {"port": "${PORT}", "models_max": "${N}", "ttl": "${TTL}"}},
     "numbers written as strings": {"router": {"port": " 8082 ", "max_body_bytes": "1_048_576",
@@ -197,7 +210,9 @@ GOOD = {
                              env={"CUDA_VISIBLE_DEVICES": 0, "X": "${PORT}", "FLAG": True},
                              spawn={"command": ["vllm", "serve", "$path"], "health_endpoint": "/v1/models"},
                              mmproj="~/p.gguf", state="auto", ttl="600", unlisted=True,
-                             allow_args=["--temp", "-c", "${FLAG}"]),
+                             allow_args=["--temp", "-c", "${FLAG}"], name="Gemma 3 (creative)",
+                             max_tokens_default=0),
+    "max_tokens_default from the environment": model(**P, max_tokens_default="${N}"),
     "model with only a spawn": model(spawn={"command": ["x", "--port", "$port"]}),
     "model with a default spawn": model(spawn=None),
     "state from the environment": model(**P, state="${STATE}"),
@@ -207,6 +222,10 @@ GOOD = {
     "model ttl null": model(**P, ttl=None),
     "sources": {"sources": {"dirs": ["~/models", "${MODELS}"], "hf_cache": False}},
     "one source dir as a string": {"sources": {"dirs": "/models"}},
+    "every cluster key": {"cluster": {"placement": "round_robin", "replicas": 2, "queue_threshold": 3,
+                                      "front_grace": 10, "start_wait": 0}},
+    "memory unified auto and true": {"router": {"memory": {"unified": "auto", "ram": "auto", "probe": True}}},
+    "memory unified false": {"router": {"memory": {"unified": False}}},
 }
 
 ENVIRONMENT = {"PORT": "9000", "N": "2", "TTL": "30", "KEY": "environment-key", "ADMIN": "admin-token-123",

@@ -91,6 +91,22 @@ async def test_a_busy_model_is_not_stopped_until_its_request_ends(session, facto
     await m.shutdown()
 
 
+async def test_a_request_that_leaves_while_it_waits_causes_no_swap(session, factory):
+    """b's client gives up while a is busy (its handler is cancelled): once a's request
+    ends, a stays loaded and b is never started."""
+    m = manager_for(catalogue(), session, factory)
+    lease = await m.acquire("a", light=True)  # a /tokenize in flight
+    waiting = asyncio.ensure_future(m.acquire("b"))
+    await asyncio.sleep(0.02)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    lease.release()
+    await asyncio.sleep(0.05)
+    assert m.state("a") is State.READY and factory.alive() == ["a"] and not factory.of("b")
+    await m.shutdown()
+
+
 async def test_a_failed_load_rejects_every_waiter_with_the_reason(session, factory):
     factory.behaviours["a"] = Behaviour(load="fail", load_delay=0.01)
     m = manager_for(catalogue(), session, factory)
@@ -258,4 +274,38 @@ async def test_each_swap_step_carries_a_memory_snapshot(session, factory):
         if msg["event"] == "memory":
             steps.append((msg["model"], msg["data"]["step"], msg["data"]["used"].get("ram", 0) // MiB))
     assert steps == [("a", "loaded", 100), ("a", "stopping", 100), ("a", "stopped", 0), ("b", "loaded", 100)]
+    await m.shutdown()
+
+
+async def test_a_swap_target_reads_loaded_only_after_its_victim_has_exited(session, factory):
+    """With room in the budget the target starts while its victim exits, but it is READY,
+    and /models/sse says `loaded`, only once the victim is gone: no view shows the target
+    loaded next to a model it evicted (llama.cpp loads only after the exit)."""
+    factory.behaviours["b"] = Behaviour(stop="hang")  # b takes its stop timeout to go
+    m = manager_for(catalogue(models_max=1, stop_timeout=0.3, memory={"ram": "1GiB", "gpu": "off"}),
+                    session, factory)
+
+    def reporting(name, plan, port, logs, on_event):
+        child = factory(name, plan, port, logs, on_event)
+        child.report = report(100)  # each load's figure: a and b both fit the budget
+        return child
+
+    m.child_factory = reporting
+    await use(m, "a")
+    await use(m, "b")  # a exits for b; both figures are known from now on
+    events = m.events.subscribe()
+    back = asyncio.ensure_future(use(m, "a"))  # b is told to stop and a starts next to it
+    for _ in range(100):
+        if len(factory.of("a")) == 2 and factory.of("a")[1].ready.is_set():
+            break
+        await asyncio.sleep(0.01)
+    assert factory.of("a")[1].ready.is_set() and factory.of("b")[0].returncode is None  # a is up, b exits
+    assert m.state("a") is State.STARTING and not back.done()
+    await asyncio.wait_for(back, 2)
+    order = []
+    while not events.empty():
+        msg = events.get_nowait()
+        if msg["event"] == "status_change":
+            order.append((msg["model"], msg["data"]["status"]))
+    assert order == [("a", "loading"), ("b", "unloaded"), ("a", "loaded")]
     await m.shutdown()

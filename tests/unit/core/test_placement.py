@@ -4,7 +4,7 @@ never more; pinned models stay; a model that can never fit is refused at once.""
 from __future__ import annotations
 
 from router.catalogue.config import POOL
-from router.core.scheduler import Grant, ModelView, Reject, Scheduler, Start, Stop, plan_evictions
+from router.core.scheduler import Grant, ModelView, Reject, Scheduler, Start, State, Stop, plan_evictions
 
 MiB = 1024 * 1024
 
@@ -212,9 +212,10 @@ def test_with_room_for_both_the_target_starts_while_the_victim_exits():
     t = s.new_ticket()
     assert s.submit(t, "b") == [Stop("a", "swap"), Start("b")]  # a still holds its 300 MiB: 600 fit
     assert s.used() == {"ram": 600 * MiB}
-    assert s.loaded("b") == [Grant(t, "b")]
-    assert s.stopped("a") == []
-    assert running(s) == {"b"}
+    assert s.loaded("b") == []  # b is up, but a still exits: b is READY (and serves) once a is gone,
+    assert s.state("b") is State.STARTING  # so no list shows b loaded while a still reads loaded
+    assert s.stopped("a") == [Grant(t, "b")]
+    assert running(s) == {"b"} and s.state("b") is State.READY
 
 
 def test_without_room_for_both_the_target_waits_for_the_exit():

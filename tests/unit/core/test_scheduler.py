@@ -224,3 +224,99 @@ def test_patience_never_delays_the_swap_away_from_an_idle_model():
     assert s.submit(s.new_ticket(), "b", now=1.0) == [Stop("a", "swap")]
     later = s.new_ticket()
     assert s.submit(later, "a", now=1.1) == []  # a is stopping: the request waits its turn
+
+
+def test_a_light_request_in_flight_keeps_its_model_loaded():
+    """/tokenize, /props, /slots...: they take no slot, so no concurrency limit holds them,
+    but while one is in flight its model is busy and is never stopped under it."""
+    s = make()
+    s.set_limits({"a": (1, 0)})
+    load(s, "a")
+    heavy, _ = ticket(s, "a")  # takes the only slot
+    light = s.new_ticket()
+    assert s.submit(light, "a", light=True) == [Grant(light, "a")]  # past the limit
+    s.release(heavy)
+    _, eff = ticket(s, "b")
+    assert eff == []  # a still serves the light request: b waits
+    assert s.state("a") is State.READY
+    assert s.release(light) == [Stop("a", "swap")]
+    assert s.stopped("a") == [Start("b")]
+
+
+def test_a_waiter_that_leaves_before_the_swap_starts_causes_no_swap():
+    """llama.cpp's test_router_queue_client_disconnect_keeps_model: b's client gives up
+    while a is busy; once a is idle it stays loaded and b is never started."""
+    s = make()
+    t_a, _ = ticket(s, "a")
+    s.loaded("a")  # t_a in flight
+    t_b, eff = ticket(s, "b")
+    assert eff == []  # the swap waits for a
+    assert s.cancel(t_b) == []
+    assert s.release(t_a) == []  # a is idle, and nobody wants b any more
+    assert s.state("a") is State.READY and s.state("b") is State.STOPPED
+    assert s.swap_target is None
+    _, eff = ticket(s, "c")  # the next request decides a new swap as usual
+    assert eff == [Stop("a", "swap")] and s.swap_target == "c"
+
+
+def test_a_swap_keeps_going_while_one_of_its_waiters_remains():
+    s = make()
+    t_a, _ = ticket(s, "a")
+    s.loaded("a")
+    first, _ = ticket(s, "b")
+    second, _ = ticket(s, "b")
+    s.cancel(first)
+    assert s.release(t_a) == [Stop("a", "swap")]
+    assert s.stopped("a") == [Start("b")]
+    assert s.loaded("b") == [Grant(second, "b")]
+
+
+def test_a_victim_already_stopping_stops_but_the_abandoned_target_never_starts():
+    s = make()
+    load(s, "a")
+    t_b, eff = ticket(s, "b")
+    assert eff == [Stop("a", "swap")]  # a was idle: told to stop at once
+    assert s.cancel(t_b) == []
+    assert s.stopped("a") == []  # b's load is not started for nobody
+    assert s.state("a") is State.STOPPED and s.state("b") is State.STOPPED
+
+
+def test_a_preload_keeps_its_swap_without_a_request():
+    s = make()
+    t_a, _ = ticket(s, "a")
+    s.loaded("a")
+    assert s.load("b") == []  # /models/load: waits for a's request like any other
+    assert s.release(t_a) == [Stop("a", "swap")]
+    assert s.stopped("a") == [Start("b")]
+
+
+def test_the_target_of_a_swap_is_loaded_only_once_its_victim_has_exited():
+    """llama.cpp's test_router_models_max_evicts_lru, with room in memory for the third model
+    to start while the first exits: the third becomes READY (and is granted) only when the
+    first is gone, so no view shows it loaded next to a model it evicted."""
+    MiB = 1024 * 1024
+    s = Scheduler({n: "pool" for n in "abc"}, 2, budget={"ram": 1000 * MiB})
+    for n in "abc":
+        s.set_memory(n, {"ram": 100 * MiB})
+    load(s, "a")
+    load(s, "b")
+    t = s.new_ticket()
+    assert s.submit(t, "c") == [Stop("a", "swap"), Start("c")]  # c starts while a exits
+    assert s.loaded("c") == []
+    assert (s.state("a"), s.state("c")) == (State.STOPPING, State.STARTING)
+    assert s.stopped("a") == [Grant(t, "c")]
+    assert (s.state("a"), s.state("b"), s.state("c")) == (State.STOPPED, State.READY, State.READY)
+
+
+def test_a_target_that_crashes_while_its_victim_exits_fails_its_load():
+    MiB = 1024 * 1024
+    s = Scheduler({"a": "pool", "b": "pool"}, 1, budget={"ram": 1000 * MiB})
+    s.set_memory("a", {"ram": 100 * MiB})
+    s.set_memory("b", {"ram": 100 * MiB})
+    load(s, "a")
+    t = s.new_ticket()
+    assert s.submit(t, "b") == [Stop("a", "swap"), Start("b")]
+    assert s.loaded("b") == []
+    eff = s.stopped("b")  # b's child died before a was gone
+    assert [type(e) for e in eff] == [Reject] and s.state("b") is State.STOPPED
+    assert s.stopped("a") == [] and s.running() == []

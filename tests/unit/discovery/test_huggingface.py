@@ -33,7 +33,7 @@ def _bytes(tmp: Path, name: str, *, blocks: int = 1, shards: int = 1, projector:
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A populated fake Hub; HF_ENDPOINT and HF_HOME point at it and a temp dir."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN"):
+    for var in ("LLAMA_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at import time

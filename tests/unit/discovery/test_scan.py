@@ -361,8 +361,18 @@ def test_hf_cache_that_is_a_file_is_reported(tmp_path):
 
 
 def test_hf_cache_defaults_to_hf_home_read_at_call_time(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLAMA_CACHE", raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     _cache_file(tmp_path / "home" / "hub", "acme/T-GGUF", "e" * 40, "T-Q8_0.gguf", _model(tmp_path / "t.gguf"))
+    assert [m.name for m in scan_hf_cache().models] == ["acme/T-GGUF:Q8_0"]
+
+
+def test_hf_cache_is_llama_cache_first_as_in_llama_cpp(tmp_path, monkeypatch):
+    """A llama.cpp user's $LLAMA_CACHE is the cache llama.cpp lists and loads from: llama-router's too."""
+    monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    _cache_file(tmp_path / "llama", "acme/T-GGUF", "e" * 40, "T-Q8_0.gguf", _model(tmp_path / "t.gguf"))
+    _cache_file(tmp_path / "hf", "acme/U-GGUF", "f" * 40, "U-Q8_0.gguf", _model(tmp_path / "u.gguf"))
     assert [m.name for m in scan_hf_cache().models] == ["acme/T-GGUF:Q8_0"]

@@ -35,3 +35,10 @@ def test_the_view_holds_every_setting_and_no_secret():
 def test_no_secret_set_shows_as_none():
     view = config_view(parse_config({}, "<x>"))
     assert view["router"]["admin_token"] is None and view["router"]["api_keys"] == []
+
+
+def test_a_models_view_names_its_settings_as_the_file_does():
+    """`name` is the display name's key in the file (the model's own name is the entry's key)."""
+    config = parse_config({"models": {"m": {"path": "/m.gguf", "name": "My M", "max_tokens_default": 64}}}, "c.yaml")
+    view = config_view(config)["models"]["m"]
+    assert view["name"] == "My M" and view["max_tokens_default"] == 64 and "display_name" not in view

@@ -1,0 +1,1 @@
+"""llama.cpp's own router-mode tests run against llama-router (`make test-llamacpp`; see __main__.py)."""
