@@ -71,8 +71,8 @@ def test_invalid_file_keeps_the_running_catalogue(tmp_path, llama_server, tiny_d
         resp = requests.post(r.url + "/admin/reload", headers=AUTH, timeout=TIMEOUT)
         assert resp.status_code == 400
         assert resp.json()["error"] == f"{r.config}: models.tiny-x.paht: unknown key (expected one of: " \
-            "aliases, allow_args, args, concurrency_limit, env, group, max_queue, mmproj, path, pinned, spawn, state, " \
-            "ttl, unlisted)"
+            "aliases, allow_args, args, concurrency_limit, env, group, max_queue, max_tokens_default, mmproj, name, " \
+            "path, pinned, spawn, state, ttl, unlisted)"
         assert listed(r) == {"tiny-a"} and chat(r.url, "tiny-a").status_code == 200
 
 

@@ -194,6 +194,22 @@ def _tensors(n_vocab: int, types: list[int], seed: int) -> dict[str, np.ndarray]
     return t
 
 
+def _add_tokenizer(w: GGUFWriter, tokens: list[str], scores: list[float], types: list[int]) -> None:
+    """The one tokenizer every generated model carries: the tiny vocabulary and a ChatML template."""
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(BOS_ID)
+    w.add_eos_token_id(EOS_ID)
+    w.add_unk_token_id(UNK_ID)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.add_add_space_prefix(True)
+    w.add_chat_template(CHATML_TEMPLATE)
+
+
 def _add_model(
     w: GGUFWriter, *, name: str, n_ctx_train: int, seed: int, sliding_window: int | None
 ) -> None:
@@ -220,18 +236,7 @@ def _add_model(
         # ignores the key.  It is there for metadata readers (KV-cache sizing).
         w.add_sliding_window(int(sliding_window))
 
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(BOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_unk_token_id(UNK_ID)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
-    w.add_add_space_prefix(True)
-    w.add_chat_template(CHATML_TEMPLATE)
+    _add_tokenizer(w, tokens, scores, types)
 
     for tname, arr in _tensors(len(tokens), types, seed).items():
         w.add_tensor(tname, arr)
@@ -421,18 +426,7 @@ def write_sized_model(
     w.add_rope_dimension_count(head_dim)
     w.add_rope_freq_base(ROPE_FREQ_BASE)
     w.add_layer_norm_rms_eps(RMS_EPS)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(BOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_unk_token_id(UNK_ID)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
-    w.add_add_space_prefix(True)
-    w.add_chat_template(CHATML_TEMPLATE)
+    _add_tokenizer(w, tokens, scores, types)
     w.add_tensor("token_embd.weight", embd)
     w.add_tensor("output_norm.weight", norm)
     w.add_tensor("output.weight", out)
