@@ -79,7 +79,9 @@ async def serve_ui(request: web.Request, root: Path | None) -> web.StreamRespons
     tail = request.match_info.get("tail", "")
     if request.method in ("GET", "HEAD"):
         if root is None and tail in ("", "index.html"):
-            return web.Response(status=404, content_type="text/html", text=_MISSING_UI)
+            if "text/html" in request.headers.get("Accept", ""):  # a browser: the page that says what to do
+                return web.Response(status=404, content_type="text/html", text=_MISSING_UI)
+            return error_response(404, MISSING_UI_MESSAGE, code="not_found")  # an API client: the API's shape
         path = _file_for(root, tail) if root is not None else None
         if root is not None and path is not None:
             rel = path.relative_to(root).as_posix()
@@ -115,6 +117,8 @@ async def handle_feature_disabled(request: web.Request) -> web.Response:
     return error_response(403, "this feature is disabled", "feature_disabled")
 
 
+MISSING_UI_MESSAGE = ("the llama.cpp WebUI is not built on this machine: build it once with `llama-router "
+                      "--build-webui` (needs npm), or point router.ui_path at a built WebUI folder")
 _MISSING_UI = """<!doctype html><meta charset="utf-8"><title>llama-router</title>
 <body style="font-family:sans-serif;max-width:40em;margin:3em auto">
 <h1>llama-router</h1>

@@ -103,6 +103,22 @@ async def test_without_a_build_root_says_how_to_get_one(tmp_path: Path, monkeypa
         await client.close()
 
 
+async def test_without_a_build_a_browser_gets_a_page_and_an_api_client_a_json_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    client = await client_for({})
+    try:
+        page = await client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        assert page.status == 404 and page.content_type == "text/html"
+        assert "llama-router --build-webui" in await page.text()
+        api = await client.get("/index.html", headers={"Accept": "application/json"})
+        assert api.status == 404 and api.content_type == "application/json"
+        err = (await api.json())["error"]
+        assert "--build-webui" in err["message"] and err["code"] == "not_found" and err["type"]
+    finally:
+        await client.close()
+
+
 async def test_the_cached_build_for_the_installed_version_is_found(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from router.ui import webui
