@@ -223,7 +223,7 @@ def write_models(directory: Path, kind: str) -> Path:
 
 def estimates(model: Path, kind: str) -> dict[str, Any]:
     """The router's estimate of each model (what its placement starts from)."""
-    from router.backend.estimate import estimate
+    from router.backend.memory_estimate import estimate
     from router.discovery.gguf_meta import read_gguf_meta
 
     meta = read_gguf_meta(model)

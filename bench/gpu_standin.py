@@ -27,7 +27,7 @@ def buffers(model: str, argv: list[str], gpus: int) -> tuple[dict[str, int], int
     """What llama-server would allocate for this model and these arguments, by the
     router's own estimate: its model, KV and compute buffers, and its whole figure
     on the device they go to (with the process's or the CUDA runtime's own memory)."""
-    from router.backend.estimate import estimate
+    from router.backend.memory_estimate import estimate
     from router.discovery.gguf_meta import read_gguf_meta
 
     e = estimate(read_gguf_meta(model), argv, gpus=gpus)

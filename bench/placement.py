@@ -59,7 +59,7 @@ def trace(n: int) -> list[str]:
 def budget_and_count(gemma: Path) -> tuple[int, int]:
     """A budget that fits the two largest models (by estimate) with 5% to spare,
     and the largest models_max that is safe for it."""
-    from router.backend.estimate import estimate
+    from router.backend.memory_estimate import estimate
     from router.discovery.gguf_meta import read_gguf_meta
 
     meta = read_gguf_meta(gemma)

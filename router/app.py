@@ -9,44 +9,43 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from router.api.activity import ActivityLog
+from router.api.admin import add_admin_routes
+from router.api.inference import add_inference_routes
+from router.api.logs import add_log_routes
+from router.api.metrics import METRICS, RouterMetrics
+from router.api.model_api import add_model_api_routes
+from router.api.openapi import add_openapi_route
 from router.backend.launch import server_build_info
 from router.catalogue.config import Config
 from router.catalogue.parse import load_config
+from router.core.downloads import Downloads
 from router.core.events import EventBus
 from router.core.kv_persistence import KVPersistence
 from router.core.lifecycle import unload_idle
 from router.core.manager import ModelManager
 from router.core.reload import Loader, Reloader
-from router.http.activity import ActivityLog
-from router.http.admin import add_admin_routes
-from router.http.auth import require_auth
-from router.http.conversations import ConversationMap
-from router.http.downloads import Downloads
-from router.http.errors import json_errors
-from router.http.inference import add_inference_routes
-from router.http.keys import (
+from router.http.access import require_auth
+from router.http.api_keys import KeyLimits
+from router.http.app_keys import (
     BUILD,
     CONVERSATIONS,
     DOWNLOADS,
     KEY_LIMITS,
     MANAGER,
-    METRICS,
     PUBLIC_PAGES,
     RELOADER,
     ROUTER_SETTINGS,
     SHUTDOWN,
     UPSTREAM,
 )
-from router.http.keys_policy import KeyLimits
-from router.http.logs import add_log_routes
-from router.http.metrics import RouterMetrics
-from router.http.model_api import add_model_api_routes
-from router.http.openapi import add_openapi_route
+from router.http.conversations import ConversationMap
+from router.http.errors import json_errors
 from router.http.request_id import with_request_id
-from router.http.upstream import UpstreamPool
 from router.ui.dashboard import add_dashboard_routes
 from router.ui.streams import add_stream_routes
 from router.ui.webui import add_webui_routes
+from router.upstream.pool import UpstreamPool
 
 log = logging.getLogger("router.app")
 
@@ -70,7 +69,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
         # Relayed requests. Those that take a slot (generation) get a fresh connection each: an
         # idle kept-alive connection holds one of llama-server's HTTP threads, and under 128+
         # concurrent streams reused connections were closed under us (502). Light requests
-        # (/tokenize, /props...) reuse a few kept-alive connections (router/http/upstream.py).
+        # (/tokenize, /props...) reuse a few kept-alive connections (router/upstream/pool.py).
         app[UPSTREAM] = UpstreamPool()
         manager = ModelManager(config, session, router_port or config.router.port, events)
         KVPersistence(manager).install()

@@ -23,8 +23,8 @@ from router.catalogue.tls import server_context
 from router.connguard import ConnectionGuard, GuardedRunner
 from router.core.lifecycle import StartupError, load_startup_model, preload_models
 from router.core.reload import Loader
-from router.http.auth import exposure_warning
-from router.http.keys import MANAGER, RELOADER
+from router.http.access import exposure_warning
+from router.http.app_keys import MANAGER, RELOADER
 
 log = logging.getLogger("router")
 

@@ -1,6 +1,6 @@
 """The operator's API in cluster mode: what /admin offers on one host and makes
 sense across hosts. Behind the same check as on one host (router.admin_token, or
-an API key with the admin role: http/auth.py).
+an API key with the admin role: http/access.py).
 
 - GET /admin/status: the catalogue file and every host's last report;
 - POST /admin/reload, /admin/rescan: the catalogue read again (its sources

@@ -20,6 +20,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from router.api.inference import GET_ROUTES, LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
+from router.api.model_api import relay_model_events, router_props
 from router.catalogue.config import Config, ModelSpec
 from router.cluster.admin import Loader, add_cluster_admin_routes, load_model, unload_model
 from router.cluster.front import ClusterManager, RemoteLease
@@ -27,13 +29,11 @@ from router.cluster.logs import add_cluster_log_routes
 from router.cluster.metrics import ClusterMetrics
 from router.cluster.views import dashboard_rows, model_entries
 from router.core.manager import ModelUnavailable
-from router.http.auth import require_auth
+from router.http.access import require_auth
+from router.http.api_keys import KeyLimits
+from router.http.app_keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
 from router.http.errors import HTTPError, error_response, json_errors
-from router.http.inference import GET_ROUTES, LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
-from router.http.keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
-from router.http.keys_policy import KeyLimits
 from router.http.launch_args import load_overrides
-from router.http.model_api import relay_model_events, router_props
 from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
 from router.http.request import (
     default_reply_cap,
@@ -58,7 +58,7 @@ def create_cluster_app(config: Config, secret: str, loader: Loader | None = None
                           client_max_size=config.router.max_body_bytes)
     cluster = ClusterManager(config, secret, config.router.port)
     app[CLUSTER] = cluster
-    # API keys as on one host: roles, models, rate and concurrency limits (http/auth.py).
+    # API keys as on one host: roles, models, rate and concurrency limits (http/access.py).
     app[ROUTER_SETTINGS] = lambda: cluster.config.router
     app[KEY_LIMITS] = KeyLimits()
     app[PUBLIC_PAGES] = set()

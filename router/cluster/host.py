@@ -10,7 +10,7 @@ from typing import Any
 from router.catalogue.config import ModelSpec
 from router.cluster.nodes import NodeSettings
 from router.cluster.placement import HostView, Resident
-from router.http.upstream import UpstreamPool
+from router.upstream.pool import UpstreamPool
 
 
 class Host:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from router.cluster.front import ClusterManager
 from router.cluster.host import Host, awaitable
-from router.http.keys import API_KEY, SHUTDOWN
+from router.http.app_keys import API_KEY, SHUTDOWN
 from router.http.request import resolve_name
 from router.http.sse import comment, event_stream, frame
 

@@ -12,7 +12,7 @@ from router.catalogue.config import ApiKey
 from router.cluster.front import ClusterManager
 from router.core.scheduler import State
 from router.core.snapshot import listed_status
-from router.http.keys_policy import may_use
+from router.http.api_keys import may_use
 
 HELD = ("loaded", "loading", "unloading")
 

@@ -22,11 +22,11 @@ from router.backend.argv import given_slots
 from router.backend.child import Child, ChildFactory, ChildProcess, LoadError, free_port
 from router.backend.launch import LaunchPlan, SpawnError, build_launch, slot_save_dir
 from router.backend.logring import LogRing
-from router.backend.memory import gpu_used_by, tree_pids, tree_rss_bytes
+from router.backend.memory_measure import gpu_used_by, tree_pids, tree_rss_bytes
 from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import gguf_meta
 from router.core.events import EventBus
-from router.core.placement import MemoryBook
+from router.core.memory_book import MemoryBook
 from router.core.scheduler import Effect, Grant, Reject, Scheduler, Start, State, Stop
 from router.core.status import ModelStatus
 

@@ -217,3 +217,12 @@ class Reloader:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def reload_models(reloader: Reloader, why: str) -> ReloadResult:
+    """Reload the model list; on success, tell event clients to fetch it again
+    (llama.cpp's `{"model": "*", "event": "models_reload"}`)."""
+    res = await reloader.reload(why)
+    if res.ok:
+        reloader.manager.events.emit("*", "models_reload", {})
+    return res

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from router.backend.memory import rss_bytes
+from router.backend.memory_measure import rss_bytes
 from router.catalogue.config import ModelSpec
 from router.core.manager import ModelManager
 from router.core.scheduler import State

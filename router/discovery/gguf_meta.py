@@ -112,7 +112,7 @@ class GGUFMeta:
     projection_dim: int | None = None
     tensor_count: int = 0
     version: int = 3
-    # What a memory estimate needs (router/backend/memory.py); None when the file does not say.
+    # What a memory estimate needs (router/backend/memory_measure.py); None when the file does not say.
     tensor_bytes: int = 0  # tensor data in this file
     head_count: int | None = None
     key_length: int | None = None

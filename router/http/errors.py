@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from router.core.refusal import Refused
+
 log = logging.getLogger("router.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -25,6 +27,10 @@ _TYPES = {
     502: "upstream_error",
     503: "unavailable_error",
 }
+
+
+# The status each kind of refusal from a service below the routes stands for (router/core/refusal.py).
+REFUSAL_STATUS = {"invalid": 400, "forbidden": 403, "conflict": 409, "failed": 500}
 
 
 def error_body(status: int, message: str, type_: str | None = None, code: str | int | None = None) -> dict:
@@ -57,6 +63,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except HTTPError as e:
         return e.response()
+    except Refused as e:
+        return error_response(REFUSAL_STATUS[e.why], e.message, code=e.code)
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from router.http.app_keys import REQUEST_ID as REQUEST_ID_KEY
 from router.http.errors import error_body, error_response
-from router.http.keys import REQUEST_ID as REQUEST_ID_KEY
 from router.http.sse import frame
-from router.http.upstream import ConnectFailed, Disconnected, Reply, UpstreamError, UpstreamPool
+from router.upstream.pool import ConnectFailed, Disconnected, Reply, UpstreamError, UpstreamPool
 
 log = logging.getLogger("router.proxy")
 
@@ -113,7 +113,7 @@ async def forward(
     say what the client got, "status": CLIENT_LEFT when it left before the reply's
     last byte (the reply's status when it left after it: a 200 even if the
     handler is cancelled), the error told inside a stream that began as 200.
-    `client`: the router's UpstreamPool (router/http/upstream.py; the cluster front has one per host).
+    `client`: the router's UpstreamPool (router/upstream/pool.py; the cluster front has one per host).
     `light`: the request takes no slot and is idempotent: it goes over a kept-alive
     connection, and is sent once more if the child had closed that meanwhile.
     `replayable`: raise UpstreamLost instead of answering 502 when the child is lost

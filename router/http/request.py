@@ -22,9 +22,9 @@ from aiohttp.web_protocol import RequestPayloadError
 from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, Config, ModelSpec, RouterSettings
 from router.core.manager import ModelManager
 from router.core.scheduler import State
+from router.http.api_keys import may_use
+from router.http.app_keys import MANAGER
 from router.http.errors import HTTPError
-from router.http.keys import MANAGER
-from router.http.keys_policy import may_use
 from router.http.launch_args import refuse_launch_keys
 from router.http.multipart import MultipartError, form_field
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from router.http.keys import REQUEST_ID
+from router.http.app_keys import REQUEST_ID
 
 HEADER = "X-Request-Id"
 current: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)

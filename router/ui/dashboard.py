@@ -2,7 +2,7 @@
 
 One static page (router/ui/static/dashboard.html, no build step) reads three
 things from here: a JSON snapshot of the models (GET /dashboard/api/models),
-each child's log as server-sent events (GET /logs/stream/{model}, router/http/logs.py), and the
+each child's log as server-sent events (GET /logs/stream/{model}, router/api/logs.py), and the
 state changes the WebUI also listens to (GET /models/sse). Load and unload
 go through the public POST /models/load and /models/unload.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from router.core.snapshot import ModelSnapshot, snapshots
-from router.http.keys import MANAGER, PUBLIC_PAGES
+from router.http.app_keys import MANAGER, PUBLIC_PAGES
 
 STATIC = Path(__file__).parent / "static"
 VRAM_CACHE_S = 5.0

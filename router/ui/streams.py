@@ -17,8 +17,8 @@ import aiohttp
 from aiohttp import web
 
 from router.core.scheduler import State
+from router.http.app_keys import CONVERSATIONS, MANAGER, UPSTREAM
 from router.http.errors import HTTPError
-from router.http.keys import CONVERSATIONS, MANAGER, UPSTREAM
 from router.http.proxy import forward
 from router.http.request import parse_json_object, read_body
 

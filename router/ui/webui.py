@@ -20,8 +20,8 @@ from pathlib import Path
 from aiohttp import web
 
 from router.catalogue.config import Config, default_cache_dir
+from router.http.app_keys import PUBLIC_PAGES
 from router.http.errors import error_response
-from router.http.keys import PUBLIC_PAGES
 from router.http.request import short
 
 log = logging.getLogger("router.webui")

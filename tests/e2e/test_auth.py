@@ -7,7 +7,7 @@ import requests
 
 from router.catalogue.config import ConfigError
 from router.catalogue.parse import parse_config
-from router.http.auth import exposure_warning, matches
+from router.http.access import exposure_warning, matches
 from tests.support.opskit import TIMEOUT, chat, tiny_catalogue, tiny_router
 
 ADMIN = "admin-secret-7f3a"

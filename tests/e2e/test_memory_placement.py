@@ -10,7 +10,7 @@ import psutil
 import pytest
 import requests
 
-from router.backend.estimate import estimate
+from router.backend.memory_estimate import estimate
 from router.discovery.gguf_meta import read_gguf_meta
 from tests.support.opskit import chat, model_state
 from tests.support.routerproc import RouterProcess, free_port, write_config

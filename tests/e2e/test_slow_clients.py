@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest

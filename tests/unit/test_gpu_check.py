@@ -21,7 +21,7 @@ from bench import gpu_check
 from bench.gpu_build import SOURCE_LEFT_OUT, build_args, cmake_args, keeps, toolkit_hints, trim_source
 from bench.gpu_check import BEGIN, END, render, write_section
 from bench.gpu_scenario import CONTEXTS, ORDER, SHAPES, Check, Row, Scenario, model_args, plan_budget
-from router.backend.estimate import GPU_RUNTIME, estimate
+from router.backend.memory_estimate import GPU_RUNTIME, estimate
 from router.discovery.gguf_meta import GGUFMeta
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -33,7 +33,7 @@ def _break_inference() -> None:
     import asyncio
     import itertools
 
-    import router.http.inference as inference
+    import router.api.inference as inference
 
     original = inference.handle_inference
     counter = itertools.count(1)

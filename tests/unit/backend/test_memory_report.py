@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import psutil
 
-from router.backend.memory import reported_buffers
+from router.backend.memory_measure import reported_buffers
 from router.catalogue.config import MemorySettings
-from router.core.placement import _shard_bytes, resolve_budget
+from router.core.memory_book import _shard_bytes, resolve_budget
 from router.discovery.gguf_meta import read_gguf_meta
 from tests.support.tinygguf import write_split_model, write_tiny_model
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from router.backend import memory
+from router.backend import memory_measure as memory
 from router.backend.launch import LaunchPlan
-from router.backend.memory import Platform, metal_working_set, read_platform
+from router.backend.memory_measure import Platform, metal_working_set, read_platform
 from router.catalogue.config import POOL, MemorySettings, ModelSpec
-from router.core.placement import MemoryBook, resolve_budget
+from router.core.memory_book import MemoryBook, resolve_budget
 from router.core.scheduler import Reject, Scheduler, Start, Stop
 from tests.support.tinygguf import write_tiny_model
 

@@ -31,8 +31,8 @@ from router.app import create_app
 from router.backend.launch import SpawnError, build_launch
 from router.catalogue.config import NAME_RE, RESERVED_FLAGS
 from router.catalogue.parse import parse_config
+from router.http.app_keys import MANAGER
 from router.http.errors import HTTPError
-from router.http.keys import MANAGER
 from router.http.launch_args import LAUNCH_KEYS, MAX_ARGS, check_args, load_overrides, refuse_launch_keys
 from router.http.request import keep_alive_seconds, parse_json_object, read_body, read_request, take_keep_alive
 

@@ -149,7 +149,7 @@ async def test_only_the_pages_themselves_are_public(tmp_path: Path) -> None:
     """What an API-key check may let through without a key: pages, never API calls."""
     from aiohttp import web
 
-    from router.http.auth import is_public_page
+    from router.http.access import is_public_page
 
     seen: dict[str, bool] = {}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from router.core.downloads import Download, Throttle, download_key
 from router.discovery.hf_progress import reporting_bar
-from router.http.downloads import Download, Throttle, download_key
 
 URL = "https://hub/acme/x/resolve/main/x-Q4_K_M.gguf"
 

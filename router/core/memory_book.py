@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from router.backend.argv import arg_value
-from router.backend.estimate import GPU_RUNTIME, Estimate, estimate
 from router.backend.launch import LaunchPlan
-from router.backend.memory import Platform, read_platform, reported_buffers
+from router.backend.memory_estimate import GPU_RUNTIME, Estimate, estimate
+from router.backend.memory_measure import Platform, read_platform, reported_buffers
 from router.backend.slotfiles import fingerprint
 from router.catalogue.config import MemorySettings, ModelSpec
 from router.catalogue.sources import gguf_meta

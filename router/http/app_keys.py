@@ -1,4 +1,5 @@
-"""Every typed key of the aiohttp application, in one place.
+"""Every typed key of the aiohttp application that the shared HTTP layer knows
+(the route modules of router/api/ keep their own next to them: api/metrics.py's METRICS).
 
 Routes reach the router's state only through these: the model manager, the
 reloader, the shutdown signal (ends long-lived event streams), the map of
@@ -13,31 +14,29 @@ from collections.abc import Callable
 from aiohttp import web
 
 from router.catalogue.config import ApiKey, RouterSettings
+from router.core.downloads import Downloads
 from router.core.manager import ModelManager
 from router.core.reload import Reloader
+from router.http.api_keys import KeyLimits
 from router.http.conversations import ConversationMap
-from router.http.downloads import Downloads
-from router.http.keys_policy import KeyLimits
-from router.http.metrics import RouterMetrics
-from router.http.upstream import UpstreamPool
+from router.upstream.pool import UpstreamPool
 
 MANAGER = web.AppKey("manager", ModelManager)
 RELOADER = web.AppKey("reloader", Reloader)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 CONVERSATIONS = web.AppKey("conversations", ConversationMap)
-METRICS = web.AppKey("metrics", RouterMetrics)
 # Downloads into the HF cache in progress (POST /models, POST /admin/download).
 DOWNLOADS = web.AppKey("downloads", Downloads)
-# The client of every request relayed to a child (router/http/upstream.py).
+# The client of every request relayed to a child (router/upstream/pool.py).
 UPSTREAM = web.AppKey("upstream", UpstreamPool)
 # Facts about the llama-server build children run: {"build_info": "b<build>-<commit>"} once known.
 BUILD = web.AppKey("build", dict)
 # The router settings in force now (keys, admin token): read on every request, so a reload applies at
-# once; the single-host app reads its manager's catalogue, the cluster front its own (router/http/auth.py).
+# once; the single-host app reads its manager's catalogue, the cluster front its own (router/http/access.py).
 ROUTER_SETTINGS: web.AppKey[Callable[[], RouterSettings]] = web.AppKey("router_settings")
-# Each API key's rate and requests in flight (router/http/auth.py).
+# Each API key's rate and requests in flight (router/http/access.py).
 KEY_LIMITS = web.AppKey("key_limits", KeyLimits)
-# The API key a request came with, when router.api_keys is set (router/http/auth.py).
+# The API key a request came with, when router.api_keys is set (router/http/access.py).
 API_KEY = web.RequestKey("api_key", ApiKey)
 # The id of the request being served (router/http/request_id.py).
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -21,10 +21,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from router.api.activity import ActivityLog
 from router.core.events import EventBus
 from router.core.manager import ModelManager
 from router.core.scheduler import State
-from router.http.activity import ActivityLog
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -206,3 +206,6 @@ class _Relabeled(Collector):
 async def metrics_response(metrics: RouterMetrics, session: aiohttp.ClientSession) -> web.Response:
     return web.Response(body=await metrics.exposition(session), headers={"Content-Type": CONTENT_TYPE})
 
+
+# The one RouterMetrics of an application (router/app.py sets it; the routes record into it).
+METRICS = web.AppKey("metrics", RouterMetrics)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from router.http.keys import API_KEY, MANAGER, SHUTDOWN
+from router.http.app_keys import API_KEY, MANAGER, SHUTDOWN
 from router.http.request import resolve_model
 from router.http.sse import relay_events
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.backend.estimate import (
+from router.backend.memory_estimate import (
     GPU_RUNTIME,
     PROCESS_OVERHEAD,
     PROJECTOR_SCRATCH,

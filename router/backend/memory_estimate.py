@@ -17,7 +17,7 @@ and the child's own arguments (the way llama.cpp sizes its buffers).
 
 Everything is pure arithmetic on `GGUFMeta` and argv, so the figures are
 unit-tested against hand-computed ones; the manager replaces an estimate
-with what a load really used (core/memory_figures.py) for the next load of
+with what a load really used (core/memory_book.py) for the next load of
 the same model with the same arguments.
 """
 

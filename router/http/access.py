@@ -7,7 +7,7 @@ router.api_keys (`api_keys[2]`). The settings are read from the current
 catalogue on every request, so a reload that rotates a key applies at once.
 
 What a key may do (its role, its models, its limits) is decided in
-http/keys_policy.py; this middleware asks and answers. The key a request
+http/api_keys.py; this middleware asks and answers. The key a request
 came with is kept on it (API_KEY), so the routes that name a model can
 answer 404 for a model the key may not use.
 """
@@ -22,15 +22,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from router.catalogue.config import ApiKey, RouterSettings
+from router.http.api_keys import ADMIN, Refusal, find_key, is_admin_path, route_refusal
+from router.http.app_keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, ROUTER_SETTINGS
 from router.http.errors import error_response
-from router.http.keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, ROUTER_SETTINGS
-from router.http.keys_policy import ADMIN, Refusal, find_key, is_admin_path, route_refusal
 
 log = logging.getLogger("router.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/health", "/v1/health"})
-OPEN_PATHS |= {"/openapi.json"}  # describes the API, holds no secret (http/openapi.py)
+OPEN_PATHS |= {"/openapi.json"}  # describes the API, holds no secret (api/openapi.py)
 # Event streams stay open for as long as a page is: they count against a key's rate when
 # they open, never against its requests in flight.
 EVENT_STREAMS = ("/models/sse", "/api/activity/stream", "/admin/download/events", "/logs/stream/")

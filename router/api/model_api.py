@@ -16,15 +16,15 @@ from router import __version__
 from router.catalogue.config import Config
 from router.catalogue.sources import model_card
 from router.core.events import EventBus
+from router.core.model_files import cache_removal, prune_hf_repo, remove_model
+from router.core.reload import reload_models
 from router.core.scheduler import State
 from router.core.snapshot import ModelSnapshot, listed_status, snapshots
 from router.discovery.huggingface import parse_hf_ref
-from router.http.downloads import reload_models
+from router.http.api_keys import may_see, may_use
+from router.http.app_keys import API_KEY, DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.errors import HTTPError
-from router.http.keys import API_KEY, DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
-from router.http.keys_policy import may_see, may_use
 from router.http.launch_args import load_overrides
-from router.http.model_files import cache_removal, prune_hf_repo, remove_model
 from router.http.request import parse_json_object, read_body, resolve_model, servable_model
 from router.http.sse import relay_events
 

@@ -1,5 +1,5 @@
 """Scoped API keys: how entries are read, which routes each role reaches, which
-models a key sees, and its rate and concurrency limits (router/http/keys_policy.py)."""
+models a key sees, and its rate and concurrency limits (router/http/api_keys.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from router.catalogue.config import ApiKey, ConfigError, ModelSpec, Rate
 from router.catalogue.parse import parse_config
-from router.http.keys_policy import (
+from router.http.api_keys import (
     KeyLimits,
     TokenBucket,
     as_key,

@@ -2,8 +2,8 @@
 
 One source of truth: the document is built here, from the same tables the
 routes are registered from where there are such tables (the inference
-paths of http/inference.py, the launch keys of http/launch_args.py, the
-model-name rule of the catalogue), and `tests/unit/http/test_openapi.py`
+paths of api/inference.py, the launch keys of http/launch_args.py, the
+model-name rule of the catalogue), and `tests/unit/api/test_openapi.py`
 fails when a route the application registers is missing from it.
 
 It describes what the router itself reads and answers. A request routed to
@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from router import __version__
-from router.http.inference import GET_ROUTES, POST_ROUTES
+from router.api.inference import GET_ROUTES, POST_ROUTES
 from router.http.launch_args import LAUNCH_KEYS
 
 PATH = "/openapi.json"
@@ -425,5 +425,5 @@ async def handle_openapi(request: web.Request) -> web.Response:
 
 
 def add_openapi_route(app: web.Application) -> None:
-    """Before the WebUI's catch-all; public (http/auth.py's OPEN_PATHS)."""
+    """Before the WebUI's catch-all; public (http/access.py's OPEN_PATHS)."""
     app.router.add_get(PATH, handle_openapi)

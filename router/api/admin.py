@@ -3,7 +3,7 @@
 It exists only when router.admin_token (or --admin-token) is set, or an API
 key has the admin role; without either every /admin path answers 403
 "admin disabled". The catalogue itself
-(GET/PUT /admin/config) is in http/admin_config.py.
+(GET/PUT /admin/config) is in api/admin_config.py.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
+from router.api.admin_config import add_config_routes
 from router.catalogue.config import Config
 from router.catalogue.yamlio import YAMLReadError, read_yaml
+from router.core.model_files import RemovalRefused, allowed_root, files_in_use, plan_removal, remove_model
 from router.core.scheduler import State
 from router.core.snapshot import ModelSnapshot, snapshots
 from router.discovery.naming import default_hf_cache_dir
-from router.http.admin_config import add_config_routes
+from router.http.app_keys import DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.errors import HTTPError
-from router.http.keys import DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.launch_args import load_overrides
-from router.http.model_files import RemovalRefused, allowed_root, files_in_use, plan_removal, remove_model
 from router.http.request import parse_json_object, read_body, resolve_model, servable_model
 from router.http.sse import relay_events
 

@@ -12,14 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
+from router.api.metrics import METRICS, metrics_response
+from router.api.model_api import router_props
 from router.catalogue.config import ModelSpec
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
+from router.http.api_keys import INFERENCE, has_role, may_use
+from router.http.app_keys import API_KEY, BUILD, CONVERSATIONS, MANAGER, REQUEST_ID, UPSTREAM
 from router.http.errors import HTTPError, error_response
-from router.http.keys import API_KEY, BUILD, CONVERSATIONS, MANAGER, METRICS, REQUEST_ID, UPSTREAM
-from router.http.keys_policy import INFERENCE, has_role, may_use
-from router.http.metrics import metrics_response
-from router.http.model_api import router_props
 from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
 from router.http.request import default_reply_cap, read_body, read_request, servable_model, take_keep_alive
 from router.http.swap_progress import wants_progress, with_progress

@@ -5,7 +5,7 @@ httptools (llhttp, the parser of Node.js) as it arrives and read either as
 it comes (Reply.iter_any) or whole (Reply.read). While the reader is slower
 than the child, reading from the socket pauses past HIGH_WATER bytes held,
 so a stream never piles up in the router's memory. The pool that decides
-which connection a request takes is router/http/upstream.py.
+which connection a request takes is router/upstream/pool.py.
 """
 
 from __future__ import annotations

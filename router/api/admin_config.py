@@ -22,10 +22,9 @@ from router.catalogue.config import RUNTIME_FIELDS, Config, ConfigError, ModelSp
 from router.catalogue.importer import CatalogueWriteError, write_catalogue
 from router.catalogue.parse import parse_config
 from router.catalogue.yamlio import YAMLReadError, read_yaml
-from router.core.reload import Reloader
-from router.http.downloads import reload_models
+from router.core.reload import Reloader, reload_models
+from router.http.app_keys import MANAGER, RELOADER
 from router.http.errors import HTTPError
-from router.http.keys import MANAGER, RELOADER
 from router.http.request import parse_json_object, read_body
 
 REDACTED = "<redacted>"

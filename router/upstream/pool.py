@@ -7,7 +7,7 @@ and header objects); writing the request as one buffer and reading the reply
 with httptools (llhttp, the parser of Node.js) costs about 20, and each
 relayed chunk of a stream passes through fewer layers.
 
-Two kinds of request (router/http/inference.py chooses):
+Two kinds of request (router/api/inference.py chooses):
 
 - light ones (/tokenize, /props...: no slot, microseconds to answer) reuse
   kept-alive connections, at most `per_child` at once per child (an open
@@ -18,7 +18,7 @@ Two kinds of request (router/http/inference.py chooses):
 - the others (generation) get a fresh connection each, closed with the
   reply: an idle kept-alive connection would hold a thread a slot needs.
 
-A reply is read as it comes or whole, with back-pressure: router/http/http1.py.
+A reply is read as it comes or whole, with back-pressure: router/upstream/http1.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from collections import deque
 from functools import partial
 
-from router.http.http1 import (
+from router.upstream.http1 import (
     BadReply,
     ConnectFailed,
     Connection,

@@ -25,10 +25,10 @@ from typing import Any
 
 from router.catalogue.importer import CatalogueWriteError, set_router_key
 from router.core.manager import ModelManager
-from router.core.reload import Reloader, ReloadResult
+from router.core.refusal import Refused
+from router.core.reload import Reloader
 from router.discovery.huggingface import HFError, download_gguf, parse_hf_ref
 from router.discovery.scan import DiscoveredModel
-from router.http.errors import HTTPError
 
 log = logging.getLogger("router.downloads")
 
@@ -84,15 +84,6 @@ class Download:
                 "cancelling": self.cancelled.is_set(), "startup_model": self.startup_model}
 
 
-async def reload_models(reloader: Reloader, why: str) -> ReloadResult:
-    """Reload the model list; on success, tell event clients to fetch it again
-    (llama.cpp's `{"model": "*", "event": "models_reload"}`)."""
-    res = await reloader.reload(why)
-    if res.ok:
-        reloader.manager.events.emit("*", "models_reload", {})
-    return res
-
-
 class Downloads:
     """The downloads in progress, by `download_key`; one per model at a time."""
 
@@ -113,19 +104,19 @@ class Downloads:
         return any(repo == repo_id.lower() for repo, _ in self._active)
 
     def start(self, ref: Any, *, startup_model: bool = False) -> Download:
-        """Start downloading `ref` (`user/repo[:QUANT]`) in the background; HTTPError when it cannot be."""
+        """Start downloading `ref` (`user/repo[:QUANT]`) in the background; Refused when it cannot be."""
         if not isinstance(ref, str) or not ref.strip():
-            raise HTTPError(400, "model must be a non-empty string", code="model_required")
+            raise Refused("invalid", "model must be a non-empty string", code="model_required")
         name = ref.strip()
         try:
             key = download_key(name)
         except ValueError as e:
-            raise HTTPError(400, str(e), code="invalid_model") from None
+            raise Refused("invalid", str(e), code="invalid_model") from None
         if key in self._active or self.manager.config.resolve(name) is not None:
-            raise HTTPError(400, f"model '{name}' already exists", code="model_exists")  # llama.cpp's answer
+            raise Refused("invalid", f"model '{name}' already exists", code="model_exists")  # llama.cpp's answer
         if not self.manager.config.sources.hf_cache:
-            raise HTTPError(409, "downloads land in the Hugging Face cache, which this catalogue does not serve: "
-                            "set sources.hf_cache: true", code="hf_cache_disabled")
+            raise Refused("conflict", "downloads land in the Hugging Face cache, which this catalogue does not serve: "
+                          "set sources.hf_cache: true", code="hf_cache_disabled")
         dl = self._active[key] = Download(name=name, key=key, startup_model=startup_model)
         task = asyncio.create_task(self._run(dl), name=f"download {name}")
         self._tasks.add(task)

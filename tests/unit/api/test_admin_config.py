@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from router.api.admin_config import REDACTED, config_view, redact_args
 from router.catalogue.parse import parse_config
-from router.http.admin_config import REDACTED, config_view, redact_args
 
 
 def test_secret_flags_lose_their_values_and_nothing_else_does():

@@ -1,4 +1,4 @@
-"""The lean client of light requests (router/http/upstream.py) against scripted
+"""The lean client of light requests (router/upstream/pool.py) against scripted
 stand-in servers: what a child may do to a kept-alive connection. The same
 client against a real llama-server: tests/e2e/test_proxy_keepalive.py."""
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from router.http import http1
-from router.http.upstream import BadReply, ConnectFailed, Disconnected, UpstreamPool, request_head
+from router.upstream import http1
+from router.upstream.pool import BadReply, ConnectFailed, Disconnected, UpstreamPool, request_head
 
 pytestmark = pytest.mark.timeout(20)
 

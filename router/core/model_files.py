@@ -27,11 +27,10 @@ from typing import Any
 from router.catalogue.config import Config, ModelSpec
 from router.catalogue.importer import CatalogueWriteError, remove_model_entry, set_router_key
 from router.core.manager import ModelManager
-from router.core.reload import Reloader
+from router.core.refusal import Refused
+from router.core.reload import Reloader, reload_models
 from router.core.scheduler import State
 from router.discovery.naming import default_hf_cache_dir, split_parts
-from router.http.downloads import reload_models
-from router.http.errors import HTTPError
 
 STOP_WAIT_S = 60.0  # requests in flight may finish before the files go
 
@@ -183,13 +182,13 @@ def cache_removal(config: Config, spec: ModelSpec) -> FileRemoval:
     (not an entry of the catalogue file, even one whose file is in the cache) can go."""
     cache = default_hf_cache_dir()
     if spec.state != "auto" or not spec.model_file or allowed_root(spec.model_file, [cache]) is None:
-        raise HTTPError(400, f"model '{spec.name}' is not removable: only models found in the Hugging Face cache "
+        raise Refused("invalid", f"model '{spec.name}' is not removable: only models found in the Hugging Face cache "
                         "can be deleted, not entries of the catalogue file (see DELETE /admin/models/{name})",
                         code="model_not_removable")
     try:
         return plan_removal(spec, [cache], files_in_use(config, spec.name))
     except RemovalRefused as e:
-        raise HTTPError(403, f"model '{spec.name}' is not removable: {e}", code="path_not_allowed") from None
+        raise Refused("forbidden", f"model '{spec.name}' is not removable: {e}", code="path_not_allowed") from None
 
 
 def prune_hf_repo(repo_id: str, cache: Path | None = None) -> None:
@@ -222,7 +221,7 @@ async def remove_model(manager: ModelManager, reloader: Reloader, spec: ModelSpe
         manager.unload(spec.name)
         wait = STOP_WAIT_S + manager.config.router.stop_timeout
         if not await manager.wait_state(spec.name, {State.STOPPED}, wait):
-            raise HTTPError(409, f"model '{spec.name}' is still busy after {wait:.0f} s; nothing was deleted",
+            raise Refused("conflict", f"model '{spec.name}' is still busy after {wait:.0f} s; nothing was deleted",
                             code="model_busy")
     return await asyncio.shield(_remove(manager, reloader, spec, removal, drop_entry))
 
@@ -237,13 +236,14 @@ async def _remove(manager: ModelManager, reloader: Reloader, spec: ModelSpec, re
         if path is not None and startup is not None and startup in (spec.name, *spec.aliases):
             await asyncio.to_thread(set_router_key, path, "startup_model", None)
     except CatalogueWriteError as e:
-        raise HTTPError(500, f"cannot remove '{spec.name}' from the catalogue: {e}", code="catalogue_write") from None
+        raise Refused("failed", f"cannot remove '{spec.name}' from the catalogue: {e}",
+                      code="catalogue_write") from None
     deleted: list[str] = []
     if removal is not None:
         try:
             deleted = await asyncio.to_thread(delete_files, removal, default_hf_cache_dir())
         except OSError as e:
-            raise HTTPError(500, f"deleting the files of '{spec.name}' failed: {e}", code="delete_failed") from None
+            raise Refused("failed", f"deleting the files of '{spec.name}' failed: {e}", code="delete_failed") from None
     manager.events.emit(spec.name, "model_remove", {"deleted": deleted})
     res = await reload_models(reloader, f"removed {spec.name}")
     return {"success": True, "model": spec.name, "entry_removed": entry_removed, "deleted": deleted,

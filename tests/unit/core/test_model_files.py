@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from router.catalogue.config import ModelSpec
-from router.http.model_files import RemovalRefused, allowed_root, delete_files, model_files, plan_removal
+from router.core.model_files import RemovalRefused, allowed_root, delete_files, model_files, plan_removal
 
 
 def touch(path: Path, data: bytes = b"GGUF") -> Path:

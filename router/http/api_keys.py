@@ -1,8 +1,8 @@
 """What an API key may do: the routes its role reaches, the models it sees,
 and its rate and concurrency limits (docs/api.md, "API keys and roles").
 
-Pure decisions, no I/O and no logging: http/auth.py asks and enforces, so
-every rule here is tested in tests/unit/http/test_keys_policy.py without a
+Pure decisions, no I/O and no logging: http/access.py asks and enforces, so
+every rule here is tested in tests/unit/http/test_api_keys.py without a
 server. The roles are ordered, read < inference < admin:
 
 - read: listing and metrics (the routes of READ_ROUTES), no inference;

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from router.http.activity import ActivityLog
-from router.http.metrics import RouterMetrics
+from router.api.activity import ActivityLog
+from router.api.metrics import RouterMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "grafana-llama-router.json"
 

@@ -11,12 +11,12 @@ import jsonschema
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from router.api.openapi import PATH, build_document
 from router.app import create_app
 from router.catalogue.config import NAME_RE
 from router.catalogue.parse import parse_config
 from router.http.errors import error_body
 from router.http.launch_args import LAUNCH_KEYS
-from router.http.openapi import PATH, build_document
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 CONFIG = {"router": {"api_keys": ["k-12345678"], "admin_token": "admin-token-1"}}
