@@ -1,20 +1,20 @@
 """Builds the aiohttp application: middleware, routes, and the lifetime of
-the shared client session and the model manager."""
+the client to the children and the model manager."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 
 from router.api.activity import ActivityLog
 from router.api.admin import add_admin_routes
 from router.api.inference import add_inference_routes
 from router.api.logs import add_log_routes
-from router.api.metrics import METRICS, RouterMetrics
+from router.api.metrics import METRICS, RouterMetrics, add_metrics_route
 from router.api.model_api import add_model_api_routes
+from router.api.ollama import add_ollama_routes
 from router.api.openapi import add_openapi_route
 from router.backend.launch import server_build_info
 from router.catalogue.config import Config
@@ -25,7 +25,7 @@ from router.core.kv_persistence import KVPersistence
 from router.core.lifecycle import unload_idle
 from router.core.manager import ModelManager
 from router.core.reload import Loader, Reloader
-from router.http.access import require_auth
+from router.http.access import admin_app, deny_undeclared, require_auth
 from router.http.api_keys import KeyLimits
 from router.http.app_keys import (
     BUILD,
@@ -33,7 +33,6 @@ from router.http.app_keys import (
     DOWNLOADS,
     KEY_LIMITS,
     MANAGER,
-    PUBLIC_PAGES,
     RELOADER,
     ROUTER_SETTINGS,
     SHUTDOWN,
@@ -45,6 +44,7 @@ from router.http.request_id import with_request_id
 from router.ui.dashboard import add_dashboard_routes
 from router.ui.streams import add_stream_routes
 from router.ui.webui import add_webui_routes
+from router.upstream.client import ChildClient
 from router.upstream.pool import UpstreamPool
 
 log = logging.getLogger("router.app")
@@ -62,16 +62,14 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     events = EventBus()
 
     async def lifetime(app: web.Application):
-        # The manager's own calls to its children (health, slot saves, metrics): a fresh
-        # loopback connection each, so none sits idle holding one of llama-server's HTTP threads.
-        connector = aiohttp.TCPConnector(limit=0, force_close=True, enable_cleanup_closed=True)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        # Relayed requests. Those that take a slot (generation) get a fresh connection each: an
-        # idle kept-alive connection holds one of llama-server's HTTP threads, and under 128+
-        # concurrent streams reused connections were closed under us (502). Light requests
-        # (/tokenize, /props...) reuse a few kept-alive connections (router/upstream/pool.py).
+        # The one client to the children. Relayed requests that take a slot (generation) get a
+        # fresh connection each: an idle kept-alive connection holds one of llama-server's HTTP
+        # threads, and under 128+ concurrent streams reused connections were closed under us
+        # (502). Light relayed requests (/tokenize, /props...) reuse a few kept-alive connections
+        # (router/upstream/pool.py). The manager's own calls (health, /props, slot saves,
+        # metrics) take a fresh connection each (router/upstream/client.py).
         app[UPSTREAM] = UpstreamPool()
-        manager = ModelManager(config, session, router_port or config.router.port, events)
+        manager = ModelManager(config, ChildClient(app[UPSTREAM]), router_port or config.router.port, events)
         KVPersistence(manager).install()
         app[MANAGER] = manager
         app[RELOADER] = Reloader(manager, loader or default_loader(config))
@@ -89,13 +87,11 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
             await asyncio.gather(*tasks, return_exceptions=True)
             await app[DOWNLOADS].close()
             await app[RELOADER].close()
-            await manager.shutdown()
-            await session.close()
+            await manager.shutdown()  # saves KV caches through the pool: closed after it
             await app[UPSTREAM].close()
 
     app[SHUTDOWN] = asyncio.Event()
     app[CONVERSATIONS] = ConversationMap()
-    app[PUBLIC_PAGES] = set()
     app[ROUTER_SETTINGS] = lambda: app[MANAGER].config.router
     app[KEY_LIMITS] = KeyLimits()
     app[BUILD] = {}
@@ -107,12 +103,17 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
 
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(lifetime)
-    add_admin_routes(app)
+    admin = admin_app()  # /admin: its own middleware (router/http/access.py)
+    add_admin_routes(admin)
+    app.add_subapp("/admin", admin)
     add_log_routes(app)
     add_model_api_routes(app)
     add_inference_routes(app)
+    add_metrics_route(app)
     add_stream_routes(app)
     add_dashboard_routes(app)
     add_openapi_route(app)
+    add_ollama_routes(app)  # Ollama's API (docs/ollama.md)
     add_webui_routes(app, config)  # last: its catch-all serves the WebUI's files
+    deny_undeclared(app)  # a route without its access declaration fails the start-up
     return app

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from router.core.events import EventBus
+from router.http.access import READ, Models, declare
 from router.http.sse import relay_events
 
 # A reply's `usage` or llama-server's `timings`: OpenAI, Anthropic and Responses replies, streamed
@@ -133,10 +134,12 @@ class ActivityLog:
             self.events.emit(model, "activity", asdict(row))
         return row
 
+    @declare(READ, Models.EVERY)
     async def handle_list(self, request: web.Request) -> web.Response:
         """GET /api/activity: the rows kept, oldest first."""
         return web.json_response({"data": [asdict(r) for r in self.rows]})
 
+    @declare(READ, Models.EVERY, holds=False)  # open as long as its page
     async def handle_stream(self, request: web.Request) -> web.StreamResponse:
         """GET /api/activity/stream: each new row as a server-sent event."""
         return await relay_events(request, self.events, self.shutdown, lambda msg: msg["data"])

@@ -1,4 +1,5 @@
-"""The operator's API under /admin (token-protected by router.auth).
+"""The operator's API under /admin: a sub-application behind its own middleware
+(router/http/access.py `require_admin`: the admin token or an admin-role key).
 
 It exists only when router.admin_token (or --admin-token) is set, or an API
 key has the admin role; without either every /admin path answers 403
@@ -22,6 +23,7 @@ from router.core.model_files import RemovalRefused, allowed_root, files_in_use, 
 from router.core.scheduler import State
 from router.core.snapshot import ModelSnapshot, snapshots
 from router.discovery.naming import default_hf_cache_dir
+from router.http.access import ADMIN, Models, declare
 from router.http.app_keys import DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.errors import HTTPError
 from router.http.launch_args import load_overrides
@@ -58,8 +60,9 @@ def model_status(snap: ModelSnapshot) -> dict[str, Any]:
     return out
 
 
+@declare(ADMIN, Models.EVERY)
 async def handle_status(request: web.Request) -> web.Response:
-    manager = request.app[MANAGER]
+    manager = request.config_dict[MANAGER]
     return web.json_response({
         "catalogue": manager.config.source,
         "models_max": manager.config.router.models_max,
@@ -69,20 +72,23 @@ async def handle_status(request: web.Request) -> web.Response:
     })
 
 
+@declare(ADMIN, Models.EVERY)
 async def handle_reload(request: web.Request) -> web.Response:
-    res = await request.app[RELOADER].reload("admin request")
+    res = await request.config_dict[RELOADER].reload("admin request")
     return web.json_response(res.to_json(), status=200 if res.ok else 400)
 
 
+@declare(ADMIN, Models.EVERY)
 async def handle_rescan(request: web.Request) -> web.Response:
     """Re-read the catalogue and its model sources; reports what was added,
     removed and kept (model discovery plugs its scan into the loader)."""
-    res = await request.app[RELOADER].reload("rescan")
+    res = await request.config_dict[RELOADER].reload("rescan")
     return web.json_response(res.to_json(), status=200 if res.ok else 400)
 
 
+@declare(ADMIN, Models.NAMED)
 async def handle_load(request: web.Request) -> web.Response:
-    manager = request.app[MANAGER]
+    manager = request.config_dict[MANAGER]
     spec = servable_model(manager, request.match_info["name"])
     body = await read_body(request)
     extra = load_overrides(spec, parse_json_object(body) if body.strip() else {})
@@ -93,8 +99,9 @@ async def handle_load(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "model": spec.name, "state": manager.state(spec.name).value})
 
 
+@declare(ADMIN, Models.NAMED)
 async def handle_unload(request: web.Request) -> web.Response:
-    manager = request.app[MANAGER]
+    manager = request.config_dict[MANAGER]
     spec = resolve_model(manager, request.match_info["name"])
     if manager.state(spec.name) is State.STOPPED:
         raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
@@ -102,6 +109,7 @@ async def handle_unload(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "model": spec.name, "state": manager.state(spec.name).value})
 
 
+@declare(ADMIN, Models.EVERY)
 async def handle_download(request: web.Request) -> web.Response:
     """`{"repo": "user/repo", "quant": "Q4_K_M"}` or `{"model": "user/repo:QUANT"}`: POST /models's
     download; the first one to finish becomes router.startup_model when the file names none."""
@@ -115,14 +123,16 @@ async def handle_download(request: web.Request) -> web.Response:
         if quant is not None and not isinstance(quant, str):
             raise HTTPError(400, "'quant' must be a string such as Q4_K_M", code="invalid_model")
         ref = f"{repo.strip()}:{quant.strip()}" if quant else repo
-    dl = request.app[DOWNLOADS].start(ref, startup_model=True)
+    dl = request.config_dict[DOWNLOADS].start(ref, startup_model=True)
     return web.json_response({"success": True, "model": dl.name, "events": "/admin/download/events"})
 
 
+@declare(ADMIN, Models.EVERY)
 async def handle_downloads(request: web.Request) -> web.Response:
-    return web.json_response({"downloads": request.app[DOWNLOADS].views()})
+    return web.json_response({"downloads": request.config_dict[DOWNLOADS].views()})
 
 
+@declare(ADMIN, Models.EVERY, holds=False)
 async def handle_download_events(request: web.Request) -> web.StreamResponse:
     """/models/sse's download events, for a client holding the admin token but no API key."""
     def render(msg: dict[str, Any]) -> dict[str, Any] | None:
@@ -130,7 +140,7 @@ async def handle_download_events(request: web.Request) -> web.StreamResponse:
             return {"model": msg["model"], "event": msg["event"], "data": msg["data"]}
         return None
 
-    return await relay_events(request, request.app[MANAGER].events, request.app[SHUTDOWN], render)
+    return await relay_events(request, request.config_dict[MANAGER].events, request.config_dict[SHUTDOWN], render)
 
 
 def _entry_in_file(path: Path | None, name: str) -> bool:
@@ -149,13 +159,14 @@ def _roots(config: Config, *, scanned: bool) -> list[Path]:
     return [*hf, *(Path(d) for d in (*config.sources.dirs, *config.sources.import_dirs))]
 
 
+@declare(ADMIN, Models.EVERY)
 async def handle_delete_model(request: web.Request) -> web.Response:
     """Remove a model from the catalogue; `?files=true` also deletes its files, only inside
     the HF cache, sources.dirs and sources.import_dirs (docs/operations.md has the rules)."""
-    manager, reloader = request.app[MANAGER], request.app[RELOADER]
+    manager, reloader = request.config_dict[MANAGER], request.config_dict[RELOADER]
     name = request.match_info["name"]
     files = request.query.get("files", "").lower() in ("1", "true", "yes")
-    if await request.app[DOWNLOADS].cancel(name):
+    if await request.config_dict[DOWNLOADS].cancel(name):
         return web.json_response({"success": True, "model": name, "cancelled": True})
     spec = resolve_model(manager, name)
     in_file = await asyncio.to_thread(_entry_in_file, reloader.path, spec.name)
@@ -176,15 +187,16 @@ async def handle_delete_model(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-def add_admin_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/admin/status", handle_status)
-    r.add_post("/admin/reload", handle_reload)
-    r.add_post("/admin/rescan", handle_rescan)
-    r.add_post("/admin/models/{name}/load", handle_load)
-    r.add_post("/admin/models/{name}/unload", handle_unload)
-    r.add_delete("/admin/models/{name:.+}", handle_delete_model)  # a name may hold '/'
-    r.add_post("/admin/download", handle_download)
-    r.add_get("/admin/downloads", handle_downloads)
-    r.add_get("/admin/download/events", handle_download_events)
-    add_config_routes(app)
+def add_admin_routes(admin: web.Application) -> None:
+    """Into the /admin sub-application (http/access.py admin_app): paths below /admin."""
+    r = admin.router
+    r.add_get("/status", handle_status)
+    r.add_post("/reload", handle_reload)
+    r.add_post("/rescan", handle_rescan)
+    r.add_post("/models/{name}/load", handle_load)
+    r.add_post("/models/{name}/unload", handle_unload)
+    r.add_delete("/models/{name:.+}", handle_delete_model)  # a name may hold '/'
+    r.add_post("/download", handle_download)
+    r.add_get("/downloads", handle_downloads)
+    r.add_get("/download/events", handle_download_events)
+    add_config_routes(admin)

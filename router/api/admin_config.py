@@ -23,6 +23,7 @@ from router.catalogue.importer import CatalogueWriteError, write_catalogue
 from router.catalogue.parse import parse_config
 from router.catalogue.yamlio import YAMLReadError, read_yaml
 from router.core.reload import Reloader, reload_models
+from router.http.access import ADMIN, Models, declare
 from router.http.app_keys import MANAGER, RELOADER
 from router.http.errors import HTTPError
 from router.http.request import parse_json_object, read_body
@@ -121,12 +122,14 @@ async def _new_catalogue(request: web.Request, path: Path) -> str | dict[str, An
     return content
 
 
+@declare(ADMIN, Models.EVERY)
 async def handle_get_config(request: web.Request) -> web.Response:
-    return web.json_response(config_view(request.app[MANAGER].config))
+    return web.json_response(config_view(request.config_dict[MANAGER].config))
 
 
+@declare(ADMIN, Models.EVERY)  # changes the catalogue
 async def handle_put_config(request: web.Request) -> web.Response:
-    reloader = request.app[RELOADER]
+    reloader = request.config_dict[RELOADER]
     path = reloader.path
     if path is None or reloader.loader is None:
         raise HTTPError(409, "the router was started without a catalogue file", code="no_catalogue_file")
@@ -149,5 +152,6 @@ async def _replace(reloader: Reloader, path: Path, content: str | dict[str, Any]
 
 
 def add_config_routes(app: web.Application) -> None:
-    app.router.add_get("/admin/config", handle_get_config)
-    app.router.add_put("/admin/config", handle_put_config)
+    """GET and PUT /admin/config, into the /admin sub-application."""
+    app.router.add_get("/config", handle_get_config)
+    app.router.add_put("/config", handle_put_config)

@@ -12,16 +12,18 @@ from typing import Any
 
 from aiohttp import web
 
-from router.api.metrics import METRICS, metrics_response
+from router.api.metrics import METRICS
 from router.api.model_api import router_props
 from router.catalogue.config import ModelSpec
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
-from router.http.api_keys import INFERENCE, has_role, may_use
+from router.http.access import INFERENCE, READ, Models, declare
+from router.http.api_keys import has_role, may_use
 from router.http.app_keys import API_KEY, BUILD, CONVERSATIONS, MANAGER, REQUEST_ID, UPSTREAM
 from router.http.errors import HTTPError, error_response
 from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
 from router.http.request import default_reply_cap, read_body, read_request, servable_model, take_keep_alive
+from router.http.rewrite import rewrite_body
 from router.http.swap_progress import wants_progress, with_progress
 
 log = logging.getLogger("router.proxy")
@@ -41,7 +43,7 @@ CHILD_GONE_WAIT_S = 2.0  # how long a lost connection may take to show as the ch
 # Endpoints that use none of the child's slots: they skip its concurrency limit.
 LIGHT_PATHS = frozenset({"/tokenize", "/detokenize", "/apply-template", "/v1/messages/count_tokens", "/props",
                          "/slots", "/metrics", "/lora-adapters"})
-# GET endpoints that take the model from ?model=.
+# GET endpoints that take the model from ?model= (api/metrics.py registers /metrics).
 GET_ROUTES = ("/props", "/slots", "/metrics", "/lora-adapters")
 # llama-server's LLAMA_SERVER_DEBUG_FAKE_TIMING (set by llama.cpp's own router tests): every
 # relayed request holds its model for 2 s before it is sent, so a test can count on it being busy.
@@ -62,11 +64,11 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                 child = lease.child
                 child_id = child.ready_info.get("id") if child.plan.native else None
                 rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
-                r = manager.config.router
+                connect_timeout, read_timeout = manager.config.timeouts(spec)
                 try:
                     return await forward(request, request.app[UPSTREAM], child.base_url, path, body, light=light,
                                          replayable=not replay and into is None,
-                                         connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
+                                         connect_timeout=connect_timeout, read_timeout=read_timeout,
                                          rewriter=rewriter, into=into, stats=stats)
                 except UpstreamLost as e:
                     lost = e
@@ -96,6 +98,7 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
     return await relay(lease)
 
 
+@declare(INFERENCE, Models.NAMED)
 async def handle_inference(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     body = await read_body(request)
@@ -108,15 +111,16 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     try:
         spec = servable_model(manager, name, request.get(API_KEY))
         label = spec.name
+        assert isinstance(name, str)  # resolve_model accepted it
         _check_autoload(request, spec)
         keep_alive = take_keep_alive(data) if data is not None else None
+        rewritten = data is not None and rewrite_body(data, spec, name)  # the model's filters, then the cap
         capped = data is not None and default_reply_cap(request.path, data, manager.config.max_tokens_default(spec))
-        if keep_alive is not None or capped:
+        if keep_alive is not None or capped or rewritten:
             body = json.dumps(data).encode()
         if keep_alive is not None:
             manager.keep_alive(spec.name, keep_alive)
         request.app[CONVERSATIONS].remember_request(request, spec.name)
-        assert isinstance(name, str)  # resolve_model accepted it
         resp = await proxy_to_model(request, spec, name, request.path, body or None, stats)
         status = stats.get("status", resp.status)
         return resp
@@ -149,18 +153,24 @@ def _check_autoload(request: web.Request, spec: ModelSpec) -> None:
 
 
 async def _default_get(request: web.Request) -> web.StreamResponse:
-    """GET /props without a model is the router's own; others go to the last model started."""
+    """GET /props without a model is the router's own; /slots and /lora-adapters go to the
+    last model started (GET /metrics without one: api/metrics.py)."""
     manager = request.app[MANAGER]
     if request.path == "/props":
         return web.json_response(router_props(manager.config, request.app[BUILD]))
-    if request.path == "/metrics":
-        return await metrics_response(request.app[METRICS], manager.session)
     last = manager.last_spawned
     if last and manager.state(last) is State.READY and may_use(request.get(API_KEY), manager.config.models[last]):
         return await proxy_to_model(request, manager.config.models[last], last, request.path, None)
     raise HTTPError(400, "missing 'model': pass ?model=NAME (no model is running)", code="model_required")
 
 
+@declare(READ, Models.NONE, when={"model": (READ, Models.NAMED)})
+async def handle_props(request: web.Request) -> web.StreamResponse:
+    """GET /props: the router's own, or with ?model= that model's (a read key's never loads it)."""
+    return await handle_inference(request)
+
+
+@declare(INFERENCE, Models.NAMED)
 async def handle_upstream(request: web.Request) -> web.StreamResponse:
     """/upstream/{model}/{path}: talk to one child directly (its own web UI, debugging)."""
     name = request.match_info["model"]
@@ -174,6 +184,7 @@ def add_inference_routes(app: web.Application) -> None:
     for path in POST_ROUTES:
         r.add_post(path, handle_inference)
     r.add_post("/slots/{id}", handle_inference)
-    for path in GET_ROUTES:
+    r.add_get("/props", handle_props)
+    for path in ("/slots", "/lora-adapters"):
         r.add_get(path, handle_inference)
     r.add_route("*", "/upstream/{model}/{path:.*}", handle_upstream)

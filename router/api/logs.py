@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from router.http.access import INFERENCE, Models, declare
 from router.http.app_keys import API_KEY, MANAGER, SHUTDOWN
 from router.http.request import resolve_model
 from router.http.sse import relay_events
@@ -21,6 +22,7 @@ def _lines(request: web.Request) -> tuple[str, list[str]]:
     return spec.name, list(manager.logs.get(spec.name, ()))
 
 
+@declare(INFERENCE, Models.NAMED)
 async def handle_logs(request: web.Request) -> web.Response:
     """Plain text by default (for curl); JSON with ?format=json."""
     name, lines = _lines(request)
@@ -29,6 +31,7 @@ async def handle_logs(request: web.Request) -> web.Response:
     return web.Response(text="".join(line + "\n" for line in lines))
 
 
+@declare(INFERENCE, Models.NAMED, holds=False)  # open as long as its page
 async def handle_logs_stream(request: web.Request) -> web.StreamResponse:
     """SSE: the lines kept so far (unless ?tail=0), then each new line as it comes."""
     manager = request.app[MANAGER]

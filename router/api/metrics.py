@@ -14,7 +14,6 @@ import asyncio
 import time
 from collections.abc import Iterable, Iterator
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -25,6 +24,10 @@ from router.api.activity import ActivityLog
 from router.core.events import EventBus
 from router.core.manager import ModelManager
 from router.core.scheduler import State
+from router.http.access import READ, Models, declare
+from router.http.app_keys import MANAGER
+from router.upstream.client import ChildClient
+from router.upstream.pool import UpstreamError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -102,17 +105,17 @@ class RouterMetrics:
         finally:
             events.unsubscribe(q)
 
-    async def exposition(self, session: aiohttp.ClientSession) -> bytes:
+    async def exposition(self, client: ChildClient) -> bytes:
         """The router's metrics, then each running child's own under a `model` label."""
         own = generate_latest(self.registry)
-        children = await self._children_text(session)
+        children = await self._children_text(client)
         if not children:
             return own
         merged = CollectorRegistry()
         merged.register(_Relabeled(children))
         return own + generate_latest(merged)
 
-    async def _children_text(self, session: aiohttp.ClientSession) -> list[tuple[str, str]]:
+    async def _children_text(self, client: ChildClient) -> list[tuple[str, str]]:
         manager = self._manager
         if manager is None:
             return []
@@ -120,11 +123,10 @@ class RouterMetrics:
 
         async def scrape(name: str, base_url: str) -> tuple[str, str] | None:
             try:
-                async with session.get(base_url + "/metrics",
-                                       timeout=aiohttp.ClientTimeout(total=CHILD_SCRAPE_TIMEOUT_S)) as r:
-                    return (name, await r.text()) if r.status == 200 else None
-            except (aiohttp.ClientError, TimeoutError):
+                answer = await client.get(base_url, "/metrics", timeout=CHILD_SCRAPE_TIMEOUT_S)
+            except (UpstreamError, TimeoutError):
                 return None
+            return (name, answer.text()) if answer.status == 200 else None
 
         got = await asyncio.gather(*(scrape(n, c.base_url) for n, c in ready))
         return [g for g in got if g is not None]
@@ -203,8 +205,22 @@ class _Relabeled(Collector):
         yield from families.values()
 
 
-async def metrics_response(metrics: RouterMetrics, session: aiohttp.ClientSession) -> web.Response:
-    return web.Response(body=await metrics.exposition(session), headers={"Content-Type": CONTENT_TYPE})
+async def metrics_response(metrics: RouterMetrics, client: ChildClient) -> web.Response:
+    return web.Response(body=await metrics.exposition(client), headers={"Content-Type": CONTENT_TYPE})
+
+
+@declare(READ, Models.EVERY, when={"model": (READ, Models.NAMED)})
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    """GET /metrics: the router's own, every model's; ?model=X is that child's own, relayed."""
+    if request.query.get("model"):
+        from router.api.inference import handle_inference  # which records into METRICS: not at import
+
+        return await handle_inference(request)
+    return await metrics_response(request.app[METRICS], request.app[MANAGER].client)
+
+
+def add_metrics_route(app: web.Application) -> None:
+    app.router.add_get("/metrics", handle_metrics)
 
 
 # The one RouterMetrics of an application (router/app.py sets it; the routes record into it).

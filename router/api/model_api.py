@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from router import __version__
-from router.catalogue.config import Config
+from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import model_card
 from router.core.events import EventBus
 from router.core.model_files import cache_removal, prune_hf_repo, remove_model
@@ -21,6 +21,7 @@ from router.core.reload import reload_models
 from router.core.scheduler import State
 from router.core.snapshot import ModelSnapshot, listed_status, snapshots
 from router.discovery.huggingface import parse_hf_ref
+from router.http.access import INFERENCE, PUBLIC, READ, Models, declare
 from router.http.api_keys import may_see, may_use
 from router.http.app_keys import API_KEY, DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.errors import HTTPError
@@ -76,6 +77,14 @@ def model_entry(snap: ModelSnapshot, now: int) -> dict[str, Any]:
     return entry
 
 
+def with_virtual_ids(entry: dict[str, Any], spec: ModelSpec) -> list[dict[str, Any]]:
+    """A model's entry, then one per virtual id (`set_params_by_id`): the same model, served
+    by the same child, under another id (`virtual_of` names the model)."""
+    ids = [i for i in spec.set_params_by_id if i != spec.name and i not in spec.aliases]
+    return [entry, *({**entry, "id": i, "aliases": [], "virtual_of": spec.name} for i in ids)]
+
+
+@declare(READ, Models.FILTERED, when={"reload": (INFERENCE, Models.EVERY)})
 async def handle_models(request: web.Request) -> web.Response:
     if request.query.get("reload"):  # llama.cpp: any non-empty value re-reads the sources first
         await reload_models(request.app[RELOADER], "GET /models?reload")
@@ -83,12 +92,14 @@ async def handle_models(request: web.Request) -> web.Response:
     key = request.get(API_KEY)
     # Unlisted models, models whose file is gone and models the API key may not use are not
     # offered (the WebUI's selector reads this).
-    data = [model_entry(s, now) for s in snapshots(request.app[MANAGER])
-            if s.spec and not s.spec.unlisted and not s.missing and may_use(key, s.spec)]
+    data = [entry for s in snapshots(request.app[MANAGER])
+            if s.spec and not s.spec.unlisted and not s.missing and may_use(key, s.spec)
+            for entry in with_virtual_ids(model_entry(s, now), s.spec)]
     data += [e for e in request.app[DOWNLOADS].entries(now) if may_see(key, e["id"], request.app[MANAGER].config)]
     return web.json_response({"object": "list", "data": data})
 
 
+@declare(INFERENCE, Models.EVERY)  # changes the catalogue
 async def handle_models_reload(request: web.Request) -> web.Response:
     """Not in llama.cpp (which has GET /models?reload=1): the reload's own answer."""
     res = await reload_models(request.app[RELOADER], "POST /models/reload")
@@ -97,6 +108,7 @@ async def handle_models_reload(request: web.Request) -> web.Response:
     return web.json_response({"success": True, **res.to_json()})
 
 
+@declare(INFERENCE, Models.EVERY)
 async def handle_models_download(request: web.Request) -> web.Response:
     """llama.cpp's POST /models: start downloading `user/repo[:QUANT]`, answer at once."""
     data = parse_json_object(await read_body(request))
@@ -104,6 +116,7 @@ async def handle_models_download(request: web.Request) -> web.Response:
     return web.json_response({"success": True})
 
 
+@declare(INFERENCE, Models.EVERY)
 async def handle_models_delete(request: web.Request) -> web.Response:
     """llama.cpp's DELETE /models?model=: a download in progress is cancelled; a model
     found in the Hugging Face cache (not an entry of the catalogue file) loses its files."""
@@ -123,6 +136,7 @@ async def handle_models_delete(request: web.Request) -> web.Response:
     return web.json_response({"success": True})
 
 
+@declare(INFERENCE, Models.NAMED)
 async def handle_models_load(request: web.Request) -> web.Response:
     body = await read_body(request)
     manager = request.app[MANAGER]
@@ -136,6 +150,7 @@ async def handle_models_load(request: web.Request) -> web.Response:
     return web.json_response({"success": True})
 
 
+@declare(INFERENCE, Models.NAMED)
 async def handle_models_unload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     name = parse_json_object(await read_body(request)).get("model")
@@ -149,6 +164,7 @@ async def handle_models_unload(request: web.Request) -> web.Response:
     return web.json_response({"success": True})
 
 
+@declare(READ, Models.FILTERED, holds=False)  # open as long as its page
 async def handle_models_sse(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     return await relay_model_events(request, manager.events, manager.config)
@@ -163,6 +179,7 @@ async def relay_model_events(request: web.Request, bus: EventBus, config: Config
                               if may_see(key, msg["model"], config) else None)
 
 
+@declare(PUBLIC, Models.NONE)
 async def handle_health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 

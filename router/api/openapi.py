@@ -26,7 +26,9 @@ from typing import Any
 from aiohttp import web
 
 from router import __version__
+from router.api import ollama_openapi
 from router.api.inference import GET_ROUTES, POST_ROUTES
+from router.http import access
 from router.http.launch_args import LAUNCH_KEYS
 
 PATH = "/openapi.json"
@@ -161,7 +163,11 @@ def _schemas() -> dict[str, Schema]:
                                                "catalogue's display name, else the id"},
                                       "object": {"const": "model"}, "owned_by": {"type": "string"},
                                       "created": {"type": "integer"}, "status": _ref("ModelStatus"),
-                                      "meta": {"type": "object"}, "memory": {"type": "object"}}},
+                                      "meta": {"type": "object"}, "memory": {"type": "object"},
+                                      "description": {"type": "string"}, "metadata": {"type": "object"},
+                                      "capabilities": {"type": "object"},
+                                      "virtual_of": {"type": "string", "description": "A virtual id "
+                                                     "(set_params_by_id): the model that serves it"}}},
         "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
             "object": {"const": "list"}, "data": {"type": "array", "items": _ref("ModelEntry")}}},
         "RouterProps": {"type": "object", "required": ["role"], "properties": {
@@ -384,6 +390,7 @@ def build_document() -> dict[str, Any]:
     responses = {f"Error{code}": {"description": text, **_content(_ref("Error"))} for code, text in _ERRORS.items()}
     responses["Error405"] = {"description": "A route asked with a method it does not take (see Allow).",
                              **_content(_ref("Error"))}
+    responses.update(ollama_openapi.error_responses(_ERRORS))  # Ollama's paths answer its own shape
     bearer = "`Authorization: Bearer <key>`"
     return {
         "openapi": "3.1.0",
@@ -392,11 +399,12 @@ def build_document() -> dict[str, Any]:
                                 "`model`, llama.cpp's router-mode model API, and the /admin API. Inference replies "
                                 "are the children's own; the router's errors are OpenAI-shaped."},
         "tags": [{"name": t} for t in ("inference", "models", "admin", "logs", "activity", "dashboard", "webui",
-                                         "meta")],
+                                         "meta", "ollama")],
         "security": [{"apiKey": []}, {"apiKeyHeader": []}, {}],
-        "paths": {**_inference_paths(), **_model_api_paths(), **_admin_paths(), **_ui_paths()},
+        "paths": {**_inference_paths(), **_model_api_paths(), **_admin_paths(), **_ui_paths(),
+                  **ollama_openapi.paths()},
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **ollama_openapi.schemas()},
             "responses": responses,
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",
@@ -420,10 +428,11 @@ def _served() -> bytes:
     return json.dumps(build_document(), indent=1).encode()
 
 
+@access.declare(access.PUBLIC, access.Models.NONE)  # describes the API, holds no secret
 async def handle_openapi(request: web.Request) -> web.Response:
     return web.Response(body=_served(), content_type=JSON)
 
 
 def add_openapi_route(app: web.Application) -> None:
-    """Before the WebUI's catch-all; public (http/access.py's OPEN_PATHS)."""
+    """Before the WebUI's catch-all."""
     app.router.add_get(PATH, handle_openapi)

@@ -20,16 +20,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import aiohttp
-
 from router.backend.launch import LaunchPlan
 from router.backend.logring import LogRing
+from router.upstream.client import ChildClient
+from router.upstream.pool import UpstreamError
 
 log = logging.getLogger("router.child")
 
 STATE_PREFIX = b"cmd_child_to_router:state:"
 EXIT_COMMAND = b"cmd_router_to_child:exit\n"
 _PR_SET_PDEATHSIG = 1
+HEALTH_POLL_TIMEOUT_S = 2.0  # one try at the health endpoint
 
 
 class LoadError(RuntimeError):
@@ -97,7 +98,7 @@ class ChildProcess(Protocol):
     def returncode(self) -> int | None: ...
     async def start(self) -> None: ...
     def own_log(self) -> list[str]: ...
-    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None: ...
+    async def wait_ready(self, client: ChildClient, timeout: float) -> None: ...
     async def stop(self, timeout: float) -> int | None: ...
     async def kill(self) -> None: ...
 
@@ -203,23 +204,23 @@ class Child:
             self.progress = 1.0
             self.ready.set()
 
-    async def _poll_health(self, session: aiohttp.ClientSession) -> None:
-        url = self.base_url + self.plan.health_endpoint
+    async def _poll_health(self, client: ChildClient) -> None:
         delay = 0.05
         while not self.ready.is_set():
             try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        self._mark_ready()
-                        return
-            except (TimeoutError, aiohttp.ClientError, OSError):
+                answer = await client.get(self.base_url, self.plan.health_endpoint, timeout=HEALTH_POLL_TIMEOUT_S)
+                if answer.status == 200:
+                    self._mark_ready()
+                    return
+            except (TimeoutError, UpstreamError):
                 pass
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
-    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None:
-        """Return when ready; raise LoadError if it exits, or times out (then it is killed)."""
-        poll = asyncio.create_task(self._poll_health(session))
+    async def wait_ready(self, client: ChildClient, timeout: float) -> None:
+        """Return when ready; raise LoadError if it exits, or times out (then it is killed).
+        `client` polls the health endpoint."""
+        poll = asyncio.create_task(self._poll_health(client))
         ready = asyncio.create_task(self.ready.wait())
         exited = asyncio.create_task(self.exited.wait())
         try:

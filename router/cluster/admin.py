@@ -1,6 +1,6 @@
 """The operator's API in cluster mode: what /admin offers on one host and makes
-sense across hosts. Behind the same check as on one host (router.admin_token, or
-an API key with the admin role: http/access.py).
+sense across hosts. An /admin sub-application behind the same middleware as on
+one host (router.admin_token, or an API key with the admin role: http/access.py).
 
 - GET /admin/status: the catalogue file and every host's last report;
 - POST /admin/reload, /admin/rescan: the catalogue read again (its sources
@@ -22,6 +22,7 @@ from router.catalogue.config import Config, ConfigError, ModelSpec
 from router.cluster.front import ClusterManager
 from router.core.manager import ModelUnavailable
 from router.core.reload import ReloadResult, diff
+from router.http.access import ADMIN, Models, declare
 from router.http.errors import HTTPError
 from router.http.launch_args import load_overrides
 from router.http.request import parse_json_object, read_body, resolve_name
@@ -61,32 +62,37 @@ async def unload_model(cluster: ClusterManager, spec: ModelSpec) -> list[str]:
     return hosts
 
 
-def add_cluster_admin_routes(app: web.Application, cluster: ClusterManager, loader: Loader | None) -> None:
+def add_cluster_admin_routes(admin: web.Application, cluster: ClusterManager, loader: Loader | None) -> None:
+    """Into the /admin sub-application (http/access.py admin_app): paths below /admin."""
+    @declare(ADMIN, Models.EVERY)
     async def status(request: web.Request) -> web.Response:
         hosts = [{"host": h.name, **{k: v for k, v in h.report.items() if k != "name"}}
                  for h in cluster.hosts.values()]
         return web.json_response({"catalogue": cluster.config.source, "placement": cluster.config.cluster.placement,
                                   "hosts": hosts})
 
+    @declare(ADMIN, Models.EVERY)
     async def reload(request: web.Request) -> web.Response:
         why = "rescan" if request.path.endswith("rescan") else "admin request"
         res = await reload_catalogue(cluster, loader, why)
         return web.json_response(res.to_json(), status=200 if res.ok else 400)
 
+    @declare(ADMIN, Models.NAMED)
     async def load(request: web.Request) -> web.Response:
         spec = resolve_name(cluster.config, request.match_info["name"])
         body = await read_body(request, cluster.config.router)
         host = await load_model(cluster, spec, load_overrides(spec, parse_json_object(body) if body.strip() else {}))
         return web.json_response({"success": True, "model": spec.name, "host": host})
 
+    @declare(ADMIN, Models.NAMED)
     async def unload(request: web.Request) -> web.Response:
         spec = resolve_name(cluster.config, request.match_info["name"])
         hosts = await unload_model(cluster, spec)
         return web.json_response({"success": True, "model": spec.name, "hosts": hosts})
 
-    r = app.router
-    r.add_get("/admin/status", status)
-    r.add_post("/admin/reload", reload)
-    r.add_post("/admin/rescan", reload)
-    r.add_post("/admin/models/{name}/load", load)
-    r.add_post("/admin/models/{name}/unload", unload)
+    r = admin.router
+    r.add_get("/status", status)
+    r.add_post("/reload", reload)
+    r.add_post("/rescan", reload)
+    r.add_post("/models/{name}/load", load)
+    r.add_post("/models/{name}/unload", unload)

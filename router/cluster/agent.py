@@ -39,8 +39,6 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
-
 from router.backend.child import Child, EventSink
 from router.backend.launch import LaunchPlan
 from router.backend.logring import LogRing
@@ -51,6 +49,8 @@ from router.core.lifecycle import unload_idle
 from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.reload import apply_config
 from router.core.scheduler import State
+from router.upstream.client import ChildClient
+from router.upstream.pool import UpstreamPool
 
 log = logging.getLogger("router.cluster")
 
@@ -97,7 +97,7 @@ class HostAgent:
         self._secret = secret
         self._front_port = front_port
         self._manager: ModelManager | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None  # the manager's client to its children
         self._tasks: list[asyncio.Task[Any]] = []
         self._leases: dict[int, Lease] = {}
         self._unload_after: set[int] = set()  # leases whose request asked keep_alive 0
@@ -162,10 +162,9 @@ class HostAgent:
         async with self._lock:
             if self._manager is None:
                 # Every call of this agent's manager to its children (KV slots, /props) carries the secret.
-                self._session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=0, force_close=True),
-                    headers={"Authorization": f"Bearer {self._secret}"}, auto_decompress=False)
-                manager = ModelManager(self.config, self._session, self._front_port, child_factory=self._child)
+                self._pool = UpstreamPool(headers={"Authorization": f"Bearer {self._secret}"})
+                manager = ModelManager(self.config, ChildClient(self._pool), self._front_port,
+                                       child_factory=self._child)
                 KVPersistence(manager).install()
                 self._tasks.append(asyncio.create_task(unload_idle(manager)))
                 self._manager = manager
@@ -285,5 +284,5 @@ class HostAgent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await manager.shutdown()
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()

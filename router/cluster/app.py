@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from router.api.inference import GET_ROUTES, LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
+from router.api.inference import LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
 from router.api.model_api import relay_model_events, router_props
 from router.catalogue.config import Config, ModelSpec
 from router.cluster.admin import Loader, add_cluster_admin_routes, load_model, unload_model
@@ -29,9 +29,9 @@ from router.cluster.logs import add_cluster_log_routes
 from router.cluster.metrics import ClusterMetrics
 from router.cluster.views import dashboard_rows, model_entries
 from router.core.manager import ModelUnavailable
-from router.http.access import require_auth
+from router.http.access import INFERENCE, PUBLIC, READ, Models, admin_app, declare, deny_undeclared, require_auth
 from router.http.api_keys import KeyLimits
-from router.http.app_keys import API_KEY, KEY_LIMITS, PUBLIC_PAGES, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
+from router.http.app_keys import API_KEY, KEY_LIMITS, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
 from router.http.errors import HTTPError, error_response, json_errors
 from router.http.launch_args import load_overrides
 from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
@@ -44,6 +44,7 @@ from router.http.request import (
     take_keep_alive,
 )
 from router.http.request_id import with_request_id
+from router.http.rewrite import rewrite_body
 from router.ui.dashboard import handle_page as dashboard_page
 from router.ui.webui import add_webui_routes
 
@@ -61,7 +62,6 @@ def create_cluster_app(config: Config, secret: str, loader: Loader | None = None
     # API keys as on one host: roles, models, rate and concurrency limits (http/access.py).
     app[ROUTER_SETTINGS] = lambda: cluster.config.router
     app[KEY_LIMITS] = KeyLimits()
-    app[PUBLIC_PAGES] = set()
     app[SHUTDOWN] = asyncio.Event()  # ends event streams, so the drain does not wait on them
 
     async def on_shutdown(app: web.Application) -> None:
@@ -83,26 +83,31 @@ def create_cluster_app(config: Config, secret: str, loader: Loader | None = None
     r = app.router
     for path in POST_ROUTES:
         r.add_post(path, handle_inference)
-    for path in GET_ROUTES:
+    r.add_get("/props", handle_props)
+    r.add_get("/metrics", handle_metrics)
+    for path in ("/slots", "/lora-adapters"):
         r.add_get(path, handle_inference)
     r.add_get("/v1/models", handle_models)
     r.add_get("/models", handle_models)
     r.add_post("/models/load", handle_models_load)
     r.add_post("/models/unload", handle_models_unload)
     r.add_get("/models/sse", handle_models_sse)
-    app[PUBLIC_PAGES].add(dashboard_page)
     r.add_get("/dashboard", dashboard_page)
     r.add_get("/dashboard/", dashboard_page)
     r.add_get("/dashboard/api/models", handle_dashboard_models)
     r.add_get("/cluster", handle_cluster)
     r.add_get("/health", handle_health)
     r.add_get("/v1/health", handle_health)
-    add_cluster_admin_routes(app, cluster, loader)
+    admin = admin_app()  # /admin: its own middleware, as on one host (router/http/access.py)
+    add_cluster_admin_routes(admin, cluster, loader)
+    app.add_subapp("/admin", admin)
     add_cluster_log_routes(app, cluster)
     add_webui_routes(app, config)  # last: its catch-all takes only what no API route took
+    deny_undeclared(app)  # a route without its access declaration fails the start-up
     return app
 
 
+@declare(INFERENCE, Models.NAMED)
 async def handle_inference(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     cluster = request.app[CLUSTER]
@@ -122,10 +127,11 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
         spec = resolve_name(cluster.config, name, request.get(API_KEY))
         label = spec.name
         keep_alive = take_keep_alive(data) if data is not None else None  # the host's agent applies it
-        capped = data is not None and default_reply_cap(request.path, data, cluster.config.max_tokens_default(spec))
-        if keep_alive is not None or capped:  # the child never sees keep_alive
-            body = json.dumps(data).encode()
         assert isinstance(name, str)
+        rewritten = data is not None and rewrite_body(data, spec, name)  # the model's filters, then the cap
+        capped = data is not None and default_reply_cap(request.path, data, cluster.config.max_tokens_default(spec))
+        if keep_alive is not None or capped or rewritten:  # the child never sees keep_alive
+            body = json.dumps(data).encode()
         resp = await _relay(request, cluster, spec, name, body or None, stats, keep_alive)
         status = stats.get("status", resp.status)
         return resp
@@ -140,10 +146,22 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
                                              stats.get("first_byte"), stats.get("waited"))
 
 
+@declare(READ, Models.NONE, when={"model": (READ, Models.NAMED)})
+async def handle_props(request: web.Request) -> web.StreamResponse:
+    """llama.cpp's router /props, or with ?model= that model's."""
+    return await handle_inference(request)
+
+
+@declare(READ, Models.EVERY, when={"model": (READ, Models.NAMED)})
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    """The front's own metrics, every host's and model's; ?model= that model's own."""
+    return await handle_inference(request)
+
+
 async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec, requested: str,
                  body: bytes | None, stats: dict[str, Any], keep_alive: float | None = None) -> web.StreamResponse:
     light = request.path in LIGHT_PATHS or request.method == "GET"
-    r = cluster.config.router
+    connect_timeout, read_timeout = cluster.config.timeouts(spec)
     lost: Exception | None = None
     for attempt in range(2):
         waiting = time.perf_counter()
@@ -152,8 +170,8 @@ async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
         rewriter = ModelRewriter(lease.child_id, requested) if lease.child_id and lease.child_id != requested else None
         try:
             return await forward(request, lease.host.client, lease.base_url, request.path, body, light=light,
-                                 replayable=attempt == 0, connect_timeout=r.connect_timeout,
-                                 read_timeout=r.read_timeout, rewriter=rewriter, stats=stats)
+                                 replayable=attempt == 0, connect_timeout=connect_timeout,
+                                 read_timeout=read_timeout, rewriter=rewriter, stats=stats)
         except UpstreamLost as e:  # the child is gone, or its host left and its client was closed
             lost = e
         finally:
@@ -174,17 +192,20 @@ async def _acquire(cluster: ClusterManager, model: str, light: bool, keep_alive:
         raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
 
 
+@declare(READ, Models.FILTERED, when={"reload": (INFERENCE, Models.EVERY)})
 async def handle_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": model_entries(request.app[CLUSTER],
                                                                       request.get(API_KEY))})
 
 
+@declare(READ, Models.FILTERED, holds=False)  # open as long as its page
 async def handle_models_sse(request: web.Request) -> web.StreamResponse:
     """llama.cpp's /models/sse: each model's state on each host as its agent reports it."""
     cluster = request.app[CLUSTER]
     return await relay_model_events(request, cluster.events, cluster.config)
 
 
+@declare(READ, Models.EVERY)
 async def handle_dashboard_models(request: web.Request) -> web.Response:
     """The dashboard's data: one row per model and host that holds it."""
     return web.json_response({"models": dashboard_rows(request.app[CLUSTER]), "cluster": True,
@@ -192,6 +213,7 @@ async def handle_dashboard_models(request: web.Request) -> web.Response:
                               "vram_available": False, "time": time.time()})
 
 
+@declare(INFERENCE, Models.NAMED)
 async def handle_models_load(request: web.Request) -> web.Response:
     """llama.cpp's POST /models/load: start the model on the host placement picks
     (where it is loaded or loading already: nothing to do); `host` names it."""
@@ -201,6 +223,7 @@ async def handle_models_load(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "host": await load_model(cluster, spec, load_overrides(spec, data))})
 
 
+@declare(INFERENCE, Models.NAMED)
 async def handle_models_unload(request: web.Request) -> web.Response:
     """llama.cpp's POST /models/unload: stop it (once idle) on every host that holds it."""
     cluster = request.app[CLUSTER]
@@ -209,6 +232,7 @@ async def handle_models_unload(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "hosts": await unload_model(cluster, spec)})
 
 
+@declare(INFERENCE, Models.EVERY)  # every host's models
 async def handle_cluster(request: web.Request) -> web.Response:
     """Every host's last report: budget, memory used, models, queue."""
     hosts = [{"host": h.name, **{k: v for k, v in h.report.items() if k != "name"}}
@@ -216,6 +240,7 @@ async def handle_cluster(request: web.Request) -> web.Response:
     return web.json_response({"hosts": hosts, "request_id": request.get(REQUEST_ID)})
 
 
+@declare(PUBLIC, Models.NONE)
 async def handle_health(request: web.Request) -> web.Response:
     """200 while the front runs, as on one host: requests that come while it waits for the
     hosts' first reports are held, not refused (`starting` says so)."""

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from router.cluster.front import ClusterManager
 from router.cluster.host import Host, awaitable
+from router.http.access import INFERENCE, Models, declare
 from router.http.app_keys import API_KEY, SHUTDOWN
 from router.http.request import resolve_name
 from router.http.sse import comment, event_stream, frame
@@ -40,6 +41,7 @@ async def _gather(cluster: ClusterManager, model: str, marks: dict[str, int] | N
 
 
 def add_cluster_log_routes(app: web.Application, cluster: ClusterManager) -> None:
+    @declare(INFERENCE, Models.NAMED)
     async def logs(request: web.Request) -> web.Response:
         spec = resolve_name(cluster.config, request.match_info["model"], request.get(API_KEY))
         by_host = await _gather(cluster, spec.name)
@@ -48,6 +50,7 @@ def add_cluster_log_routes(app: web.Application, cluster: ClusterManager) -> Non
                                       "lines": [f"[{h}] {line}" for h, g in by_host.items() for line in g["lines"]]})
         return web.Response(text="".join(f"[{h}] {line}\n" for h, g in by_host.items() for line in g["lines"]))
 
+    @declare(INFERENCE, Models.NAMED, holds=False)  # open as long as its page
     async def stream(request: web.Request) -> web.StreamResponse:
         spec = resolve_name(cluster.config, request.match_info["model"], request.get(API_KEY))
         shutdown = request.app[SHUTDOWN]

@@ -32,8 +32,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from router.backend.argv import arg_value, given_slots
 from router.backend.child import ChildProcess
 from router.backend.launch import ensure_slot_save_dir
@@ -47,6 +45,7 @@ from router.backend.slotfiles import (
 )
 from router.core.manager import ModelManager
 from router.core.status import KVStatus, KVTransfer, ModelStatus
+from router.upstream.pool import UpstreamError
 
 log = logging.getLogger("router.kvcache")
 
@@ -124,28 +123,25 @@ class KVPersistence:
         return fp
 
     async def _slot_ids(self, child: ChildProcess, timeout: float) -> list[int]:
-        session = self.manager.session
         try:
-            async with session.get(child.base_url + "/slots", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-                if r.status == 200:
-                    slots = await r.json(content_type=None)
-                    return [int(s["id"]) for s in slots if isinstance(s, dict) and "id" in s]
-        except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+            answer = await self.manager.client.get(child.base_url, "/slots", timeout=timeout)
+            if answer.status == 200:
+                return [int(s["id"]) for s in answer.json() if isinstance(s, dict) and "id" in s]
+        except (UpstreamError, ValueError, KeyError, TypeError):
             pass
         # /slots is off (--no-slots): every slot id there can be.
         return list(range(given_slots(child.plan.argv) or 1))
 
     async def _action(self, child: ChildProcess, slot: int, action: str, filename: str,
                       timeout: float) -> dict[str, Any]:
-        url = f"{child.base_url}/slots/{slot}?action={action}"
-        async with self.manager.session.post(url, json={"filename": filename},
-                                             timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-            data = await r.json(content_type=None)
-            if r.status != 200 or not isinstance(data, dict):
-                err = data.get("error") if isinstance(data, dict) else None
-                message = err.get("message") if isinstance(err, dict) else None
-                raise SlotError(str(message or f"HTTP {r.status}"), r.status)
-            return data
+        answer = await self.manager.client.post_json(child.base_url, f"/slots/{slot}?action={action}",
+                                                     {"filename": filename}, timeout=timeout)
+        data = answer.json()
+        if answer.status != 200 or not isinstance(data, dict):
+            err = data.get("error") if isinstance(data, dict) else None
+            message = err.get("message") if isinstance(err, dict) else None
+            raise SlotError(str(message or f"HTTP {answer.status}"), answer.status)
+        return data
 
     def _fail(self, model: str, what: str, error: BaseException | str) -> None:
         text = str(error) or type(error).__name__

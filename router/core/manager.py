@@ -16,8 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import aiohttp
-
 from router.backend.argv import given_slots
 from router.backend.child import Child, ChildFactory, ChildProcess, LoadError, free_port
 from router.backend.launch import LaunchPlan, SpawnError, build_launch, slot_save_dir
@@ -27,21 +25,26 @@ from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import gguf_meta
 from router.core.events import EventBus
 from router.core.memory_book import MemoryBook
+from router.core.queue_order import DEFAULT_PRIORITY
 from router.core.scheduler import Effect, Grant, Reject, Scheduler, Start, State, Stop
 from router.core.status import ModelStatus
+from router.upstream.client import ChildClient
+from router.upstream.pool import UpstreamError
 
 log = logging.getLogger("router.manager")
 
 Hook = Callable[[str, ChildProcess], Awaitable[None]]
 BIND_RETRIES = 3
+PROPS_TIMEOUT_S = 5.0  # a child's /props, read for its slot count
 
 
 class ModelUnavailable(RuntimeError):
     """A request's model could not be loaded, or (busy) its queue is full."""
 
-    def __init__(self, reason: str, busy: bool = False):
+    def __init__(self, reason: str, busy: bool = False, expired: bool = False):
         super().__init__(reason)
         self.busy = busy
+        self.expired = expired  # it waited past its deadline
 
 
 class Lease:
@@ -64,10 +67,11 @@ class Lease:
 
 
 class ModelManager:
-    def __init__(self, config: Config, session: aiohttp.ClientSession, router_port: int,
+    def __init__(self, config: Config, client: ChildClient, router_port: int,
                  events: EventBus | None = None, child_factory: ChildFactory = Child):
+        """`client`: the manager's own calls to its children (health, /props, KV slots)."""
         self.config = config
-        self.session = session
+        self.client = client
         self.router_port = router_port
         self.events = events or EventBus()
         self.memory = MemoryBook(config.router.memory, slot_save_dir(config).parent)
@@ -98,9 +102,12 @@ class ModelManager:
         return {name: spec.group_key for name, spec in config.models.items()}
 
     # ----- requests --------------------------------------------------------
-    async def acquire(self, model: str, light: bool = False) -> Lease:
+    async def acquire(self, model: str, light: bool = False, priority: int = DEFAULT_PRIORITY,
+                      tenant: str | None = None, deadline: float | None = None) -> Lease:
         """Wait until `model` is ready for one more request; the lease must be released.
-        A `light` request (tokenize, props...) takes none of the child's slots."""
+        A `light` request (tokenize, props...) takes none of the child's slots. `priority`
+        and `tenant` (the API key's identity) place it in the queue (router/core/queue_order);
+        past `deadline` (time.monotonic()) it stops waiting: ModelUnavailable(expired=True)."""
         if self._closing:
             raise ModelUnavailable("router is shutting down")
         if model not in self._figured and self.memory.budget is not None:
@@ -108,7 +115,9 @@ class ModelManager:
         ticket = self.scheduler.new_ticket()
         fut: asyncio.Future[ChildProcess] = asyncio.get_running_loop().create_future()
         self._futures[ticket] = fut
-        self._apply(self.scheduler.submit(ticket, model, time.monotonic(), light))
+        self._apply(self.scheduler.submit(ticket, model, time.monotonic(), light, priority, tenant, deadline))
+        timer = None if deadline is None or fut.done() else asyncio.get_running_loop().call_later(
+            max(0.0, deadline - time.monotonic()), self._expire, deadline)
         try:
             child = await fut
         except asyncio.CancelledError:
@@ -120,7 +129,13 @@ class ModelManager:
             raise
         finally:
             self._futures.pop(ticket, None)
+            if timer is not None:
+                timer.cancel()
         return Lease(self, ticket, child)
+
+    def _expire(self, deadline: float) -> None:
+        # Never earlier than the deadline the timer was set for, whatever the loop's clock resolution.
+        self._apply(self.scheduler.expire(max(time.monotonic(), deadline)))
 
     def _release(self, ticket: int) -> None:
         self._apply(self.scheduler.release(ticket, time.monotonic()))
@@ -168,9 +183,9 @@ class ModelManager:
 
     async def _read_slots(self, model: str, child: ChildProcess) -> None:
         try:
-            async with self.session.get(child.base_url + "/props", timeout=aiohttp.ClientTimeout(total=5)) as r:
-                data = await r.json() if r.status == 200 else {}
-        except (TimeoutError, aiohttp.ClientError, ValueError):
+            answer = await self.client.get(child.base_url, "/props", timeout=PROPS_TIMEOUT_S)
+            data = answer.json() if answer.status == 200 else {}
+        except (TimeoutError, UpstreamError):
             return
         slots = data.get("total_slots") if isinstance(data, dict) else None
         if isinstance(slots, int) and slots > 0:
@@ -246,7 +261,7 @@ class ModelManager:
             elif isinstance(e, Reject):
                 fut = self._futures.get(e.ticket)
                 if fut is not None and not fut.done():
-                    fut.set_exception(ModelUnavailable(e.reason, e.busy))
+                    fut.set_exception(ModelUnavailable(e.reason, e.busy, e.expired))
             elif isinstance(e, Start):
                 self._spawn_task(self._start(e.model))
             elif isinstance(e, Stop):
@@ -295,7 +310,7 @@ class ModelManager:
                 self.children[model] = child
                 await child.start()
                 try:
-                    await child.wait_ready(self.session, self.config.router.health_timeout)
+                    await child.wait_ready(self.client, self.config.router.health_timeout)
                     break
                 except LoadError as e:
                     if e.bind_failed and attempt + 1 < BIND_RETRIES:
@@ -421,13 +436,18 @@ class ModelManager:
             except Exception as e:  # a failed hook must never block a stop
                 log.warning("[%s] before-stop hook failed: %s", model, e)
 
+    def _stop_timeout(self, model: str) -> float:
+        """The model's own stop_timeout (one removed by a reload: the router's)."""
+        spec = self.config.models.get(model)
+        return self.config.router.stop_timeout if spec is None else self.config.stop_timeout(spec)
+
     async def _stop(self, model: str, reason: str) -> None:
         child = self.children.get(model)
         if child is not None:
             child.stopping = True
             self._memory_step(model, "stopping")
             await self._before_stop(model, child)
-            code = await child.stop(self.config.router.stop_timeout)
+            code = await child.stop(self._stop_timeout(model))
             self._memory_step(model, "stopped", gone=model)
             log.info("[%s] stopped (%s), exit code %s", model, reason, code)
             if self.children.get(model) is child:
@@ -454,7 +474,7 @@ class ModelManager:
             child.stopping = True
             try:
                 await self._before_stop(name, child)  # conversations survive a router restart too
-                await child.stop(self.config.router.stop_timeout)
+                await child.stop(self._stop_timeout(name))
             except Exception as e:
                 log.warning("[%s] stop failed (%s); killing", name, e)
                 await child.kill()

@@ -1,19 +1,21 @@
-"""What an API key may do: the routes its role reaches, the models it sees,
-and its rate and concurrency limits (docs/api.md, "API keys and roles").
+"""What an API key may do: the role a route needs, the models it sees, and
+its rate and concurrency limits (docs/api.md, "API keys and roles").
 
 Pure decisions, no I/O and no logging: http/access.py asks and enforces, so
 every rule here is tested in tests/unit/http/test_api_keys.py without a
 server. The roles are ordered, read < inference < admin:
 
-- read: listing and metrics (the routes of READ_ROUTES), no inference;
+- read: the model lists, metrics and activity (the routes declared READ);
 - inference: everything a plain key reaches, which is everything but /admin;
 - admin: everything, /admin included (as the admin token does).
 
-A key limited by `models` sees only those models: a model it may not use is
-404 model_not_found, exactly as a model that does not exist, so a key cannot
-probe what else is served. The views that name every model at once (the
-router's /metrics, /api/activity, the dashboard's data) and the changes to
-the catalogue itself (downloads, deletes, reloads) are refused to such a key.
+Which role a route needs, and what it does with the models, is declared on
+the route itself (http/access.py `declare`). A key limited by `models` sees
+only those models: a model it may not use is 404 model_not_found, exactly as
+a model that does not exist, so a key cannot probe what else is served. The
+routes declared to name every model at once (the router's /metrics,
+/api/activity, the dashboard's data) or to change the catalogue (downloads,
+deletes, reloads) are refused to such a key.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -29,15 +31,6 @@ from router.catalogue.config import ROLES, ApiKey, Config, ModelSpec
 
 READ, INFERENCE, ADMIN = ROLES
 _RANK = {role: i for i, role in enumerate(ROLES)}
-ADMIN_PREFIX = "/admin"
-# GET routes a read key reaches: the model lists, their events, the router's props and metrics,
-# the activity log and the dashboard's data. /props and /metrics with ?model= never load a model for it.
-READ_ROUTES = frozenset({"/v1/models", "/models", "/models/sse", "/props", "/metrics", "/api/activity",
-                         "/api/activity/stream", "/dashboard/api/models"})
-# GET routes whose answer names every model: not for a key limited to some.
-ALL_MODEL_VIEWS = frozenset({"/api/activity", "/api/activity/stream", "/dashboard/api/models"})
-# Requests that change the catalogue itself (downloads, deletes, reloads): not for a key limited to some models.
-CATALOGUE_CHANGES = frozenset({("POST", "/models"), ("DELETE", "/models"), ("POST", "/models/reload")})
 CONCURRENCY_RETRY_S = 1  # a request in flight ends in about a request's time
 
 
@@ -75,34 +68,18 @@ def has_role(key: ApiKey, role: str) -> bool:
     return _RANK[key.role] >= _RANK[role]
 
 
-def is_admin_path(path: str) -> bool:
-    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
-
-
-def required_role(method: str, path: str, query: Mapping[str, str]) -> str:
-    """The least role that may send this request."""
-    if is_admin_path(path):
-        return ADMIN
-    if method in ("GET", "HEAD") and path in READ_ROUTES and not (path in ("/models", "/v1/models")
-                                                                   and query.get("reload")):
-        return READ
-    return INFERENCE
-
-
-def route_refusal(key: ApiKey, method: str, path: str, query: Mapping[str, str]) -> Refusal | None:
-    """None when `key` may send this request (its models are checked where the model is named)."""
-    needed = required_role(method, path, query)
-    if not has_role(key, needed):
-        what = "the /admin API" if needed == ADMIN else "inference and model management"
-        return Refusal(403, f"this API key has the {key.role} role; {what} needs the {needed} role",
+def route_refusal(key: ApiKey, role: str, every: bool, view: bool = True) -> Refusal | None:
+    """None when `key` may call a route that needs `role`; `every`: the route names every
+    model at once, a view of them all (`view`) or a change to the catalogue. The models
+    of a route that names one are checked where the model is named (may_use)."""
+    if not has_role(key, role):
+        what = "the /admin API" if role == ADMIN else "inference and model management"
+        return Refusal(403, f"this API key has the {key.role} role; {what} needs the {role} role",
                        "insufficient_role")
-    if key.models:
-        everything = path in ALL_MODEL_VIEWS or (path == "/metrics" and not query.get("model"))
-        changes = (method, path) in CATALOGUE_CHANGES or (path in ("/models", "/v1/models") and query.get("reload"))
-        if everything or changes:
-            return Refusal(403, "this API key is limited to some models; "
-                           f"{'this view shows every model' if everything else 'it cannot change the catalogue'}",
-                           "model_scope")
+    if key.models and every:
+        return Refusal(403, "this API key is limited to some models; "
+                       f"{'this view shows every model' if view else 'it cannot change the catalogue'}",
+                       "model_scope")
     return None
 
 

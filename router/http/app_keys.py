@@ -40,5 +40,3 @@ KEY_LIMITS = web.AppKey("key_limits", KeyLimits)
 API_KEY = web.RequestKey("api_key", ApiKey)
 # The id of the request being served (router/http/request_id.py).
 REQUEST_ID = web.RequestKey("request_id", str)
-# Handlers whose GET/HEAD pages load without an API key (they ask for one; their API calls still need it).
-PUBLIC_PAGES = web.AppKey("public_pages", set)

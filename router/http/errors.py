@@ -43,6 +43,33 @@ def error_response(status: int, message: str, type_: str | None = None,
     return web.json_response(error_body(status, message, type_, code), status=status, headers=headers)
 
 
+def short(text: str) -> str:
+    """A name or path as it may be echoed in an error message."""
+    return text if len(text) <= 120 else text[:120] + "..."
+
+
+async def no_route(request: web.Request) -> web.Response:
+    """What a catch-all answers for a path no other route took: 404, or 405 naming the
+    methods the path has, as it would be without the catch-all."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    return unrouted(request, allowed)
+
+
+def unrouted(request: web.Request, allowed: set[str]) -> web.Response:
+    """A request no route took: 405 when the path has `allowed` methods, else 404."""
+    shown = short(request.path)
+    if allowed:
+        return error_response(405, f"{request.method} is not allowed on {shown}", code="method_not_allowed",
+                              headers={"Allow": ", ".join(sorted(allowed))})
+    return error_response(404, f"no route for {request.method} {shown}", code="not_found")
+
+
 class HTTPError(Exception):
     """Raised inside handlers; turned into an error response by the middleware."""
 

@@ -24,20 +24,15 @@ from router.core.manager import ModelManager
 from router.core.scheduler import State
 from router.http.api_keys import may_use
 from router.http.app_keys import MANAGER
-from router.http.errors import HTTPError
+from router.http.errors import HTTPError, short
 from router.http.launch_args import refuse_launch_keys
 from router.http.multipart import MultipartError, form_field
-
-
-def short(text: str) -> str:
-    """A name or path as it may be echoed in an error message."""
-    return text if len(text) <= 120 else text[:120] + "..."
 
 
 async def read_body(request: web.Request, settings: RouterSettings | None = None) -> bytes:
     """The body, within router.body_timeout and router.max_body_bytes. `settings`: the
     router's (default: the model manager's catalogue; the cluster front passes its own)."""
-    settings = settings or request.app[MANAGER].config.router
+    settings = settings or request.config_dict[MANAGER].config.router
     patience = settings.body_timeout
     try:
         async with asyncio.timeout(patience or None):

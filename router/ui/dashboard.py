@@ -18,7 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from router.core.snapshot import ModelSnapshot, snapshots
-from router.http.app_keys import MANAGER, PUBLIC_PAGES
+from router.http.access import PUBLIC, READ, Models, declare
+from router.http.app_keys import MANAGER
 
 STATIC = Path(__file__).parent / "static"
 VRAM_CACHE_S = 5.0
@@ -86,6 +87,7 @@ def model_row(snap: ModelSnapshot, vram: dict[int, int] | None) -> dict[str, Any
     }
 
 
+@declare(PUBLIC, Models.NONE)  # the page asks for a key; its calls need one
 async def handle_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "dashboard.html", headers={"Cache-Control": "no-cache"})
 
@@ -96,6 +98,7 @@ class Dashboard:
     def __init__(self) -> None:
         self.vram = VramProbe()
 
+    @declare(READ, Models.EVERY)
     async def models(self, request: web.Request) -> web.Response:
         manager = request.app[MANAGER]
         vram = await self.vram.by_pid()
@@ -107,7 +110,6 @@ class Dashboard:
 
 def add_dashboard_routes(app: web.Application) -> None:
     dashboard = Dashboard()
-    app[PUBLIC_PAGES].add(handle_page)
     app.router.add_get("/dashboard", handle_page)
     app.router.add_get("/dashboard/", handle_page)
     app.router.add_get("/dashboard/api/models", dashboard.models)

@@ -13,16 +13,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from router.core.scheduler import State
+from router.http.access import INFERENCE, Models, declare
 from router.http.app_keys import CONVERSATIONS, MANAGER, UPSTREAM
 from router.http.errors import HTTPError
 from router.http.proxy import forward
 from router.http.request import parse_json_object, read_body
+from router.upstream.client import ChildClient
+from router.upstream.pool import UpstreamError
 
 log = logging.getLogger("router.streams")
+LOOKUP_TIMEOUT_S = 5.0
 
 def _ready_child(request: web.Request, conv_id: str) -> Any:
     manager = request.app[MANAGER]
@@ -47,6 +50,7 @@ def _conv_id(request: web.Request) -> str:
     return conv_id
 
 
+@declare(INFERENCE, Models.NONE)  # a conversation id names the stream, not a model
 async def handle_stream_get(request: web.Request) -> web.StreamResponse:
     conv_id = _conv_id(request)
     model, child = _ready_child(request, conv_id)
@@ -57,6 +61,7 @@ async def handle_stream_get(request: web.Request) -> web.StreamResponse:
     return await _to_child(request, child, None)
 
 
+@declare(INFERENCE, Models.NONE)
 async def handle_stream_delete(request: web.Request) -> web.StreamResponse:
     conv_id = _conv_id(request)
     _, child = _ready_child(request, conv_id)
@@ -66,6 +71,7 @@ async def handle_stream_delete(request: web.Request) -> web.StreamResponse:
     return await _to_child(request, child, None)
 
 
+@declare(INFERENCE, Models.NONE)
 async def handle_streams_lookup(request: web.Request) -> web.Response:
     """Ask each owning child about its own conversations only, and merge the answers."""
     try:
@@ -79,9 +85,9 @@ async def handle_streams_lookup(request: web.Request) -> web.Response:
             if child is not None:
                 per_child.setdefault(model, (child, []))[1].append(cid)
     merged: list[Any] = []
-    session = request.app[MANAGER].session
+    client = request.app[MANAGER].client
     for model, (child, owned) in per_child.items():
-        data = await _child_lookup(session, child.base_url, owned)
+        data = await _child_lookup(client, child.base_url, owned)
         if data is None:
             log.info("[%s] did not answer a stream lookup", model)
         elif isinstance(data, list):
@@ -89,19 +95,14 @@ async def handle_streams_lookup(request: web.Request) -> web.Response:
     return web.json_response(merged)
 
 
-async def _child_lookup(session: aiohttp.ClientSession, base_url: str, owned: list[str]) -> Any:
-    """One child's answer, or None; a lookup only reads, so a connection llama-server
-    closed as it was reused (ServerDisconnected) is simply tried once more."""
-    for _ in range(2):
-        try:
-            async with session.post(base_url + "/v1/streams/lookup", json={"conversation_ids": owned},
-                                    timeout=aiohttp.ClientTimeout(total=5)) as r:
-                return await r.json() if r.status == 200 else []
-        except aiohttp.ServerDisconnectedError:
-            continue
-        except (TimeoutError, aiohttp.ClientError, ValueError):
-            return None
-    return None
+async def _child_lookup(client: ChildClient, base_url: str, owned: list[str]) -> Any:
+    """One child's answer, or None (it failed or took over LOOKUP_TIMEOUT_S)."""
+    try:
+        answer = await client.post_json(base_url, "/v1/streams/lookup", {"conversation_ids": owned},
+                                        timeout=LOOKUP_TIMEOUT_S)
+        return answer.json() if answer.status == 200 else []
+    except (TimeoutError, UpstreamError):
+        return None
 
 
 def add_stream_routes(app: web.Application) -> None:

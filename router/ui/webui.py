@@ -19,10 +19,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from router.api.ollama import is_ollama_port
 from router.catalogue.config import Config, default_cache_dir
-from router.http.app_keys import PUBLIC_PAGES
-from router.http.errors import error_response
-from router.http.request import short
+from router.http.access import INFERENCE, PUBLIC, Models, declare
+from router.http.errors import error_response, no_route
 
 log = logging.getLogger("router.webui")
 
@@ -70,6 +70,7 @@ def _file_for(root: Path, tail: str) -> Path | None:
 class WebUI:
     root: Path | None  # the built UI folder (resolved), or None when there is none
 
+    @declare(PUBLIC, Models.NONE)
     async def handle(self, request: web.Request) -> web.StreamResponse:
         return await serve_ui(request, self.root)
 
@@ -78,6 +79,8 @@ async def serve_ui(request: web.Request, root: Path | None) -> web.StreamRespons
     """Static files of the WebUI; anything else that reached no route is a JSON 404."""
     tail = request.match_info.get("tail", "")
     if request.method in ("GET", "HEAD"):
+        if not tail and is_ollama_port(request) and "text/html" not in request.headers.get("Accept", ""):
+            return web.Response(text="Ollama is running")  # what Ollama's clients probe (docs/ollama.md)
         if root is None and tail in ("", "index.html"):
             if "text/html" in request.headers.get("Accept", ""):  # a browser: the page that says what to do
                 return web.Response(status=404, content_type="text/html", text=_MISSING_UI)
@@ -92,26 +95,16 @@ async def serve_ui(request: web.Request, root: Path | None) -> web.StreamRespons
             else:
                 cache = "public, max-age=3600"
             return web.FileResponse(path, headers={"Cache-Control": cache})
-    shown = short(request.path)
-    allowed = await _methods_of_other_routes(request)
-    if allowed:
-        return error_response(405, f"{request.method} is not allowed on {shown}", code="method_not_allowed",
-                              headers={"Allow": ", ".join(sorted(allowed))})
-    return error_response(404, f"no route for {request.method} {shown}", code="not_found")
+    return await no_route(request)
 
 
-async def _methods_of_other_routes(request: web.Request) -> set[str]:
-    """An API path asked with the wrong method is a 405, as it would be without the catch-all."""
-    allowed: set[str] = set()
-    for resource in request.app.router.resources():
-        if resource is request.match_info.route.resource:
-            continue
-        match, methods = await resource.resolve(request)
-        if match is None:
-            allowed |= methods
-    return allowed
+@declare(INFERENCE, Models.NONE)
+async def handle_other_methods(request: web.Request) -> web.Response:
+    """Any method but GET and HEAD on a path no route took: 404, or 405 with the methods it has."""
+    return await no_route(request)
 
 
+@declare(INFERENCE, Models.NONE)
 async def handle_feature_disabled(request: web.Request) -> web.Response:
     """/tools and /cors-proxy: what llama-server in router mode answers, so the UI hides them."""
     return error_response(403, "this feature is disabled", "feature_disabled")
@@ -140,5 +133,5 @@ def add_webui_routes(app: web.Application, config: Config) -> None:
     for path in ("/tools", "/cors-proxy"):
         app.router.add_route("GET", path, handle_feature_disabled)
         app.router.add_route("POST", path, handle_feature_disabled)
-    app[PUBLIC_PAGES].add(ui.handle)
-    app.router.add_route("*", "/{tail:.*}", ui.handle)
+    app.router.add_get("/{tail:.*}", ui.handle)  # and HEAD: the pages, public (they ask for a key)
+    app.router.add_route("*", "/{tail:.*}", handle_other_methods)

@@ -19,6 +19,8 @@ Two kinds of request (router/api/inference.py chooses):
   reply: an idle kept-alive connection would hold a thread a slot needs.
 
 A reply is read as it comes or whole, with back-pressure: router/upstream/http1.py.
+The router's own calls to its children (health, /props, /slots, /metrics) go
+through this pool too, on fresh connections: router/upstream/client.py.
 """
 
 from __future__ import annotations

@@ -10,11 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from router.backend.child import EventSink, LoadError
 from router.backend.launch import LaunchPlan
 from router.backend.logring import LogRing
+from router.upstream.client import ChildClient
 
 _pids = itertools.count(90000)
 
@@ -61,13 +60,14 @@ class FakeChild:
         self.logs.append(f"{self.name}: starting")
         self.on_event("log", {"line": f"{self.name}: starting"})
 
-    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None:
+    async def wait_ready(self, client: ChildClient, timeout: float) -> None:
         await asyncio.sleep(self.behaviour.load_delay)
         if self.behaviour.load == "oom":
             self.behaviour.load = "ready"  # the next try has room
             self._exit(1)
             raise LoadError(f"model {self.name!r} exited with code 1 while loading",
-                            ["ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 1073741824"], 1)
+                            ["ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size "
+                             "1073741824"], 1)
         if self.behaviour.load == "fail":
             self.logs.append("error: out of memory")
             self._exit(1)

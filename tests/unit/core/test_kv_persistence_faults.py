@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -19,6 +18,8 @@ from router.backend.slotfiles import model_files, slot_file_name
 from router.catalogue.parse import parse_config
 from router.core.kv_persistence import KVPersistence
 from router.core.manager import ModelManager
+from router.upstream.client import ChildClient
+from router.upstream.pool import UpstreamPool
 
 
 class StandIn:
@@ -72,9 +73,9 @@ async def setup(tmp_path):
         servers.append(runner)
         config = parse_config({"router": {"slot_save_path": str(tmp_path), "slot_save_timeout": timeout},
                                "models": {"m": {"path": "/x/m.gguf"}}})
-        session = aiohttp.ClientSession()
-        servers.append(session)
-        manager = ModelManager(config, session, 1)
+        pool = UpstreamPool()
+        servers.append(pool)
+        manager = ModelManager(config, ChildClient(pool), 1)
         plan = LaunchPlan(("/nonexistent/llama-server", "--port", str(port), "--slot-save-path", str(tmp_path)),
                           {}, "/health", native=True)
         child = Child("m", plan, port, LogRing(10))
@@ -87,7 +88,7 @@ async def setup(tmp_path):
     for standin in standins:
         standin.release.set()
     for s in servers:
-        await (s.close() if isinstance(s, aiohttp.ClientSession) else s.cleanup())
+        await (s.close() if isinstance(s, UpstreamPool) else s.cleanup())
 
 
 async def test_a_stuck_save_gives_up_at_the_timeout(setup, tmp_path):

@@ -1,5 +1,6 @@
 """Scoped API keys: how entries are read, which routes each role reaches, which
-models a key sees, and its rate and concurrency limits (router/http/api_keys.py)."""
+models a key sees, and its rate and concurrency limits (router/http/api_keys.py;
+the role and model rule of a route are its declaration, http/access.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from router.app import create_app
 from router.catalogue.config import ApiKey, ConfigError, ModelSpec, Rate
 from router.catalogue.parse import parse_config
+from router.http.access import Access, Models, access_for
 from router.http.api_keys import (
     KeyLimits,
     TokenBucket,
@@ -18,7 +22,6 @@ from router.http.api_keys import (
     find_key,
     may_see,
     may_use,
-    required_role,
     route_refusal,
 )
 
@@ -115,8 +118,21 @@ def test_find_key_gives_the_entry_and_its_place():
 
 # ----- roles ------------------------------------------------------------------
 
-def refusal(role, method, path, query=None, models=()):
-    r = route_refusal(ApiKey(key=TEAM, role=role, models=models), method, path, query or {})
+APP = create_app(parse_config({}, "<test>"))  # never started: its routes are resolved, not served
+
+
+async def declaration(method: str, path: str, query: dict[str, str]) -> Access:
+    """What the single-host app declares for this request (the route it resolves to)."""
+    return access_for(await APP.router.resolve(make_mocked_request(method, path)), query)
+
+
+async def required_role(method, path, query):
+    return (await declaration(method, path, query)).role
+
+
+async def refusal(role, method, path, query=None, models=()):
+    access = await declaration(method, path, query or {})
+    r = route_refusal(ApiKey(key=TEAM, role=role, models=models), access.role, access.models is Models.EVERY)
     return r and (r.status, r.code)
 
 
@@ -129,34 +145,35 @@ def refusal(role, method, path, query=None, models=()):
     ("POST", "/models/load", {}, "inference"), ("GET", "/slots", {}, "inference"),
     ("GET", "/logs/gemma", {}, "inference"), ("GET", "/upstream/gemma/props", {}, "inference"),
     ("POST", "/v1/models", {}, "inference"),
-    ("GET", "/admin/status", {}, "admin"), ("POST", "/admin", {}, "admin"), ("GET", "/administrator", {}, "inference"),
+    ("GET", "/admin/status", {}, "admin"), ("POST", "/admin", {}, "admin"), ("POST", "/administrator", {}, "inference"),
+    ("GET", "/administrator", {}, "public"),  # the WebUI's catch-all: a page, public to GET and HEAD
 ])
-def test_the_least_role_of_each_route(method, path, query, role):
-    assert required_role(method, path, query) == role
+async def test_the_least_role_of_each_route(method, path, query, role):
+    assert await required_role(method, path, query) == role
 
 
-def test_roles_are_ordered():
-    assert refusal("read", "GET", "/v1/models") is None
-    assert refusal("read", "POST", "/v1/chat/completions") == (403, "insufficient_role")
-    assert refusal("read", "GET", "/admin/status") == (403, "insufficient_role")
-    assert refusal("inference", "POST", "/v1/chat/completions") is None
-    assert refusal("inference", "GET", "/metrics") is None
-    assert refusal("inference", "GET", "/admin/status") == (403, "insufficient_role")
-    assert refusal("admin", "GET", "/admin/status") is None
-    assert refusal("admin", "DELETE", "/models", {"model": "x"}) is None
+async def test_roles_are_ordered():
+    assert await refusal("read", "GET", "/v1/models") is None
+    assert await refusal("read", "POST", "/v1/chat/completions") == (403, "insufficient_role")
+    assert await refusal("read", "GET", "/admin/status") == (403, "insufficient_role")
+    assert await refusal("inference", "POST", "/v1/chat/completions") is None
+    assert await refusal("inference", "GET", "/metrics") is None
+    assert await refusal("inference", "GET", "/admin/status") == (403, "insufficient_role")
+    assert await refusal("admin", "GET", "/admin/status") is None
+    assert await refusal("admin", "DELETE", "/models", {"model": "x"}) is None
 
 
-def test_a_key_limited_to_some_models_sees_no_view_of_all_and_changes_no_catalogue():
+async def test_a_key_limited_to_some_models_sees_no_view_of_all_and_changes_no_catalogue():
     limited = ("qwen-*",)
     for method, path, query in (("GET", "/metrics", {}), ("GET", "/api/activity", {}),
                                 ("GET", "/api/activity/stream", {}), ("GET", "/dashboard/api/models", {}),
                                 ("POST", "/models", {}), ("DELETE", "/models", {"model": "x"}),
                                 ("POST", "/models/reload", {}), ("GET", "/v1/models", {"reload": "1"})):
-        assert refusal("inference", method, path, query, limited) == (403, "model_scope"), path
+        assert await refusal("inference", method, path, query, limited) == (403, "model_scope"), path
     for method, path, query in (("GET", "/v1/models", {}), ("GET", "/metrics", {"model": "qwen-7b"}),
                                 ("POST", "/v1/chat/completions", {}), ("POST", "/models/unload", {}),
                                 ("GET", "/models/sse", {}), ("GET", "/props", {})):
-        assert refusal("inference", method, path, query, limited) is None, path
+        assert await refusal("inference", method, path, query, limited) is None, path
 
 
 # ----- models -----------------------------------------------------------------

@@ -149,13 +149,13 @@ async def test_only_the_pages_themselves_are_public(tmp_path: Path) -> None:
     """What an API-key check may let through without a key: pages, never API calls."""
     from aiohttp import web
 
-    from router.http.access import is_public_page
+    from router.http.access import is_public
 
     seen: dict[str, bool] = {}
 
     @web.middleware
     async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
-        seen[f"{request.method} {request.path}"] = is_public_page(request)
+        seen[f"{request.method} {request.path}"] = is_public(request)
         return await handler(request)
 
     app = create_app(parse_config({"router": {"ui_path": str(fake_ui(tmp_path / "ui"))}}, "<test>"))
