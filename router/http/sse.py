@@ -39,6 +39,7 @@ async def relay_events(request: web.Request, bus: EventBus, shutdown: asyncio.Ev
     so no event falls in between."""
     queue = bus.subscribe()
     resp = event_stream()
+    waits: tuple[asyncio.Future[Any], ...] = ()
     try:
         await resp.prepare(request)
         for payload in backlog:
@@ -46,6 +47,7 @@ async def relay_events(request: web.Request, bus: EventBus, shutdown: asyncio.Ev
         while not shutdown.is_set():
             getter = asyncio.ensure_future(queue.get())
             closing = asyncio.ensure_future(shutdown.wait())
+            waits = (getter, closing)
             done, _ = await asyncio.wait({getter, closing}, timeout=KEEPALIVE_S,
                                          return_when=asyncio.FIRST_COMPLETED)
             closing.cancel()
@@ -60,5 +62,7 @@ async def relay_events(request: web.Request, bus: EventBus, shutdown: asyncio.Ev
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
+        for waiting in waits:  # a client that left cancels us inside asyncio.wait
+            waiting.cancel()
         bus.unsubscribe(queue)
     return resp
