@@ -10,12 +10,15 @@ from aiohttp import web
 
 from router.api.activity import ActivityLog
 from router.api.admin import add_admin_routes
+from router.api.captures import add_capture_routes
 from router.api.inference import add_inference_routes
 from router.api.logs import add_log_routes
+from router.api.media import add_media_routes
 from router.api.metrics import METRICS, RouterMetrics, add_metrics_route
 from router.api.model_api import add_model_api_routes
 from router.api.ollama import add_ollama_routes
 from router.api.openapi import add_openapi_route
+from router.api.peers import PEERS
 from router.backend.launch import server_build_info
 from router.catalogue.config import Config
 from router.catalogue.parse import load_config
@@ -24,6 +27,7 @@ from router.core.events import EventBus
 from router.core.kv_persistence import KVPersistence
 from router.core.lifecycle import unload_idle
 from router.core.manager import ModelManager
+from router.core.peers import Peers
 from router.core.reload import Loader, Reloader
 from router.http.access import admin_app, deny_undeclared, require_auth
 from router.http.api_keys import KeyLimits
@@ -38,6 +42,7 @@ from router.http.app_keys import (
     SHUTDOWN,
     UPSTREAM,
 )
+from router.http.capture import CAPTURES, CaptureStore, capture_requests
 from router.http.conversations import ConversationMap
 from router.http.errors import json_errors
 from router.http.request_id import with_request_id
@@ -57,7 +62,7 @@ def default_loader(config: Config) -> Loader | None:
 
 def create_app(config: Config, router_port: int | None = None, loader: Loader | None = None) -> web.Application:
     """`loader` re-reads the catalogue for a reload (the CLI's applies its overrides too)."""
-    app = web.Application(middlewares=[with_request_id, json_errors, require_auth],
+    app = web.Application(middlewares=[with_request_id, json_errors, require_auth, capture_requests],
                           client_max_size=config.router.max_body_bytes)
     events = EventBus()
 
@@ -78,13 +83,17 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
         info = await asyncio.to_thread(server_build_info)
         if info:
             app[BUILD]["build_info"] = info
-        tasks = [asyncio.create_task(unload_idle(manager)), asyncio.create_task(app[METRICS].follow(events))]
+        app[PEERS] = Peers(ChildClient(app[UPSTREAM]))  # other endpoints' models (router/core/peers.py)
+        app[PEERS].sync(config)
+        tasks = [asyncio.create_task(unload_idle(manager)), asyncio.create_task(app[METRICS].follow(events)),
+                 asyncio.create_task(manager.external.watch()), asyncio.create_task(app[PEERS].watch())]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await app[PEERS].close()
             await app[DOWNLOADS].close()
             await app[RELOADER].close()
             await manager.shutdown()  # saves KV caches through the pool: closed after it
@@ -94,6 +103,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     app[CONVERSATIONS] = ConversationMap()
     app[ROUTER_SETTINGS] = lambda: app[MANAGER].config.router
     app[KEY_LIMITS] = KeyLimits()
+    app[CAPTURES] = CaptureStore()  # requests kept for debugging when router.capture_bytes is set
     app[BUILD] = {}
     app[METRICS] = RouterMetrics(ActivityLog(config.router.activity_size, app[SHUTDOWN]))
     app[METRICS].activity.add_routes(app)
@@ -105,10 +115,12 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     app.cleanup_ctx.append(lifetime)
     admin = admin_app()  # /admin: its own middleware (router/http/access.py)
     add_admin_routes(admin)
+    add_capture_routes(admin)
     app.add_subapp("/admin", admin)
     add_log_routes(app)
     add_model_api_routes(app)
     add_inference_routes(app)
+    add_media_routes(app)  # speech, images, sdapi and the versionless /v/ paths
     add_metrics_route(app)
     add_stream_routes(app)
     add_dashboard_routes(app)

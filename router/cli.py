@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router import __version__
-from router.catalogue.config import MIN_SECRET_LEN, Config, ConfigError, default_config_path
+from router.catalogue.config import MIN_SECRET_LEN, Config, ConfigError, RouterSettings, default_config_path
 from router.catalogue.parse import load_config
 from router.catalogue.router_mode import read_api_keys, split_command_line
 from router.catalogue.sources import load_served
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "llama-server's context size, as in llama.cpp (`-c FILE.yaml` still reads a catalogue)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8082)")
+    p.add_argument("--ollama-port", type=int, metavar="PORT",
+                   help="also serve on PORT, where Ollama clients look (11434): docs/ollama.md")
     p.add_argument("--models-max", type=int, metavar="N", help="models loaded at once, 0 = no limit (default 1)")
     p.add_argument("--models-dir", metavar="DIR", action="append", default=[],
                    help="serve every model in DIR (llama.cpp --models-dir layout: name.gguf, or name/ with "
@@ -91,10 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM; with --tls-key)")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM, not encrypted)")
     p.add_argument("--cluster", metavar="ADDR", help="serve a Ray cluster's hosts (auto, HOST:PORT): docs/cluster.md")
-    p.add_argument("--log-format", default="text", choices=["text", "json"],
-                   help="json: one JSON object a line (time, level, logger, model, request_id, message)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="log verbosity; child output is logged at info, prefixed with the model name (default info)")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="json: one JSON object a line (time, level, logger, model, request_id, message); "
+                        "default router.log_format, else text")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="log verbosity; child output is logged at info, prefixed with the model name "
+                        "(default router.log_level, else info)")
+    p.add_argument("--log-file", metavar="PATH",
+                   help="write the log to PATH (appended) instead of stderr (default router.log_file)")
     p.add_argument("--version", action="version", version=f"llama-router {__version__}")
     return p
 
@@ -160,7 +166,8 @@ def load_from_args(args: argparse.Namespace) -> Config:
         config = config.with_router(tls_cert=tls_cert, tls_key=tls_key)
     return config.with_router(host=args.host, port=args.port, models_max=args.models_max,
                               admin_token=args.admin_token, api_keys=config.router.api_keys + keys or None,
-                              ttl=sleep, models_autoload=getattr(args, "models_autoload", None))
+                              ttl=sleep, models_autoload=getattr(args, "models_autoload", None),
+                              ollama_port=getattr(args, "ollama_port", None))
 
 
 def load_catalogue(args: argparse.Namespace) -> Config:
@@ -198,7 +205,10 @@ def import_catalogue(args: argparse.Namespace) -> int:
         if args.import_llama_swap:
             from router.catalogue.llama_swap import import_llama_swap
 
-            report = import_llama_swap(args.import_llama_swap, dest).report
+            conversion = import_llama_swap(args.import_llama_swap, dest)
+            report = conversion.report
+            for line in conversion.warnings:
+                print(f"warning: {line}", file=sys.stderr)
         else:
             table = _server_table()
             if table is None:
@@ -249,21 +259,47 @@ def import_into_catalogue(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_logging(level: str, fmt: str = "text") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if fmt == "json":
-        from router.logformat import JSONFormatter
+def setup_logging(level: str, fmt: str = "text", file: str | None = None) -> None:
+    """The root logger's level, format and destination (stderr, or `file` appended); called
+    again once the catalogue is read, whose router.log_* apply where the command line is silent.
+    As logging.basicConfig, it leaves alone a program that set up logging itself (a test run)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
+        root.removeHandler(old)
+        old.close()
+    if file or not root.handlers:
+        handler = logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler()
+        if fmt == "json":
+            from router.logformat import JSONFormatter
 
-        for handler in logging.getLogger().handlers:
             handler.setFormatter(JSONFormatter())
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+        setattr(handler, _OURS, True)
+        root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every filtered-out change
 
 
+_OURS = "_llama_router"  # marks the handler setup_logging added
+
+
+def _log_to(args: argparse.Namespace, r: RouterSettings) -> bool:
+    """Logging as the command line says, else as router.log_* say; False: the file cannot be opened."""
+    try:
+        setup_logging(args.log_level or r.log_level, args.log_format or r.log_format, args.log_file or r.log_file)
+    except OSError as e:
+        print(f"llama-router: configuration error: {'--log-file' if args.log_file else 'router.log_file'}: "
+              f"cannot open it: {e.strerror or e}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    if not _log_to(args, RouterSettings()):
+        return 2
     if args.build_webui:
         from router.ui.webui_build import WebUIBuildError, build_webui
 
@@ -283,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_catalogue(args)
     except ConfigError as e:
         print(f"llama-router: configuration error: {e}", file=sys.stderr)
+        return 2
+    if not _log_to(args, config.router):
         return 2
     if not config.models:
         logging.getLogger("router").warning(

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 
 from aiohttp import web
 
@@ -95,6 +96,8 @@ class Server:
         except OSError as e:
             log.error("cannot listen on %s:%d: %s", r.host, r.port, e.strerror or e)
             return 1
+        if r.ollama_port and not await self._listen_for_ollama(r.host, r.ollama_port, r.port, tls):
+            return 1
         warning = exposure_warning(r.host, r.api_keys, tls=tls is not None)
         if warning:
             log.warning("%s", warning)
@@ -106,6 +109,20 @@ class Server:
                  "; admin API enabled" if r.admin_token or any(
                      getattr(k, "role", None) == "admin" for k in r.api_keys) else "")
         return None
+
+    async def _listen_for_ollama(self, host: str, port: int, main_port: int, tls: ssl.SSLContext | None) -> bool:
+        """router.ollama_port: the same application on a second port, where Ollama's clients
+        look (docs/ollama.md)."""
+        if port == main_port:
+            log.error("router.ollama_port %d is router.port: give it a port of its own (11434, Ollama's)", port)
+            return False
+        try:
+            await web.TCPSite(self.runner, host, port, reuse_address=True, ssl_context=tls).start()
+        except (OSError, OverflowError) as e:  # OverflowError: --ollama-port past 65535
+            log.error("cannot listen on %s:%d (router.ollama_port): %s", host, port, getattr(e, "strerror", None) or e)
+            return False
+        log.info("Ollama's API also on %s://%s:%d", "https" if tls else "http", host, port)
+        return True
 
     async def main_loop(self) -> None:
         await self.stop.wait()

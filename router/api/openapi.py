@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from router import __version__
-from router.api import ollama_openapi
+from router.api import media, ollama_openapi
 from router.api.inference import GET_ROUTES, POST_ROUTES
 from router.http import access
 from router.http.launch_args import LAUNCH_KEYS
@@ -220,6 +220,7 @@ def _inference_paths() -> dict[str, Any]:
         parameters=[_path("id", "The slot id.", {"type": "integer", "minimum": 0}), MODEL_QUERY,
                     _query("action", "llama-server's slot action.", {"enum": ["save", "restore", "erase"]})],
         requestBody={"required": False, **_content({"type": "object"})})}
+    paths.update(_media_paths(ok, errors))
     for path in GET_ROUTES:
         own = {"/props": "the router's own `/props` (`role: router`)",
                "/metrics": "the router's own metrics with every running child's merged in"}.get(
@@ -239,6 +240,27 @@ def _inference_paths() -> dict[str, Any]:
     for m in ("post", "put", "patch"):
         upstream[m]["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}}}
     paths["/upstream/{model}/{path}"] = upstream
+    return paths
+
+
+def _media_paths(ok: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
+    """Speech, images, the sdapi and the versionless /v/ paths (api/media.py)."""
+    paths: dict[str, Any] = {}
+    for path in media.JSON_ROUTES:
+        paths[path] = {"post": _op(f"POST {path}, sent as it is to the model the body names", "inference",
+                                   {**ok, **errors, **CHILD_REPLY}, **_body(_ref("InferenceRequest")))}
+    for path in media.FORM_ROUTES:
+        form = {"type": "object", "required": ["model"], "properties": {
+            "model": _ref("ModelName"), "image": {"type": "string", "contentMediaType": "application/octet-stream"}}}
+        paths[path] = {"post": _op(f"POST {path} (multipart, the model a form field), sent as it is", "inference",
+                                   {**ok, **errors, **CHILD_REPLY}, **_body(form, media="multipart/form-data"))}
+    for path in media.GET_ROUTES:
+        paths.setdefault(path, {})["get"] = _op(f"GET {path} of the model named by ?model=", "inference", {
+            **ok, **_err(400, 404, 429, 502, 503), **CHILD_REPLY}, parameters=[MODEL_QUERY])
+    for path in media.VERSIONLESS:
+        paths[path] = {"post": _op(f"POST {path}: {path[2:]} on the model's server (llama-swap's versionless "
+                                   "path)", "inference", {**ok, **errors, **CHILD_REPLY},
+                                   **_body(_ref("InferenceRequest")))}
     return paths
 
 
@@ -315,6 +337,14 @@ def _admin_paths() -> dict[str, Any]:
             "type": "object", "required": ["downloads"],
             "properties": {"downloads": {"type": "array", "items": {"type": "object"}}}}))},
         "/admin/download/events": {"get": admin("Download events (those of /models/sse)", MODEL_EVENTS)},
+        "/admin/captures": {"get": admin("The requests kept by router.capture_bytes, newest first", _ok("Them.", {
+            "type": "object", "required": ["data", "capture_bytes", "used_bytes"],
+            "properties": {"data": {"type": "array", "items": {"type": "object"}}}}))},
+        "/admin/captures/{id}": {"get": admin(
+            "One capture: the request (headers redacted, body as relayed) and the reply, bodies cut at 64 KiB",
+            {**_ok("The capture.", {"type": "object", "required": ["id", "req_path", "req_headers", "req_body",
+                                                                   "resp_headers", "resp_body"]}),
+             **_err(400, 404)}, parameters=[_path("id", "The capture's id.", {"type": "integer"})])},
         "/admin/config": {
             "get": admin("The catalogue as served, secrets hidden", _ok("The catalogue.", {"type": "object"})),
             "put": admin("Replace the catalogue file and apply it", {

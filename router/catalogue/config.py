@@ -27,6 +27,9 @@ DEFAULT_COMMAND = (
     "llama-server", "--model", "$path", "--alias", "$name",
     "--host", "$host", "--port", "$port",
 )
+# Replaced inside each argument of a model's stop_command (llama-swap's cmdStop macros), never read
+# from the environment: the model's name, its server's port, the started command's process id.
+STOP_PLACEHOLDERS = ("MODEL_ID", "PORT", "PID")
 # A model name: segments of letters, digits and . _ : + -, each starting with a letter or
 # digit, joined by single '/' (llama.cpp's `user/repo:QUANT` ids). No '..' segment, no
 # leading, trailing or doubled '/', no space or control character: a name is never a path.
@@ -64,6 +67,36 @@ class SpawnSpec:
                                pattern="^/", expect="a path starting with '/'")
     args: tuple[str, ...] = key((), "Arguments of every child started this way, before the model's own `args`; "
                                 "for llama-server a model's option replaces the same option here (a preset's `[*]`).")
+
+
+MODALITIES = ("text", "image", "audio")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, as `/v1/models` tells clients, when the GGUF header does not say it
+    (llama-swap's `capabilities`)."""
+
+    inputs: tuple[str, ...] = key((), "What the model reads: `text`, `image`, `audio` (`/v1/models`' "
+                                  "`architecture.input_modalities`); empty: what its GGUF and projector say.",
+                                  name="in", choices=MODALITIES)
+    outputs: tuple[str, ...] = key((), "What it writes: `text`, `image`, `audio` (`architecture.output_modalities`); "
+                                   "empty: text.", name="out", choices=MODALITIES)
+    tools: bool = key(False, "It calls tools (`capabilities.function_calling`, `supported_parameters: [tools, "
+                      "tool_choice]`).")
+    reranker: bool = key(False, "It reranks (`/v1/rerank`; `capabilities.reranker`).")
+    context: int = key(0, "The context it supports, in tokens (`context_length`); `0`: not said.", unit="tokens")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """A model's own limits on the connection to its server, over router.connect_timeout/read_timeout."""
+
+    connect: float | None = key(None, "Seconds to connect to the model's server; none = "
+                                "`router.connect_timeout`.", unit="s", minimum=0.1)
+    read: float | None = key(None, "Seconds the model's server may stay silent while answering, before its "
+                             "reply begins (llama-swap's `responseHeader`) and between two chunks of it; none = "
+                             "`router.read_timeout`.", unit="s", minimum=0.1)
 
 
 @dataclass(frozen=True)
@@ -108,6 +141,58 @@ class ModelSpec:
     max_tokens_default: int | None = key(
         None, "The reply cap of a request to this model that sets none; `0` = none for this model; none = "
         "`router.max_tokens_default`.", unit="tokens")
+    description: str | None = key(None, "A description `/v1/models` shows (llama-swap's `description`).")
+    metadata: dict[str, Any] = key(
+        doc="Any values (strings, numbers, lists, mappings) `/v1/models` shows as the entry's `metadata`.",
+        factory=dict, kind="json")
+    capabilities: Capabilities | None = key(
+        None, "What the model can do, over what its GGUF header says (`/v1/models`' `architecture`, "
+        "`capabilities`, `supported_parameters`, `context_length`).")
+    strip_params: tuple[str, ...] = key(
+        (), "Request body keys removed before the request reaches the model (`temperature`, `top_p`...); "
+        "never `model`.")
+    set_params: dict[str, Any] = key(
+        doc="Request body keys set before the request reaches the model, over the client's (`temperature: "
+        "0.7`); a key ending in `?` (`top_k?: 40`) is a default: set only when the request has none. Never "
+        "`model`.", factory=dict, kind="json")
+    set_params_by_id: dict[str, dict[str, Any]] = key(
+        doc="Virtual model ids, each with its own `set_params` (`gpt-oss:high: {reasoning_effort: high}`): "
+        "listed in `/v1/models` with this model's description, served by the same child (no other load); "
+        "applied after `set_params`. The model's own name may be a key too (its params when asked by name).",
+        factory=dict, kind="json", items="Request body keys set for this id, as `set_params`.")
+    use_model_name: str | None = key(
+        None, "The `model` value the model's server receives (vLLM's `--served-model-name`...); replies still "
+        "carry the name the client sent where the server is llama-server.")
+    timeouts: Timeouts | None = key(None, "This model's own `connect` and `read` timeouts.")
+    stop_timeout: float | None = key(None, "Seconds this model's server gets to exit before SIGKILL; none = "
+                                     "`router.stop_timeout`.", unit="s", minimum=0.1)
+    swap_progress: bool | None = key(None, "Whether a streaming chat request that waits for this model's load "
+                                     "receives the swap's progress; none = `router.notify_model_swap`.")
+    url: str | None = key(
+        None, "An OpenAI-compatible server already running that serves this model, local or remote "
+        "(`http://host:port`, `https://host/v1`; a trailing `/v1` is the API's root, as an OpenAI client's "
+        "`base_url`). The router never starts, stops or evicts it and it takes none of the memory budget; "
+        "requests are relayed to it, `/v1/models` lists it as `external` with its last health check. No `path` "
+        "or `spawn` with it. See [api.md](api.md#external-models-and-peers).", pattern=r"^https?://[^/?#]+",
+        expect="an http:// or https:// URL of the server")
+    api_key: str | None = key(
+        None, "Sent to `url` as `Authorization: Bearer KEY`; write `${ENV_NAME}` to keep it out of the file. The "
+        "client's own key never reaches the server.", secret=True, min_length=1)
+    port: int | None = key(
+        None, "A fixed port for this model's server (`$port` in its command), for a server that publishes one "
+        "(`docker run -p 8999:8080`): the router checks it is free before the start and talks to it there. "
+        "None: a free port of `router.port_range`.", minimum=1, maximum=65535, expect="a port number 1-65535")
+    stop_command: tuple[str, ...] = key(
+        (), "Run to stop this model's server instead of signalling its process (llama-swap's `cmdStop`): "
+        "`docker stop ${MODEL_ID}`, an argv list or one string split as a shell would (no shell runs it). "
+        "`${MODEL_ID}`, `${PORT}` and `${PID}` (the started command's process) are replaced inside each "
+        "argument. The server may outlive its command (`docker run -d`): it counts as running while its port "
+        "answers. After the command the router waits up to the stop timeout for the port to be free, and "
+        "ends the command's own process if it still runs.")
+    health_endpoint: str | None = key(
+        None, "This model's readiness check, polled until it answers 200 (over its spawn's "
+        "`health_endpoint`); a `url` model's health check, `/v1/models` when none.", pattern="^/",
+        expect="a path starting with '/'")
 
     @property
     def model_file(self) -> str | None:
@@ -117,7 +202,7 @@ class ModelSpec:
 
     def launch_key(self) -> tuple:
         """What a running child was started from: a change here needs a restart."""
-        return (self.path, self.args, self.env, self.spawn, self.mmproj)
+        return (self.path, self.args, self.env, self.spawn, self.mmproj, self.port, self.stop_command)
 
     @property
     def group_key(self) -> str:
@@ -208,6 +293,10 @@ class RouterSettings:
     host: str = key("127.0.0.1", "Address to listen on. Anything other than loopback exposes the API to the "
                     "network; a warning is logged.")
     port: int = key(8082, "The one port clients talk to (0-65535).", maximum=65535, expect="a port number 0-65535")
+    ollama_port: int | None = key(
+        None, "A second port serving the same API, for clients that expect Ollama at `localhost:11434` (also "
+        "`--ollama-port`); on it `GET /` and `HEAD /` answer `Ollama is running` to clients that are not browsers. "
+        "None: off. See [ollama.md](ollama.md).", maximum=65535, expect="a port number 0-65535")
     models_max: int = key(
         1, "Models loaded at once in a group (models without a group share one pool); `0` = no limit, the memory "
         "budget alone decides. When full, the least recently used *idle* model of the target's group is stopped.")
@@ -293,8 +382,39 @@ class RouterSettings:
                               "relative path is read from the catalogue's folder.")
     activity_size: int = key(200, "Requests kept for `GET /api/activity`, the newest "
                              "([observability.md](observability.md)).", minimum=1)
+    log_level: str = key("info", "Log verbosity: `debug`, `info`, `warning`, `error` (child output is logged "
+                         "at `info`); `--log-level` wins. Read at start.",
+                         choices=("debug", "info", "warning", "error"))
+    log_format: str = key("text", "`text`, or `json`: one JSON object a line (time, level, logger, model, "
+                          "request_id, message); `--log-format` wins. Read at start.", choices=("text", "json"))
+    log_file: str | None = key(None, "Write the log to this file (appended; relative to the catalogue's folder) "
+                               "instead of stderr; `--log-file` wins. Read at start.")
+    capture_bytes: int = key(
+        0, "Keep the last requests and replies to models in memory for debugging, up to this many bytes in all "
+        "(`16MiB`; llama-swap's `captureBuffer`); `0` = off. Admins read them at `GET /admin/captures`. Each "
+        "body is cut at 64 KiB (or a quarter of this); `Authorization`, `x-api-key`, cookies and every key the "
+        "catalogue holds are redacted. See [observability.md](observability.md#request-captures).",
+        kind="size", unit="bytes")
     memory: MemorySettings = key(doc="Memory budgets per device: models are placed so that their figures fit; "
                                  "see [memory.md](memory.md).", factory=MemorySettings)
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """Another OpenAI-compatible endpoint whose models this router serves too (llama-swap's `peers`)."""
+
+    name: str  # the key of its entry in `peers:`
+    url: str = key(
+        "", "The peer's address (`http://host:8080`, `https://openrouter.ai/api/v1`; a trailing `/v1` is the "
+        "API's root, as an OpenAI client's `base_url`). Its `/v1/models` is read at start and every minute.",
+        pattern=r"^https?://[^/?#]+", expect="an http:// or https:// URL of the peer")
+    api_key: str | None = key(
+        None, "Sent to the peer as `Authorization: Bearer KEY` and `x-api-key`; write `${ENV_NAME}`. The "
+        "client's own key never reaches the peer.", secret=True, min_length=1)
+    models: tuple[str, ...] = key(
+        (), "Which of the peer's models to serve: names or glob patterns (`qwen-*`) over the ids of its "
+        "`/v1/models`; a plain name is served even when the peer's list does not show it (a hosted API's "
+        "long list). Empty: every model the peer lists.")
 
 
 @dataclass(frozen=True)
@@ -365,6 +485,12 @@ class Config:
                                factory=SourcesSpec)
     cluster: ClusterSettings = key(doc="`llama-router --cluster` only: how the front places requests across Ray "
                                    "nodes ([cluster.md](cluster.md)).", factory=ClusterSettings)
+    peers: dict[str, PeerSpec] = key(
+        doc="Other endpoints (another llama-router, a llama-swap, a hosted API) whose models are listed and "
+        "served here: requests for them are relayed with the peer's key (llama-swap's `peers`). A peer's model "
+        "is named `PEER/MODEL`, or `MODEL` alone when no model of this catalogue and no other peer has that "
+        "name. See [api.md](api.md#external-models-and-peers).", factory=dict, kind="name",
+        items="One peer: its URL, its key and which of its models to serve.")
     # Not keys of the file (RUNTIME_FIELDS): where it was read from, models whose file is gone
     # (hidden, 404), and what discovery saw.
     source: str = "<defaults>"
@@ -380,12 +506,26 @@ class Config:
         if spec is not None:
             return spec
         for spec in self.models.values():
-            if name in spec.aliases:
+            if name in spec.aliases or name in spec.set_params_by_id:  # an alias, or a virtual id
                 return spec
         return None
 
     def spawn_for(self, spec: ModelSpec) -> SpawnSpec:
         return spec.spawn or self.spawn
+
+    def stop_timeout(self, spec: ModelSpec) -> float:
+        return self.router.stop_timeout if spec.stop_timeout is None else spec.stop_timeout
+
+    def swap_progress(self, spec: ModelSpec) -> bool:
+        return self.router.notify_model_swap if spec.swap_progress is None else spec.swap_progress
+
+    def timeouts(self, spec: ModelSpec) -> tuple[float, float]:
+        """(connect, read) seconds on the connection to `spec`'s server."""
+        own, r = spec.timeouts, self.router
+        if own is None:
+            return r.connect_timeout, r.read_timeout
+        return (r.connect_timeout if own.connect is None else own.connect,
+                r.read_timeout if own.read is None else own.read)
 
     def max_tokens_default(self, spec: ModelSpec) -> int:
         """The reply cap of a generation request to `spec` that sets none (0: none)."""

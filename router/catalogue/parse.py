@@ -18,9 +18,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from router.catalogue.config import (
     FLAG_RE,
@@ -28,18 +30,20 @@ from router.catalogue.config import (
     NAME_RE,
     NAME_RULE,
     RESERVED_FLAGS,
+    STOP_PLACEHOLDERS,
     ApiKey,
     ClusterSettings,
     Config,
     ConfigError,
     MemorySettings,
     ModelSpec,
+    PeerSpec,
     Rate,
     RouterSettings,
     SourcesSpec,
     SpawnSpec,
 )
-from router.catalogue.keys import Described, file_keys, keys_of, list_items
+from router.catalogue.keys import Described, file_keys, is_section, keys_of, list_items
 from router.catalogue.tls import check_tls
 from router.catalogue.values import budget_value, expand_env, parse_size
 from router.catalogue.yamlio import YAMLReadError, read_yaml
@@ -51,6 +55,7 @@ _SOURCES_KEYS = file_keys(SourcesSpec)
 _CLUSTER_KEYS = file_keys(ClusterSettings)
 _MEMORY_KEYS = file_keys(MemorySettings)
 _API_KEY_KEYS = file_keys(ApiKey)
+_PEER_KEYS = file_keys(PeerSpec)
 _TOP_KEYS = file_keys(Config)
 
 
@@ -88,7 +93,7 @@ class _Reader:
             return self.size(k)
         if spec.kind in ("budget", "budgets"):
             return self.budget(k)
-        if spec.choices and tp is not str:  # auto, true or false: taken as written
+        if spec.choices and tp is not str and list_items(tp) is None:  # auto, true or false: taken as written
             v = self.data.get(name, k.default)
             if not any(v == c and type(v) is type(c) for c in spec.choices):
                 raise self.fail(name, f"expected {_expected(k)}, got {v!r}")
@@ -107,11 +112,17 @@ class _Reader:
             items = self.str_list(name) if name in self.data else k.default
             if spec.min_items and len(items) < spec.min_items:
                 raise self.fail(name, f"expected {spec.expect or f'at least {spec.min_items} items'}")
+            if spec.choices and any(i not in spec.choices for i in items):
+                raise self.fail(name, f"expected a list of {', '.join(spec.choices)}, got {list(items)}")
             return items
         if list_items(tp) == tuple[str, str]:
             return self.env(name)
         if tp == tuple[int, int]:
             return self.range(k)
+        if spec.kind == "json":
+            return self.json_map(name)
+        if is_section(tp):  # a mapping of its own keys (a model's capabilities)
+            return tp(**_Reader(self.data.get(name), self.source, self.key(name), file_keys(tp)).section(tp))
         if tp is Rate:
             return self.rate(name)
         raise TypeError(f"{self.key(name)}: no reader for {tp}; describe it in catalogue/parse.py")
@@ -184,6 +195,26 @@ class _Reader:
             out.append((str(k), expand_env(str(v), self.source, where)))
         return tuple(out)
 
+    def json_map(self, name: str) -> dict[str, Any]:
+        """A mapping of any JSON values (a request's parameters, metadata), `${ENV}` read in its strings."""
+        data = self.data.get(name) or {}  # every empty YAML value is none, as for `env`
+        if not isinstance(data, dict):
+            raise self.fail(name, f"expected a mapping, got {_kind(data)}")
+        return {str(k): self.json_value(v, f"{self.key(name)}.{k}") for k, v in data.items()}
+
+    def json_value(self, v: Any, where: str) -> Any:
+        if isinstance(v, str):
+            return expand_env(v, self.source, where)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(self.source, where, f"expected a JSON value, got {v}")
+        if isinstance(v, dict):
+            return {str(k): self.json_value(x, f"{where}.{k}") for k, x in v.items()}
+        if isinstance(v, list):
+            return [self.json_value(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        if v is None or isinstance(v, (bool, int, float)):
+            return v
+        raise ConfigError(self.source, where, f"expected a JSON value, got {_kind(v)}")
+
     def range(self, k: Described) -> tuple[int, int]:
         """[first, last] within the key's bounds (written as numbers: no ${ENV} here)."""
         lo, hi = k.bounds
@@ -245,6 +276,7 @@ def _parse_router(data: Any, source: str) -> RouterSettings:
     v["tls_cert"], v["tls_key"] = _file_path(v["tls_cert"], source), _file_path(v["tls_key"], source)
     check_tls(v["tls_cert"], v["tls_key"], source)
     v["slot_save_path"] = _opt_path(v["slot_save_path"])
+    v["log_file"] = _file_path(v["log_file"], source)
     if v["ui_path"] is not None:
         ui_dir = Path(v["ui_path"]).expanduser()
         if not ui_dir.is_absolute() and not source.startswith("<"):
@@ -330,17 +362,81 @@ def _parse_model(name: Any, data: Any, source: str) -> ModelSpec:
     r = _Reader(data, source, key, _MODEL_KEYS)
     # `spawn:` with nothing under it is the default command, still this model's own.
     v = r.section(ModelSpec, spawn=lambda: _parse_spawn(r.data["spawn"], source, f"{key}.spawn")
-                  if "spawn" in r.data else None)
-    if v["path"] is None and v["spawn"] is None:
-        raise r.fail("path", "expected the path of a GGUF file (or a per-model spawn command)")
+                  if "spawn" in r.data else None, stop_command=lambda: _stop_command(r))
+    if v["url"] is not None:
+        _check_url(r, "url", v["url"])
+        if v["path"] is not None or v["spawn"] is not None:
+            raise r.fail("url", "a model served at its url is never started: remove its "
+                         f"`{'path' if v['path'] is not None else 'spawn'}`")
+    elif v["path"] is None and v["spawn"] is None:
+        raise r.fail("path", "expected the path of a GGUF file (or a per-model spawn command, or the url of a "
+                     "running server)")
     for a in v["aliases"]:
         if not NAME_RE.match(a):
             raise r.fail("aliases", f"alias {a!r} is not a valid model name")
+    _check_rewrites(r, v)
     for i, flag in enumerate(v["allow_args"]):
         if not FLAG_RE.fullmatch(flag) or flag in RESERVED_FLAGS:
             raise ConfigError(source, f"{key}.allow_args[{i}]",
                               f"expected a llama-server flag such as --temp (not one the router sets), got {flag!r}")
     return ModelSpec(name=name, **{**v, "path": str(Path(v["path"]).expanduser()) if v["path"] else None})
+
+
+def _check_url(r: _Reader, name: str, url: str) -> None:
+    """An external server's or a peer's address: http(s), a host, no query (its path is the API's root)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as e:
+        raise r.fail(name, f"expected an http:// or https:// URL, got {url!r} ({e})") from None
+    if not parts.hostname or parts.query or parts.fragment:
+        raise r.fail(name, f"expected an http:// or https:// URL with a host and no query, got {url!r}")
+
+
+def _stop_command(r: _Reader) -> tuple[str, ...]:
+    """A model's stop_command: an argv list, or one string split as a shell would (no shell runs it);
+    `${ENV}` is read in each argument, llama-swap's placeholders (STOP_PLACEHOLDERS) are kept for the stop."""
+    raw = r.data.get("stop_command")
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        try:
+            items: list[Any] = shlex.split(raw)
+        except ValueError as e:
+            raise r.fail("stop_command", f"expected a command line, got {raw!r} ({e})") from None
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise r.fail("stop_command", f"expected a list of strings (or one command line), got {_kind(raw)}")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{r.key('stop_command')}[{i}]"
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise ConfigError(r.source, where, f"expected a string, got {_kind(item)}")
+        parts = _PLACEHOLDER_RE.split(str(item))  # odd items: the placeholders' names
+        out.append("".join(p if j % 2 else expand_env(p, r.source, where) for j, p in enumerate(parts)))
+    return tuple(out)
+
+
+_PLACEHOLDER_RE = re.compile(r"(\$\{(?:" + "|".join(STOP_PLACEHOLDERS) + r")\})")
+
+
+def _check_rewrites(r: _Reader, v: dict[str, Any]) -> None:
+    """A model's request rewriting: the `model` a request names is the router's, never a parameter;
+    virtual ids are model names, each with a mapping of parameters."""
+    if "model" in v["strip_params"]:
+        raise r.fail("strip_params", "`model` names the model to route to; it cannot be removed "
+                     "(use_model_name sets what the model's server receives)")
+    for where, params in [("set_params", v["set_params"]),
+                          *((f"set_params_by_id.{i}", p) for i, p in v["set_params_by_id"].items())]:
+        if not isinstance(params, dict):
+            raise r.fail(where, f"expected a mapping of request parameters, got {_kind(params)}")
+        if {"model", "model?"} & set(params):
+            raise r.fail(where, "`model` names the model to route to; use use_model_name for the value the "
+                         "model's server receives")
+    for vid in v["set_params_by_id"]:
+        if not NAME_RE.match(vid):
+            raise r.fail("set_params_by_id", f"virtual id {vid!r} is not a valid model name ({NAME_RULE})")
 
 
 def _parse_sources(data: Any, source: str) -> SourcesSpec:
@@ -362,14 +458,36 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     seen: dict[str, str] = {}
     for name, entry in models_data.items():
         spec = _parse_model(name, entry, source)
-        for n in (spec.name, *spec.aliases):
+        for n in (spec.name, *spec.aliases,
+                  *(i for i in spec.set_params_by_id if i != spec.name and i not in spec.aliases)):
             if n in seen:
                 raise ConfigError(source, f"models.{name}", f"name or alias {n!r} is already used by {seen[n]!r}")
             seen[n] = spec.name
         models[spec.name] = spec
     return Config(router=router, spawn=spawn, models=models,
                   sources=_parse_sources(top.data.get("sources"), source),
-                  cluster=_parse_cluster(top.data.get("cluster"), source), source=source)
+                  cluster=_parse_cluster(top.data.get("cluster"), source),
+                  peers=_parse_peers(top.data.get("peers"), source), source=source)
+
+
+def _parse_peers(data: Any, source: str) -> dict[str, PeerSpec]:
+    if not data:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "peers", f"expected a mapping of name: peer, got {_kind(data)}")
+    peers = {}
+    for name, entry in data.items():
+        key = f"peers.{name}"
+        if not isinstance(name, str) or "/" in name or not NAME_RE.match(name):
+            raise ConfigError(source, key, "expected a peer name of letters, digits and . _ : + - (its models "
+                              "are named PEER/MODEL)")
+        r = _Reader(entry, source, key, _PEER_KEYS)
+        v = r.section(PeerSpec)
+        _check_url(r, "url", v["url"])
+        if any(not m.strip() for m in v["models"]):
+            raise r.fail("models", "expected model names or glob patterns (qwen-*), got an empty one")
+        peers[name] = PeerSpec(name=name, **v)
+    return peers
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

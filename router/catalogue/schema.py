@@ -30,6 +30,7 @@ from router.catalogue.config import (
     ApiKey,
     Config,
     ModelSpec,
+    PeerSpec,
     Rate,
 )
 from router.catalogue.keys import Described, is_section, keys_of, list_items
@@ -70,7 +71,12 @@ BUDGET = {"anyOf": [{"const": "auto"}, {"const": "off"}, NULL, {"const": False},
 # Rules between keys, which the parser checks in code (parse.py): a model needs a path or its
 # own spawn; an API key has exactly one of key and key_file, and an admin key sees every model.
 BETWEEN_KEYS: dict[type, dict[str, Any]] = {
-    ModelSpec: {"anyOf": [{"required": ["path"], "properties": {"path": {"not": NULL}}}, {"required": ["spawn"]}]},
+    # A model served at its `url` (a server already running) has neither path nor spawn.
+    ModelSpec: {"anyOf": [{"required": ["path"], "properties": {"path": {"not": NULL}}}, {"required": ["spawn"]},
+                          {"required": ["url"], "properties": {"url": {"not": NULL}}}],
+                "if": {"required": ["url"], "properties": {"url": {"not": NULL}}},
+                "then": {"properties": {"path": NULL, "spawn": False}}},
+    PeerSpec: {"required": ["url"]},
     ApiKey: {"oneOf": [{"required": ["key"]}, {"required": ["key_file"]}],
              "if": {"required": ["role"], "properties": {"role": {"const": "admin"}}},
              "then": {"properties": {"models": {"anyOf": [NULL, {"type": "array", "maxItems": 0}]}}}},
@@ -135,6 +141,12 @@ class _Drawer:
 
     def shape(self, k: Described) -> dict[str, Any]:
         tp, key = k.type, k.key
+        if key.kind == "json":  # any JSON values; set_params_by_id: model names to such mappings
+            each: dict[str, Any] = {"type": "object"}
+            if get_args(tp)[1] is not Any:
+                each = {"type": "object", "propertyNames": {"type": "string", "pattern": NAME_RE.pattern},
+                        "additionalProperties": {"description": plain(key.items or ""), "type": "object"}}
+            return {"anyOf": [each, {"$ref": "#/$defs/empty"}]}
         if get_origin(tp) is dict:
             names = {"type": "string", "pattern": NAME_RE.pattern}
             entries = self.entry(get_args(tp)[1], key.items)

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from router.catalogue.config import UNSETTLED, Config, DiscoveryReport, ModelSpec
+from router.catalogue.config import UNSETTLED, Capabilities, Config, DiscoveryReport, ModelSpec
 from router.catalogue.importer import CatalogueWriteError, RescanPlan, import_models, rescan
 from router.discovery.gguf_meta import GGUFError, GGUFMeta, read_gguf_meta
 from router.discovery.scan import DiscoveredModel, scan_hf_cache, scan_import_dir, scan_models_dir
@@ -168,4 +168,29 @@ def model_card(spec: ModelSpec) -> dict[str, Any]:
         }
     card["state"] = spec.state
     card["mmproj"] = Path(spec.mmproj).name if spec.mmproj else None
+    if spec.description:
+        card["description"] = spec.description
+    if spec.metadata:
+        card["metadata"] = spec.metadata
+    if spec.capabilities is not None:
+        card.update(_capabilities(spec.capabilities, card["architecture"]))
     return card
+
+
+def _capabilities(caps: Capabilities, architecture: dict[str, Any]) -> dict[str, Any]:
+    """A model's own `capabilities` over what its GGUF says, in the fields llama-swap's
+    /v1/models gives them (OpenRouter's names: architecture, supported_parameters...)."""
+    arch: dict[str, Any] = {"input_modalities": list(caps.inputs or architecture["input_modalities"]),
+                            "output_modalities": list(caps.outputs or architecture["output_modalities"])}
+    arch["modality"] = "+".join(arch["input_modalities"]) + "->" + "+".join(arch["output_modalities"])
+    ins, outs = arch["input_modalities"], arch["output_modalities"]
+    flags = {"vision": "image" in ins, "audio_transcriptions": "audio" in ins and "text" in outs,
+             "audio_speech": "text" in ins and "audio" in outs, "image_generation": "text" in ins and "image" in outs,
+             "image_to_image": "image" in ins and "image" in outs, "function_calling": caps.tools,
+             "reranker": caps.reranker}
+    out: dict[str, Any] = {"architecture": arch, "capabilities": {k: True for k, v in flags.items() if v}}
+    if caps.tools:
+        out["supported_parameters"] = ["tools", "tool_choice"]
+    if caps.context:
+        out["context_length"] = caps.context
+    return out

@@ -29,7 +29,7 @@ from router.core.manager import ModelManager
 log = logging.getLogger("router.reload")
 
 Loader = Callable[[], Config]
-RESTART_ONLY = ("host", "port", "max_body_bytes", "drain_timeout", "watch_config", "tls_cert", "tls_key")
+RESTART_ONLY = ("host", "port", "ollama_port", "max_body_bytes", "drain_timeout", "watch_config", "tls_cert", "tls_key")
 
 
 @dataclass

@@ -12,9 +12,10 @@ sleeps, spawns or does I/O, so tests drive it directly.
 Policy:
 - A request for a ready model is granted at once, unless that model is
   being drained for a swap or an unload (then it waits, so the drain ends).
-- A request for a model that is not running queues; the oldest queued
-  request picks the next model to swap in. Requests for a model already
-  loading join that load.
+- A request for a model that is not running queues; the first queued
+  request (in the queue discipline's order, `queue_order`: higher priority
+  first, then tenants take turns, then first come first served) picks the
+  next model to swap in. Requests for a model already loading join that load.
 - One swap at a time: victims (see `plan_evictions`) are stopped once they
   are idle, then the target starts. Two loads never race for memory. Every
   request in flight makes its model busy, light ones (tokenize, props...)
@@ -26,15 +27,21 @@ Policy:
   decided also keeps taking new requests for `swap_patience` seconds: the
   rest of a burst rides along instead of forcing another swap soon after.
   Past that window new requests wait, so the swap is never starved.
+- Priorities: "arrived before the swap" means ahead of the request the swap
+  was decided for (`served_before_swap`): a lower priority waits for the swap
+  back, and rides along within `swap_patience` only at the same priority. A
+  swap that has not started yet yields to waiting work of a higher priority.
+- A waiting request may carry a deadline; `expire` refuses those past it.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from router.core.queue_order import DEFAULT_PRIORITY, QueuePosition, Waiter, WaitQueue, served_before_swap
 
 
 class State(enum.StrEnum):
@@ -67,6 +74,7 @@ class Reject:
     model: str
     reason: str
     busy: bool = False  # the model's queue is full: try again later (429), not a failure
+    expired: bool = False  # it waited past its deadline: try again later (503 with Retry-After)
 
 
 Effect = Start | Stop | Grant | Reject
@@ -173,6 +181,7 @@ class _Swap:
     marker: int = 0  # the newest ticket when the swap was decided: older ones are served first
     owed: set[int] = field(default_factory=set)  # tickets a busy victim took within swap_patience
     up: bool = False  # the target's child is ready; it waits for its victims to exit
+    head: Waiter | None = None  # the request it was decided for (None: serve every older one first)
 
 
 class Scheduler:
@@ -183,7 +192,7 @@ class Scheduler:
         self.budget = budget or None
         self._now = 0.0
         self._models: dict[str, _Model] = {n: _Model(n, g) for n, g in groups.items()}
-        self._waiting: OrderedDict[int, str] = OrderedDict()
+        self._queue = WaitQueue()
         self._granted: dict[int, str] = {}
         self._preloads: set[int] = set()
         self._light: set[int] = set()  # tickets that never count against a concurrency limit
@@ -199,13 +208,30 @@ class Scheduler:
         return len(self._models[model].inflight)
 
     def waiting(self, model: str | None = None) -> int:
-        return sum(1 for m in self._waiting.values() if model is None or m == model)
+        return self._queue.count(model)
+
+    def queue_position(self, ticket: int) -> QueuePosition | None:
+        """Where a waiting request stands: its place in its model's queue (1: next) and how many
+        waiting requests, for any model, go before it. None once it is no longer waiting."""
+        return self._queue.position(ticket)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of a waiting request: when `expire` has work next."""
+        return self._queue.next_deadline()
 
     def running(self) -> list[str]:
         return [m.name for m in self._models.values() if m.state is not State.STOPPED]
 
     def last_used(self, model: str) -> int:
         return self._models[model].last_used
+
+    def idle_for(self, model: str, now: float) -> float | None:
+        """How long a ready `model` has had no request in flight (None: busy, or not ready),
+        what its idle TTL counts against (Ollama's /api/ps shows when it expires)."""
+        m = self._models.get(model)
+        if m is None or m.state is not State.READY or m.inflight:
+            return None
+        return max(0.0, now - m.idle_since)
 
     def evictions_for(self, model: str) -> list[str]:
         """The models that stop before `model` starts: those of the swap in
@@ -277,9 +303,13 @@ class Scheduler:
     def new_ticket(self) -> int:
         return next(self._tickets)
 
-    def submit(self, ticket: int, model: str, now: float | None = None, light: bool = False) -> list[Effect]:
+    def submit(self, ticket: int, model: str, now: float | None = None, light: bool = False,
+               priority: int = DEFAULT_PRIORITY, tenant: str | None = None,
+               deadline: float | None = None) -> list[Effect]:
         """A request wants `model`; a `light` one (tokenize, props...) takes no slot
-        of the child, so no concurrency limit holds it back."""
+        of the child, so no concurrency limit holds it back. `priority` and `tenant`
+        (the API key's identity; None: unauthenticated) place it in the queue
+        (`queue_order`); past `deadline` (the caller's monotonic clock) `expire` refuses it."""
         self._tick(now)
         if light:
             self._light.add(ticket)
@@ -291,10 +321,19 @@ class Scheduler:
             return [Reject(ticket, model, f"model {model!r} has {m.max_queue} requests waiting already "
                                           "(max_queue); try again shortly", busy=True)]
         swap = self._swap
-        if swap is not None and m is not None and model in swap.victims and not self._draining(m):
-            swap.owed.add(ticket)  # a busy victim within swap_patience: it serves this one before stopping
-        self._waiting[ticket] = model
+        if swap is not None and m is not None and model in swap.victims and self._rides_along(m, swap, priority):
+            swap.owed.add(ticket)  # its model serves this one before stopping
+        self._queue.add(ticket, model, priority, tenant, self._now, deadline)
         return self._pump()
+
+    def _rides_along(self, m: _Model, swap: _Swap, priority: int) -> bool:
+        """Does a victim of `swap` serve a request that arrives now before it stops? Within
+        swap_patience while busy, at the priority of the swap or above; above it while it runs."""
+        if swap.head is None or priority == swap.head.priority:
+            return not self._draining(m)
+        if priority < swap.head.priority:
+            return False
+        return m.state is State.READY and m.unload_reason is None
 
     def _too_big_reason(self, m: _Model, device: str) -> str:
         budget = self.budget or {}
@@ -313,7 +352,7 @@ class Scheduler:
 
     def cancel(self, ticket: int) -> list[Effect]:
         """A waiting request went away before it was granted."""
-        self._waiting.pop(ticket, None)
+        self._queue.remove(ticket)
         self._preloads.discard(ticket)
         self._light.discard(ticket)
         return self._pump()
@@ -365,7 +404,8 @@ class Scheduler:
             if victim is not None:
                 m.retried = True
                 victim.state = State.STOPPING
-                self._swap = _Swap(model, [victim.name], decided_at=self._now, marker=max(self._waiting, default=0))
+                self._swap = _Swap(model, [victim.name], decided_at=self._now,
+                                   marker=max(self._queue.tickets(), default=0))
                 return [Stop(victim.name, "memory"), *self._pump()]
         m.retried = False
         effects = self._reject_waiting(model, reason)
@@ -416,11 +456,7 @@ class Scheduler:
         for name in list(self._models):
             if name in groups:
                 continue
-            for ticket, wanted in list(self._waiting.items()):
-                if wanted == name:
-                    del self._waiting[ticket]
-                    if ticket not in self._preloads:
-                        effects.append(Reject(ticket, name, f"model {name!r} was removed"))
+            effects += self._reject_waiting(name, f"model {name!r} was removed")
             if self._swap and self._swap.target == name and not self._swap.started:
                 self._swap = None
             if self._models[name].state is State.STOPPED:
@@ -446,25 +482,71 @@ class Scheduler:
         # Busy anyway: let the rest of a burst ride along for a while.
         return not (m.inflight and self._now - swap.decided_at < self.swap_patience)
 
-    def _arrived_before_swap(self, ticket: int, m: _Model) -> bool:
+    def _held(self, w: Waiter, m: _Model) -> bool:
+        """Whether ready `m` must not serve `w` now: `m` is about to stop (for a swap of
+        a higher priority than `w`'s, patience or not) and owes `w` nothing."""
         swap = self._swap
-        return (m.unload_reason is None and swap is not None and m.name in swap.victims
-                and (ticket <= swap.marker or ticket in swap.owed))
+        below = (swap is not None and swap.head is not None and w.priority < swap.head.priority
+                 and m.name in swap.victims)
+        return (below or self._draining(m)) and not self._arrived_before_swap(w, m)
+
+    def _arrived_before_swap(self, w: Waiter, m: _Model) -> bool:
+        swap = self._swap
+        if m.unload_reason is not None or swap is None or m.name not in swap.victims:
+            return False
+        if w.ticket in swap.owed:
+            return True
+        return w.ticket <= swap.marker and (swap.head is None or served_before_swap(w, swap.head))
 
     def _owed(self, m: _Model) -> bool:
         """Requests that arrived before the swap away from `m` and still wait for it."""
-        return any(model == m.name and self._arrived_before_swap(t, m) for t, model in self._waiting.items())
+        return any(w.model == m.name and self._arrived_before_swap(w, m) for w in self._queue.in_order())
 
     def _reject_waiting(self, model: str, reason: str) -> list[Effect]:
         out: list[Effect] = []
-        for ticket, wanted in list(self._waiting.items()):
-            if wanted == model:
-                del self._waiting[ticket]
-                if ticket not in self._preloads:
-                    out.append(Reject(ticket, model, reason))
-                self._preloads.discard(ticket)
-                self._light.discard(ticket)
+        for w in self._queue.in_order():
+            if w.model == model:
+                out += self._refuse(w, reason)
         return out
+
+    def _refuse(self, w: Waiter, reason: str, expired: bool = False) -> list[Effect]:
+        self._queue.remove(w.ticket)
+        self._light.discard(w.ticket)
+        if w.ticket in self._preloads:
+            self._preloads.discard(w.ticket)
+            return []
+        return [Reject(w.ticket, w.model, reason, expired=expired)]
+
+    def expire(self, now: float) -> list[Effect]:
+        """Waiting requests whose deadline has come give up: each is refused with why it still waited."""
+        self._tick(now)
+        effects: list[Effect] = []
+        for w in self._queue.past_deadline(now):
+            effects += self._refuse(w, f"waited {now - w.since:.0f} s for model {w.model!r} (its deadline); "
+                                       f"{self._why_waiting(w)}", expired=True)
+        return effects + self._pump() if effects else effects
+
+    def _why_waiting(self, w: Waiter) -> str:
+        m = self._models.get(w.model)
+        swap = self._swap
+        if m is None:
+            return "the model is gone"
+        if m.state is State.STARTING:
+            return "it was still loading"
+        if swap is not None and swap.target == w.model:
+            busy = [n for n in swap.victims if n in self._models and self._models[n].state is not State.STOPPED]
+            return f"it waited for {', '.join(map(repr, busy))} to stop first" if busy else "it was about to load"
+        if m.unload_reason is not None:
+            return f"it was being unloaded ({m.unload_reason})"
+        if swap is not None and m.name in swap.victims:
+            return f"it was being swapped out for {swap.target!r}"
+        if m.state is State.READY:
+            at = self._queue.position(w.ticket)
+            return (f"all {m.limit} of its slots were busy (concurrency_limit), "
+                    f"{at.position - 1 if at else 0} requests ahead of this one")
+        if swap is not None:
+            return f"the swap to {swap.target!r} came first (one swap at a time)"
+        return f"it was {m.state.value}"
 
     def _no_room_reason(self, m: _Model) -> str:
         pinned = sorted(o.name for o in self._models.values() if o.pinned and o.state is not State.STOPPED)
@@ -495,16 +577,17 @@ class Scheduler:
         effects: list[Effect] = []
         # 1. Serve what can be served now: requests that arrived before a swap away from
         #    their model was decided are served by it first, as its slots allow.
-        for ticket, model in list(self._waiting.items()):
+        for w in self._queue.in_order():
+            ticket, model = w.ticket, w.model
             m = self._models.get(model)
             if not m or m.state is not State.READY:
                 continue
-            if self._draining(m) and not self._arrived_before_swap(ticket, m):
+            if (self._swap is not None or m.unload_reason is not None) and self._held(w, m):
                 continue
             light = ticket in self._light
             if not light and m.limit and len(m.heavy) >= m.limit:
                 continue
-            del self._waiting[ticket]
+            self._queue.remove(ticket, served=True)
             self._light.discard(ticket)
             if ticket in self._preloads:
                 self._preloads.discard(ticket)
@@ -521,19 +604,22 @@ class Scheduler:
                 effects.append(Stop(m.name, m.unload_reason))
         # 3. A swap that nobody waits for any more (its clients left before it started) is
         #    dropped: victims already told to stop go on stopping, the others stay loaded.
-        #    Then decide the next swap from the oldest request that cannot be served.
-        if self._swap is not None and not self._swap.started and self._swap.target not in self._waiting.values():
-            self._swap = None
+        #    So is one not started yet when another model's waiting work has a higher priority.
+        #    Then decide the next swap from the first request (in queue order) that cannot be served.
+        if self._swap is not None and not self._swap.started:
+            heads = self._unservable_heads()
+            mine = next((w for w in heads if w.model == self._swap.target), None)
+            if mine is None or (heads and heads[0].priority > mine.priority):
+                self._swap = None
         if self._swap is None:
-            for model in list(dict.fromkeys(self._waiting.values())):
-                m = self._models.get(model)
-                if not m or m.state is State.READY:
-                    continue
-                victims = plan_evictions(model, m.group, self._views(), self.models_max, m.memory, self.budget)
+            for w in self._unservable_heads():
+                m = self._models[w.model]
+                victims = plan_evictions(w.model, m.group, self._views(), self.models_max, m.memory, self.budget)
                 if victims is None:  # only stopping a pinned model would make room
-                    effects += self._reject_waiting(model, self._no_room_reason(m))
+                    effects += self._reject_waiting(w.model, self._no_room_reason(m))
                     continue
-                self._swap = _Swap(model, victims, decided_at=self._now, marker=max(self._waiting, default=0))
+                self._swap = _Swap(w.model, victims, decided_at=self._now,
+                                   marker=max(self._queue.tickets(), default=0), head=w)
                 break
         # 4. Advance the swap: stop idle victims, start the target when all are gone.
         swap = self._swap
@@ -550,6 +636,17 @@ class Scheduler:
                 swap.started = True
                 effects.append(Start(swap.target))
         return effects
+
+    def _unservable_heads(self) -> list[Waiter]:
+        """The first waiting request of each model that is not loaded, in queue order."""
+        heads: dict[str, Waiter] = {}
+        if not self._queue:
+            return []
+        for w in self._queue.in_order():
+            m = self._models.get(w.model)
+            if m is not None and m.state is not State.READY and w.model not in heads:
+                heads[w.model] = w
+        return list(heads.values())
 
 
 def _gib(n: int) -> str:

@@ -29,12 +29,13 @@ import stat
 import struct
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["GGUFError", "GGUFMeta", "read_gguf_meta"]
+__all__ = ["GGUFError", "GGUFMeta", "read_gguf_kv", "read_gguf_meta"]
 
 
 
@@ -248,7 +249,8 @@ def _int_or_none(v: Any) -> int | None:
     return int(v)
 
 
-def _parse(path: Path, buf: Any, size: int) -> GGUFMeta:
+def _header(buf: Any, size: int) -> tuple[_Cursor, int, int, int]:
+    """The cursor past the fixed header, the tensor and key counts, and the version."""
     if size < 4 or bytes(buf[:4]) != _MAGIC:
         head = bytes(buf[: min(size, 4)])
         raise _Corrupt(f"not a GGUF file (magic {head!r}, expected {_MAGIC!r})")
@@ -266,7 +268,13 @@ def _parse(path: Path, buf: Any, size: int) -> GGUFMeta:
     n_tensors, n_kv = cur.u64(), cur.u64()
     if n_kv > size or n_tensors > size:
         raise _Corrupt(f"implausible counts ({n_kv} keys, {n_tensors} tensors) for a {size}-byte file")
+    return cur, n_tensors, n_kv, version
 
+
+def _key_values(cur: _Cursor, n_kv: int) -> tuple[dict[str, Any], bool]:
+    """Every key and its value (None for arrays of strings and over-long ones; the
+    vocabulary's size for its tokens), and whether any key is a `clip.` one."""
+    buf = cur.buf
     kv: dict[str, Any] = {}
     any_clip_key = False
     for _ in range(n_kv):
@@ -285,7 +293,12 @@ def _parse(path: Path, buf: Any, size: int) -> GGUFMeta:
         kv[key] = cur.value(vtype)
         if key.startswith("clip."):
             any_clip_key = True
+    return kv, any_clip_key
 
+
+def _parse(path: Path, buf: Any, size: int) -> GGUFMeta:
+    cur, n_tensors, n_kv, version = _header(buf, size)
+    kv, any_clip_key = _key_values(cur, n_kv)
     type_elems: Counter[str] = Counter()
     n_params = 0
     data_end = 0
@@ -383,7 +396,27 @@ def read_gguf_meta(path: str | os.PathLike[str]) -> GGUFMeta:
     The file is memory-mapped read-only, so only the header pages are paged
     in; tensor data is never read.
     """
-    p = Path(path)
+    return _mapped(Path(path), _parse)
+
+
+def read_gguf_kv(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Every key/value pair of `path`'s header, as Ollama's /api/show lists them: numbers,
+    strings (up to 64 KiB: the chat template), numeric arrays up to 4096 long; None for
+    the arrays of strings and longer ones (the vocabulary, its merges), which are skipped
+    by their lengths, never decoded. `GGUFError` for anything unreadable."""
+    def key_values(p: Path, buf: Any, size: int) -> dict[str, Any]:
+        cur, _, n_kv, _ = _header(buf, size)
+        kv = _key_values(cur, n_kv)[0]
+        if _TOKENS in kv:
+            kv[_TOKENS] = None  # _key_values keeps the vocabulary's size there
+        return kv
+    return _mapped(Path(path), key_values)
+
+
+T = TypeVar("T")
+
+
+def _mapped(p: Path, parse: Callable[[Path, Any, int], T]) -> T:
     try:
         st = os.stat(p)
     except OSError as e:
@@ -395,7 +428,7 @@ def read_gguf_meta(path: str | os.PathLike[str]) -> GGUFMeta:
     try:
         with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             size = len(buf)
-            return _parse(p, buf, size)
+            return parse(p, buf, size)
     except _Truncated as e:
         raise GGUFError(p, f"truncated: {e}") from None
     except _Corrupt as e:

@@ -1,0 +1,265 @@
+"""How an Ollama request reaches a child: the model it names, resolved as
+Ollama clients write names; a lease from the scheduler; the request sent to the
+child's llama-server endpoint on a connection of its own; its reply read whole
+or as a stream and handed to a translation (api/ollama_reply.py); the request
+recorded (metrics, activity) and its keep_alive applied.
+
+It goes the way an OpenAI request does in api/inference.py: a model the API key
+may not use is a 404 like one that does not exist, a full queue is a 429 with
+Retry-After, a model that cannot load a 503; the wait for the lease (a load, a
+swap) is Ollama's load_duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from router.api.metrics import METRICS
+from router.api.ollama_models import name_candidates
+from router.api.ollama_reply import ChildError, Reply, line
+from router.api.ollama_translate import now_iso
+from router.catalogue.config import ModelSpec
+from router.core.manager import Lease, ModelUnavailable
+from router.core.scheduler import State
+from router.http.api_keys import may_use
+from router.http.app_keys import API_KEY, CONVERSATIONS, MANAGER, REQUEST_ID, UPSTREAM
+from router.http.errors import HTTPError
+from router.http.launch_args import check_args
+from router.http.request import parse_json_object, read_body, servable_model
+from router.upstream.client import host_port
+from router.upstream.pool import Reply as ChildReply
+from router.upstream.pool import UpstreamError
+
+log = logging.getLogger("router.ollama")
+
+NDJSON = "application/x-ndjson"
+RETRY_AFTER_S = "1"
+CLIENT_LEFT = 499
+TAIL_BYTES = 4096  # the child's reply's first and last bytes, where the activity log finds its token counts
+_UPSTREAM_ERRORS = (UpstreamError, TimeoutError, ConnectionError)
+_told: set[tuple[str, str]] = set()  # (model, option): launch options ignored, logged once each
+Answer = Callable[[ChildReply, dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+class _ClientGone(Exception):
+    """The client's connection closed while its reply was being written."""
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    return parse_json_object(await read_body(request))
+
+
+def resolve(request: web.Request, requested: Any) -> ModelSpec:
+    """The model an Ollama client names: as sent, without `hf.co/`, without `:latest`, or
+    the one name that matches ignoring case; else 400/404 as any request (http/request.py)."""
+    manager, key = request.app[MANAGER], request.get(API_KEY)
+    if isinstance(requested, str) and requested:
+        config = manager.config
+        for name in name_candidates(requested):
+            spec = config.resolve(name)
+            if spec is None:
+                folded = [s for s in config.models.values()
+                          if any(n.lower() == name.lower() for n in (s.name, *s.aliases))]
+                spec = folded[0] if len(folded) == 1 else None
+            if spec is not None and may_use(key, spec):
+                return servable_model(manager, spec.name, key)
+    return servable_model(manager, requested, key)
+
+
+async def lease(request: web.Request, spec: ModelSpec, light: bool = False) -> Lease:
+    try:
+        return await request.app[MANAGER].acquire(spec.name, light=light)
+    except ModelUnavailable as e:
+        if e.busy:
+            raise HTTPError(429, str(e), code="model_busy", headers={"Retry-After": RETRY_AFTER_S}) from None
+        raise HTTPError(503, str(e), code="model_unavailable") from None
+
+
+async def load_or_unload(request: web.Request, spec: ModelSpec, keep: float | None,
+                         reply: dict[str, Any]) -> web.Response:
+    """A request with nothing to generate: load the model and wait until it is ready,
+    or with keep_alive 0 unload it (waited for, within router.stop_timeout), as Ollama
+    does; `reply` is what to answer, with `done_reason` when it has `done`."""
+    manager = request.app[MANAGER]
+    if keep == 0:
+        manager.unload(spec.name, "keep_alive")
+        await manager.wait_state(spec.name, {State.STOPPED}, manager.config.router.stop_timeout + 1)
+    else:
+        if keep is not None:
+            manager.keep_alive(spec.name, keep)
+        async with await lease(request, spec, light=True):
+            pass
+    if "done" in reply:
+        reply = {**reply, "created_at": now_iso(), "done_reason": "unload" if keep == 0 else "load"}
+    return web.json_response(reply)
+
+
+async def serve(request: web.Request, spec: ModelSpec, keep: float | None, launch: dict[str, Any], path: str,
+                body: dict[str, Any], started: float, answer: Answer) -> web.StreamResponse:
+    """Lease `spec`, send `body` to its child's `path`, let `answer` translate the reply;
+    record the request (metrics, activity) and apply its keep_alive."""
+    manager = request.app[MANAGER]
+    if not manager.config.router.models_autoload and manager.state(spec.name) is State.STOPPED:
+        raise HTTPError(400, f"model '{spec.name}' is not loaded", code="model_not_loaded")
+    if keep is not None:
+        manager.keep_alive(spec.name, keep)
+    _launch_options(request, spec, launch)
+    request.app[CONVERSATIONS].remember_request(request, spec.name)
+    stats: dict[str, Any] = {}
+    status = 500
+    try:
+        async with _child_reply(request, spec, path, body, stats) as up:
+            resp = await answer(up, stats)
+        status = stats.get("status", resp.status)
+        return resp
+    except HTTPError as e:
+        status = e.status
+        raise
+    except asyncio.CancelledError:
+        status = stats.get("status", CLIENT_LEFT)
+        raise
+    finally:
+        request.app[METRICS].observe(spec.name, request.path, status, started, stats.get("first_byte"),
+                                     stats.get("waited"), stats.get("head", b""), stats.get("tail", b""),
+                                     stats.get("streamed", False), request.get(REQUEST_ID, ""))
+        if keep == 0:
+            manager.unload(spec.name, "keep_alive")  # once idle, after this reply
+
+
+def _launch_options(request: web.Request, spec: ModelSpec, launch: dict[str, Any]) -> None:
+    """`num_ctx` loads a stopped model with `--ctx-size N` when its allow_args lists the flag
+    (the per-request launch whitelist, http/launch_args.py); a running model keeps its
+    context. The other launch options are the catalogue's: ignored, and logged once."""
+    manager = request.app[MANAGER]
+    launch = dict(launch)
+    ctx = launch.pop("num_ctx", None)
+    flag = next((f for f in ("--ctx-size", "-c") if f in spec.allow_args), None)
+    if ctx is not None:
+        if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx <= 0:
+            raise HTTPError(400, "option 'num_ctx' must be a positive integer", code="invalid_request")
+        if flag is None:
+            launch["num_ctx"] = ctx
+        elif manager.state(spec.name) is State.STOPPED:
+            manager.load(spec.name, check_args(spec, [flag, str(ctx)]))
+    for option in launch:
+        if (spec.name, option) not in _told:
+            _told.add((spec.name, option))
+            log.info("[%s] option %s ignored: a model's launch settings come from the catalogue%s", spec.name,
+                     option, " (num_ctx applies when its allow_args lists --ctx-size)" if option == "num_ctx" else "")
+
+
+@asynccontextmanager
+async def _child_reply(request: web.Request, spec: ModelSpec, path: str, body: dict[str, Any],
+                       stats: dict[str, Any]) -> AsyncIterator[ChildReply]:
+    """The child's reply to `body`, under a lease of `spec` (held until the reply is read)."""
+    waiting = time.perf_counter()
+    held = await lease(request, spec)
+    stats["waited"] = time.perf_counter() - waiting
+    r = request.app[MANAGER].config.router
+    headers = {"Content-Type": "application/json"}
+    if request.get(REQUEST_ID):
+        headers["X-Request-Id"] = request[REQUEST_ID]
+    async with held:
+        host, port = host_port(held.child.base_url)
+        try:
+            up = await request.app[UPSTREAM].request(
+                "POST", host, port, path, headers, json.dumps(body, separators=(",", ":")).encode(),
+                connect_timeout=r.connect_timeout, read_timeout=r.read_timeout, keep_alive=False)
+        except _UPSTREAM_ERRORS as e:
+            raise _failed(e) from None
+        async with up:
+            yield up
+
+
+def _failed(e: BaseException) -> HTTPError:
+    return HTTPError(502, f"upstream model server failed: {type(e).__name__}: {e}".rstrip(": "), code="upstream_error")
+
+
+async def read_whole(up: ChildReply, stats: dict[str, Any]) -> dict[str, Any]:
+    """The child's whole reply as JSON; its error (status and message) as the router's."""
+    try:
+        data = await up.read()
+    except _UPSTREAM_ERRORS as e:
+        raise _failed(e) from None
+    stats["first_byte"] = time.perf_counter()
+    stats["head"], stats["tail"] = data[:TAIL_BYTES], data[-TAIL_BYTES:]
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = None
+    if up.status != 200 or not isinstance(reply, dict):
+        err = reply.get("error") if isinstance(reply, dict) else None
+        message = err.get("message") if isinstance(err, dict) else (err or data.decode("utf-8", "replace")[:500])
+        message = str(message or f"HTTP {up.status}").strip()
+        if up.status == 501:  # llama-server's "not supported" (embeddings, infill...): the request's, not a failure
+            raise HTTPError(400, f"the model does not support this request: {message}", code="not_supported")
+        raise HTTPError(up.status if up.status >= 400 else 502, message, code="upstream_error")
+    return reply
+
+
+async def whole(up: ChildReply, reply: Reply, started: float, stats: dict[str, Any]) -> web.Response:
+    data = await read_whole(up, stats)
+    return web.json_response(reply.whole(data, time.perf_counter() - started, stats.get("waited", 0.0)))
+
+
+async def stream(request: web.Request, up: ChildReply, reply: Reply, started: float,
+                 stats: dict[str, Any]) -> web.StreamResponse:
+    """The child's events, each as Ollama's NDJSON lines as it arrives, then the last object;
+    a failure once the reply began is one `{"error": ...}` line, as Ollama ends a stream."""
+    if up.status != 200 or not up.headers.get("Content-Type", "").startswith("text/event-stream"):
+        await read_whole(up, stats)  # raises the child's error
+        raise HTTPError(502, "the model server did not stream its reply", code="upstream_error")
+    resp = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await resp.prepare(request)
+    stats["streamed"] = True
+    head = tail = pending = b""
+    try:
+        async for chunk in up.iter_any():
+            if not tail:
+                stats["first_byte"] = time.perf_counter()
+            if len(head) < TAIL_BYTES:
+                head = stats["head"] = (head + chunk)[:TAIL_BYTES]
+            tail = stats["tail"] = (tail + chunk)[-TAIL_BYTES:]
+            *lines, pending = (pending + chunk).split(b"\n")
+            out = b""
+            for ln in lines:
+                if ln.startswith(b"data: ") and ln[6:].strip() != b"[DONE]":
+                    out += reply.raw_event(ln[6:])
+                elif ln.startswith(b"error:"):
+                    reply.event({"error": json.loads(ln[6:])})  # raises ChildError
+            if out:
+                await _write(resp, out)
+        await _write(resp, reply.end(time.perf_counter() - started, stats.get("waited", 0.0)))
+    except _ClientGone:
+        up.close()  # the child stops generating
+        stats["status"] = CLIENT_LEFT
+        return resp
+    except (ChildError, ValueError, *_UPSTREAM_ERRORS) as e:
+        why = str(e) if isinstance(e, ChildError) else f"upstream model server failed mid-stream: {e}"
+        stats["status"] = 500 if isinstance(e, ChildError) else 502
+        log.warning("%s: %s", request.path, why)
+        try:
+            await _write(resp, line({"error": why}))
+        except _ClientGone:
+            return resp
+    try:
+        await resp.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        pass
+    return resp
+
+
+async def _write(resp: web.StreamResponse, data: bytes) -> None:
+    try:
+        await resp.write(data)
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError) as e:
+        raise _ClientGone() from e
