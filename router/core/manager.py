@@ -17,13 +17,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from router.backend.argv import given_slots
-from router.backend.child import Child, ChildFactory, ChildProcess, LoadError, free_port
+from router.backend.child import ChildFactory, ChildProcess, LoadError, free_port
+from router.backend.container import make_child, port_answers
 from router.backend.launch import LaunchPlan, SpawnError, build_launch, slot_save_dir
 from router.backend.logring import LogRing
 from router.backend.memory_measure import gpu_used_by, tree_pids, tree_rss_bytes
 from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import gguf_meta
 from router.core.events import EventBus
+from router.core.external import ExternalModels
 from router.core.memory_book import MemoryBook
 from router.core.queue_order import DEFAULT_PRIORITY
 from router.core.scheduler import Effect, Grant, Reject, Scheduler, Start, State, Stop
@@ -68,7 +70,7 @@ class Lease:
 
 class ModelManager:
     def __init__(self, config: Config, client: ChildClient, router_port: int,
-                 events: EventBus | None = None, child_factory: ChildFactory = Child):
+                 events: EventBus | None = None, child_factory: ChildFactory = make_child):
         """`client`: the manager's own calls to its children (health, /props, KV slots)."""
         self.config = config
         self.client = client
@@ -84,6 +86,7 @@ class ModelManager:
         self.ttl_overrides: dict[str, float] = {}  # from requests' keep_alive
         self.child_factory = child_factory
         self.children: dict[str, ChildProcess] = {}
+        self.external = ExternalModels(config, client)  # `url` models: outside the scheduler
         self.status: dict[str, ModelStatus] = {n: ModelStatus() for n in config.models}
         self.after_ready: list[Hook] = []
         self.before_stop: list[Hook] = []
@@ -99,7 +102,8 @@ class ModelManager:
 
     @staticmethod
     def _groups(config: Config) -> dict[str, str]:
-        return {name: spec.group_key for name, spec in config.models.items()}
+        """The models the scheduler runs: every one but those served at their `url`."""
+        return {name: spec.group_key for name, spec in config.models.items() if spec.url is None}
 
     # ----- requests --------------------------------------------------------
     async def acquire(self, model: str, light: bool = False, priority: int = DEFAULT_PRIORITY,
@@ -110,6 +114,8 @@ class ModelManager:
         past `deadline` (time.monotonic()) it stops waiting: ModelUnavailable(expired=True)."""
         if self._closing:
             raise ModelUnavailable("router is shutting down")
+        if model in self.external:  # a server someone else runs: never queued, never loaded
+            return Lease(self, *self.external.enter(model))
         if model not in self._figured and self.memory.budget is not None:
             self.place(model)
         ticket = self.scheduler.new_ticket()
@@ -138,10 +144,17 @@ class ModelManager:
         self._apply(self.scheduler.expire(max(time.monotonic(), deadline)))
 
     def _release(self, ticket: int) -> None:
+        if ticket < 0:  # an external model's (ExternalModels.enter)
+            self.external.leave(ticket)
+            return
         self._apply(self.scheduler.release(ticket, time.monotonic()))
 
     def load(self, model: str, extra_args: tuple[str, ...] = ()) -> None:
-        """Load without a request; `extra_args` (already whitelisted) apply to this child only."""
+        """Load without a request; `extra_args` (already whitelisted) apply to this child only.
+        An external model has nothing to load: its server is checked now instead."""
+        if model in self.external:
+            self.external.check_soon(model)
+            return
         if extra_args:
             self._extra_args[model] = extra_args
         else:
@@ -153,7 +166,7 @@ class ModelManager:
     def place(self, model: str) -> None:
         """Tell the scheduler how much memory `model` takes with its launch plan."""
         spec = self.config.models.get(model)
-        if spec is None:
+        if spec is None or spec.url is not None:
             return
         try:
             plan = build_launch(self.config, spec, 0, extra_args=self._extra_args.get(model, ()),
@@ -203,6 +216,8 @@ class ModelManager:
             self.scheduler.set_keep(model, True)
 
     def unload(self, model: str, reason: str = "unload") -> None:
+        if model in self.external:
+            return  # never stopped by the router
         self._apply(self.scheduler.unload(model, reason))
 
     def set_config(self, config: Config, restart: Iterable[str] = ()) -> None:
@@ -210,6 +225,7 @@ class ModelManager:
         models appear, removed ones stop once idle, and `restart` ones stop
         once idle and load again (requests meanwhile wait for the new child)."""
         self.config = config
+        self.external.update(config)
         self.scheduler.swap_patience = config.router.swap_patience
         self.memory.set_settings(config.router.memory)
         self.scheduler.budget = self.memory.budget
@@ -298,11 +314,15 @@ class ModelManager:
         try:
             if spec is None:
                 raise SpawnError(f"model {model!r} is not in the catalogue")
-            used = {c.port for c in self.children.values()}
+            # Ports in use, and the fixed ports of other models' servers (`port`).
+            used = {c.port for c in self.children.values()} | {s.port for s in self.config.models.values() if s.port}
             plan0 = build_launch(self.config, spec, 0, extra_args=extra, router_port=self.router_port,
                                  meta_of=gguf_meta)
+            if spec.port and await port_answers(spec.port):
+                raise LoadError(f"model {model!r}: port {spec.port} is already in use (is its server still running "
+                                f"from before? {'its stop_command stops it' if spec.stop_command else 'stop it'})")
             for attempt in range(BIND_RETRIES):
-                port = free_port(*self.config.router.port_range, avoid=used)
+                port = spec.port or free_port(*self.config.router.port_range, avoid=used)
                 plan = build_launch(self.config, spec, port, extra_args=extra, router_port=self.router_port,
                                     meta_of=gguf_meta, report_memory=self.memory.needs_report(spec, plan0))
                 child = self.child_factory(model, plan, port, self._log_ring(model),
@@ -313,7 +333,7 @@ class ModelManager:
                     await child.wait_ready(self.client, self.config.router.health_timeout)
                     break
                 except LoadError as e:
-                    if e.bind_failed and attempt + 1 < BIND_RETRIES:
+                    if e.bind_failed and attempt + 1 < BIND_RETRIES and not spec.port:
                         log.warning("[%s] port %d was taken; retrying on another", model, port)
                         used.add(port)
                         continue
@@ -467,6 +487,7 @@ class ModelManager:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.external.close()
         children = list(self.children.items())
         self.children.clear()
 
