@@ -11,11 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import cold_swap, placement, report, suite
+from . import cold_swap, ollama, placement, report, suite
 from .targets import ROOT, make_setup, server_version, start_all, stop_all
 
 CHILD_ARGS = ("--ctx-size", "4096", "--parallel", "1")
-GROUPS = ("proxy", "swap", "swapback", "burst", "coldswap", "scaling", "placement")
+GROUPS = ("proxy", "swap", "swapback", "burst", "coldswap", "scaling", "placement", "ollama")
 GEMMA_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
 
 TEMPLATE = """# Performance: llama-router next to llama-server and llama.cpp's router mode
@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
             outcomes, budget, _ = placement.run(binary, find_gemma(), work / "placement", mode.placement_requests,
                                                 log=suite.log)
             res.extra["placement"] = placement.table(outcomes, budget, mode.placement_requests)
+        if "ollama" in only:
+            suite.log("Ollama's /api/chat against /v1/chat/completions in one llama-router (bench/ollama.py)")
+            res.extra["ollama"], _ = ollama.run(binary, work / "ollama", ollama.Plan(rounds=mode.rounds), log=suite.log)
     elapsed = time.perf_counter() - t0
     command = args.command or "python -m bench" + (" --full" if args.full else "") + (
         f" --only {args.only}" if args.only else "")

@@ -169,13 +169,19 @@ all three servers running side by side in one run on the same machine.
 real llama-server with the same arguments, because Gemma 270M on 2 cores cannot stream to 128 clients
 in a bounded time. The stand-in keeps llama.cpp's router comparable (it can only spawn llama-server).
 {notes}
-{_placement(res)}
+{_placement(res)}{_ollama(res)}
 {END}"""
 
 
 def _placement(res: Results) -> str:
     text = res.extra.get("placement")
     return f"\n### 9. Placement under a RAM budget (bench/placement.py)\n\n{text}\n" if text else ""
+
+
+def _ollama(res: Results) -> str:
+    text = res.extra.get("ollama")
+    return (f"\n### 11. Ollama's API: /api/chat next to /v1/chat/completions, one llama-router (bench/ollama.py)\n\n"
+            f"{text}\n" if text else "")
 
 
 def write_doc(path: Path, block: str, template: str) -> None:

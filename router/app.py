@@ -10,6 +10,7 @@ from aiohttp import web
 
 from router.api.activity import ActivityLog
 from router.api.admin import add_admin_routes
+from router.api.admin_requests import add_request_routes
 from router.api.captures import add_capture_routes
 from router.api.inference import add_inference_routes
 from router.api.logs import add_log_routes
@@ -19,6 +20,7 @@ from router.api.model_api import add_model_api_routes
 from router.api.ollama import add_ollama_routes
 from router.api.openapi import add_openapi_route
 from router.api.peers import PEERS
+from router.api.responses import add_response_routes
 from router.backend.launch import server_build_info
 from router.catalogue.config import Config
 from router.catalogue.parse import load_config
@@ -46,6 +48,7 @@ from router.http.capture import CAPTURES, CaptureStore, capture_requests
 from router.http.conversations import ConversationMap
 from router.http.errors import json_errors
 from router.http.request_id import with_request_id
+from router.http.requests_table import install as install_requests_table
 from router.ui.dashboard import add_dashboard_routes
 from router.ui.streams import add_stream_routes
 from router.ui.webui import add_webui_routes
@@ -103,6 +106,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     app[CONVERSATIONS] = ConversationMap()
     app[ROUTER_SETTINGS] = lambda: app[MANAGER].config.router
     app[KEY_LIMITS] = KeyLimits()
+    install_requests_table(app)  # what GET /admin/requests lists; X-Queue-Position
     app[CAPTURES] = CaptureStore()  # requests kept for debugging when router.capture_bytes is set
     app[BUILD] = {}
     app[METRICS] = RouterMetrics(ActivityLog(config.router.activity_size, app[SHUTDOWN]))
@@ -116,6 +120,8 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     admin = admin_app()  # /admin: its own middleware (router/http/access.py)
     add_admin_routes(admin)
     add_capture_routes(admin)
+    add_response_routes(app, admin)  # the stateful Responses API (docs/conversations.md)
+    add_request_routes(admin)  # the requests waiting and in flight; cancel one
     app.add_subapp("/admin", admin)
     add_log_routes(app)
     add_model_api_routes(app)

@@ -16,6 +16,7 @@ from router.catalogue.router_mode import read_api_keys, split_command_line
 from router.catalogue.sources import load_served
 from router.catalogue.tls import check_tls
 from router.cluster.main import run as serve_cluster  # imports Ray only when called
+from router.logformat import log_as
 
 if TYPE_CHECKING:
     from router.catalogue.server_args import ServerArgs
@@ -259,46 +260,9 @@ def import_into_catalogue(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_logging(level: str, fmt: str = "text", file: str | None = None) -> None:
-    """The root logger's level, format and destination (stderr, or `file` appended); called
-    again once the catalogue is read, whose router.log_* apply where the command line is silent.
-    As logging.basicConfig, it leaves alone a program that set up logging itself (a test run)."""
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
-        root.removeHandler(old)
-        old.close()
-    if file or not root.handlers:
-        handler = logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler()
-        if fmt == "json":
-            from router.logformat import JSONFormatter
-
-            handler.setFormatter(JSONFormatter())
-        else:
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
-        setattr(handler, _OURS, True)
-        root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper()))
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every filtered-out change
-
-
-_OURS = "_llama_router"  # marks the handler setup_logging added
-
-
-def _log_to(args: argparse.Namespace, r: RouterSettings) -> bool:
-    """Logging as the command line says, else as router.log_* say; False: the file cannot be opened."""
-    try:
-        setup_logging(args.log_level or r.log_level, args.log_format or r.log_format, args.log_file or r.log_file)
-    except OSError as e:
-        print(f"llama-router: configuration error: {'--log-file' if args.log_file else 'router.log_file'}: "
-              f"cannot open it: {e.strerror or e}", file=sys.stderr)
-        return False
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not _log_to(args, RouterSettings()):
+    if not log_as(args.log_level, args.log_format, args.log_file, RouterSettings()):
         return 2
     if args.build_webui:
         from router.ui.webui_build import WebUIBuildError, build_webui
@@ -320,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"llama-router: configuration error: {e}", file=sys.stderr)
         return 2
-    if not _log_to(args, config.router):
+    if not log_as(args.log_level, args.log_format, args.log_file, config.router):
         return 2
     if not config.models:
         logging.getLogger("router").warning(

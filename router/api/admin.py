@@ -53,6 +53,8 @@ def model_status(snap: ModelSnapshot) -> dict[str, Any]:
         "missing": snap.missing,
         "memory": snap.memory,
     }
+    if snap.external is not None:  # served at its `url`: never started here (core/external.py)
+        out["state"], out["external"] = "external", snap.external
     if snap.kv is not None:
         out["kv"] = asdict(snap.kv)  # KV cache saves and restores: timings, slots, tokens, bytes
     if snap.argv is not None:

@@ -61,6 +61,9 @@ def _model_view(spec: ModelSpec) -> dict[str, Any]:
     view["args"] = redact_args(spec.args)
     if spec.spawn is not None:
         view["spawn"]["command"] = redact_args(spec.spawn.command)
+    if spec.api_key:  # an external server's key
+        view["api_key"] = REDACTED
+    view["stop_command"] = redact_args(spec.stop_command)
     return view
 
 
@@ -69,7 +72,7 @@ def config_view(config: Config) -> dict[str, Any]:
     the admin token, API keys and secret-looking env values and flags hidden."""
     out: dict[str, Any] = {"source": config.source}
     for f in fields(config):
-        if f.name in RUNTIME_FIELDS or f.name == "models":
+        if f.name in RUNTIME_FIELDS or f.name in ("models", "peers"):
             continue
         value = getattr(config, f.name)
         out[f.name] = asdict(value) if hasattr(value, "__dataclass_fields__") else value
@@ -80,6 +83,8 @@ def config_view(config: Config) -> dict[str, Any]:
         if key in out["spawn"]:
             out["spawn"][key] = redact_args(out["spawn"][key])
     out["models"] = {name: _model_view(spec) for name, spec in config.models.items()}
+    out["peers"] = {name: {**asdict(peer), "api_key": REDACTED if peer.api_key else None}
+                    for name, peer in config.peers.items()}
     out["missing"] = sorted(config.missing)
     return out
 

@@ -14,7 +14,9 @@ from aiohttp import web
 
 from router.api.metrics import METRICS
 from router.api.model_api import router_props
+from router.api.peers import peer_route, relay_to_peer
 from router.catalogue.config import ModelSpec
+from router.core.fallback import FILE_MISSING
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.access import INFERENCE, READ, Models, declare
@@ -23,6 +25,7 @@ from router.http.app_keys import API_KEY, BUILD, CONVERSATIONS, MANAGER, REQUEST
 from router.http.errors import HTTPError, error_response
 from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
 from router.http.request import default_reply_cap, read_body, read_request, servable_model, take_keep_alive
+from router.http.requests_table import acquire, serve_tracked, unavailable
 from router.http.rewrite import rewrite_body
 from router.http.swap_progress import wants_progress, with_progress
 
@@ -37,6 +40,8 @@ POST_ROUTES = (
     "/v1/reranking", "/tokenize", "/detokenize", "/apply-template", "/v1/audio/transcriptions",
     "/lora-adapters",
 )
+# Served by api/responses.py (stored responses, previous_response_id), which relays them through here.
+STATEFUL_ROUTES = ("/v1/responses", "/responses")
 UNKNOWN_MODEL = "(unknown)"  # the model label of requests that named no model the router knows
 RETRY_AFTER_S = "1"  # a full queue drains in about a request's time
 CHILD_GONE_WAIT_S = 2.0  # how long a lost connection may take to show as the child's exit
@@ -63,24 +68,29 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                     await asyncio.sleep(FAKE_TIMING_S)  # in flight meanwhile: the model counts as busy
                 child = lease.child
                 child_id = child.ready_info.get("id") if child.plan.native else None
-                rewriter = ModelRewriter(child_id, requested) if child_id and child_id != requested else None
-                connect_timeout, read_timeout = manager.config.timeouts(spec)
+                served = manager.config.models.get(lease.model, spec)  # a fallback's, when one serves
+                named = served.name if lease.fell_from else requested  # the reply's "model"
+                rewriter = ModelRewriter(child_id, named) if child_id and child_id != named else None
+                connect_timeout, read_timeout = manager.config.timeouts(served)
                 try:
                     return await forward(request, request.app[UPSTREAM], child.base_url, path, body, light=light,
-                                         replayable=not replay and into is None,
+                                         # a server with no process here (a `url` model) is never restarted
+                                         replayable=not replay and into is None and child.pid is not None,
                                          connect_timeout=connect_timeout, read_timeout=read_timeout,
-                                         rewriter=rewriter, into=into, stats=stats)
+                                         rewriter=rewriter, into=into, stats=stats,
+                                         upstream_headers=dict(child.plan.headers),
+                                         reply_headers=fallback_headers(lease))
                 except UpstreamLost as e:
                     lost = e
             # The child died before answering: once it is known gone, send the request again
             # (its restart is the scheduler's usual load); a child that lives on was not lost.
-            if not await manager.child_gone(spec.name, child, CHILD_GONE_WAIT_S):
+            if not await manager.child_gone(served.name, child, CHILD_GONE_WAIT_S):
                 break
             log.warning("[%s] child lost before replying (%s): replaying the request once", spec.name, lost)
             try:
-                lease = await manager.acquire(spec.name, light=light)
+                lease = await acquire(request, spec, light=light)
             except ModelUnavailable as e:
-                raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+                raise unavailable(e, request) from None
         return error_response(502, f"upstream model server failed: {lost}", "upstream_error")
 
     light = path in LIGHT_PATHS or request.method == "GET"
@@ -88,27 +98,45 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
         return await with_progress(request, manager, spec, requested, relay, stats)
     waiting = time.perf_counter()
     try:
-        lease = await manager.acquire(spec.name, light=light)
+        lease = await acquire(request, spec, light=light)  # under the request's priority and deadline
         if stats is not None:
             stats["waited"] = time.perf_counter() - waiting
     except ModelUnavailable as e:
-        if e.busy:
-            raise HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_S}) from None
-        raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+        if e.cause == FILE_MISSING:  # it and every fallback: as a model without fallbacks
+            raise HTTPError(404, f"{e}; it is served again once the file is back", "invalid_request_error",
+                            "model_missing") from None
+        raise unavailable(e, request) from None  # 429 (queue full), 503 (+ Retry-After past a deadline)
     return await relay(lease)
 
 
+def fallback_headers(lease: Lease) -> dict[str, str]:
+    """Which model the request asked for, and why another served it."""
+    if lease.fell_from is None:
+        return {}
+    return {"X-Fallback-From": lease.fell_from, "X-Fallback-Reason": lease.fallback_reason or ""}
+
+
 @declare(INFERENCE, Models.NAMED)
-async def handle_inference(request: web.Request) -> web.StreamResponse:
+async def handle_inference(request: web.Request, body: bytes | None = None,
+                           stats: dict[str, Any] | None = None) -> web.StreamResponse:
+    """`body`: the request's, as another route rewrote it (api/responses.py); `stats`: what
+    forward() records, given by that route to read the reply (its "reply" list: every chunk)."""
     started = time.perf_counter()
-    body = await read_body(request)
+    body = await read_body(request) if body is None else body
     name, data = await read_request(request, body)
     if request.method == "GET" and not name:
         return await _default_get(request)
     manager = request.app[MANAGER]
-    stats: dict[str, Any] = {}
+    stats = {} if stats is None else stats
     label, status, keep_alive = UNKNOWN_MODEL, 500, None
     try:
+        route = await peer_route(request, name)  # a peer's model (api/peers.py); None for the catalogue's
+        if route is not None:
+            label = route.fqn
+            assert isinstance(name, str)
+            resp = await relay_to_peer(request, route, name, body, data, stats)
+            status = stats.get("status", resp.status)
+            return resp
         spec = servable_model(manager, name, request.get(API_KEY))
         label = spec.name
         assert isinstance(name, str)  # resolve_model accepted it
@@ -121,7 +149,8 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
         if keep_alive is not None:
             manager.keep_alive(spec.name, keep_alive)
         request.app[CONVERSATIONS].remember_request(request, spec.name)
-        resp = await proxy_to_model(request, spec, name, request.path, body or None, stats)
+        resp = await serve_tracked(request, spec.name, lambda: proxy_to_model(  # listed in GET /admin/requests
+            request, spec, name, request.path, body or None, stats), stats)
         status = stats.get("status", resp.status)
         return resp
     except HTTPError as e:
@@ -142,6 +171,8 @@ def _check_autoload(request: web.Request, spec: ModelSpec) -> None:
     """`?autoload=false` (llama.cpp's router API; the WebUI sends it with /props), or
     `--no-models-autoload` without `?autoload=true`: answer only from a running model,
     never load one, and so never evict another."""
+    if spec.url is not None:
+        return  # served by a server someone else runs: nothing to load
     autoload = request.query.get("autoload")
     key = request.get(API_KEY)
     if key is not None and not has_role(key, INFERENCE):
@@ -182,7 +213,8 @@ async def handle_upstream(request: web.Request) -> web.StreamResponse:
 def add_inference_routes(app: web.Application) -> None:
     r = app.router
     for path in POST_ROUTES:
-        r.add_post(path, handle_inference)
+        if path not in STATEFUL_ROUTES:
+            r.add_post(path, handle_inference)
     r.add_post("/slots/{id}", handle_inference)
     r.add_get("/props", handle_props)
     for path in ("/slots", "/lora-adapters"):

@@ -58,6 +58,9 @@ class RouterMetrics:
         self.unloads = Counter("llama_router_model_unloads",
                                "Child stops, by reason (swap, ttl, unload, reload, crash, shutdown, memory...).",
                                ["model", "reason"], registry=r)
+        self.cancelled = Counter("llama_router_requests_cancelled",
+                                 "Requests cancelled by an operator (DELETE /admin/requests/{id}), by the state "
+                                 "they were in (waiting, in_flight).", ["model", "state"], registry=r)
         self._manager: ModelManager | None = None
 
     def watch(self, manager: ModelManager) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from router import __version__
+from router.api.peers import peer_entries
 from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import model_card
 from router.core.events import EventBus
@@ -54,6 +55,8 @@ def model_entry(snap: ModelSnapshot, now: int) -> dict[str, Any]:
     assert spec is not None
     state = snap.state
     status: dict[str, Any] = {"value": listed_status(state), "args": list(spec.args)}
+    if snap.external is not None:  # served at its `url`: its last health check, not a state of ours
+        status = {"value": "external", **{k: v for k, v in snap.external.items() if k != "url"}}
     if snap.failed:
         status.update(failed=True, exit_code=snap.exit_code)
     if state is State.STARTING and snap.progress is not None:
@@ -96,6 +99,7 @@ async def handle_models(request: web.Request) -> web.Response:
             if s.spec and not s.spec.unlisted and not s.missing and may_use(key, s.spec)
             for entry in with_virtual_ids(model_entry(s, now), s.spec)]
     data += [e for e in request.app[DOWNLOADS].entries(now) if may_see(key, e["id"], request.app[MANAGER].config)]
+    data += peer_entries(request, now)  # the peers' models (api/peers.py)
     return web.json_response({"object": "list", "data": data})
 
 
@@ -158,6 +162,9 @@ async def handle_models_unload(request: web.Request) -> web.Response:
             await request.app[DOWNLOADS].cancel(name):
         return web.json_response({"success": True})  # llama.cpp: unloading a download cancels it
     spec = resolve_model(manager, name, request.get(API_KEY))
+    if spec.url is not None:
+        raise HTTPError(400, f"model '{spec.name}' is served by a server the router does not run ({spec.name}.url): "
+                        "it is never unloaded here", code="model_external")
     if manager.state(spec.name) is State.STOPPED:
         raise HTTPError(400, f"model '{spec.name}' is not running", code="model_not_running")
     manager.unload(spec.name)

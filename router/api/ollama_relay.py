@@ -35,6 +35,7 @@ from router.http.app_keys import API_KEY, CONVERSATIONS, MANAGER, REQUEST_ID, UP
 from router.http.errors import HTTPError
 from router.http.launch_args import check_args
 from router.http.request import parse_json_object, read_body, servable_model
+from router.http.requests_table import acquire, serve_tracked, unavailable
 from router.upstream.client import host_port
 from router.upstream.pool import Reply as ChildReply
 from router.upstream.pool import UpstreamError
@@ -42,7 +43,6 @@ from router.upstream.pool import UpstreamError
 log = logging.getLogger("router.ollama")
 
 NDJSON = "application/x-ndjson"
-RETRY_AFTER_S = "1"
 CLIENT_LEFT = 499
 TAIL_BYTES = 4096  # the child's reply's first and last bytes, where the activity log finds its token counts
 _UPSTREAM_ERRORS = (UpstreamError, TimeoutError, ConnectionError)
@@ -76,12 +76,12 @@ def resolve(request: web.Request, requested: Any) -> ModelSpec:
 
 
 async def lease(request: web.Request, spec: ModelSpec, light: bool = False) -> Lease:
+    """The model's child, under the request's priority and deadline (http/queue_terms.py);
+    a full queue is a 429, a deadline passed a 503, both with Retry-After."""
     try:
-        return await request.app[MANAGER].acquire(spec.name, light=light)
+        return await acquire(request, spec, light=light)
     except ModelUnavailable as e:
-        if e.busy:
-            raise HTTPError(429, str(e), code="model_busy", headers={"Retry-After": RETRY_AFTER_S}) from None
-        raise HTTPError(503, str(e), code="model_unavailable") from None
+        raise unavailable(e, request) from None
 
 
 async def load_or_unload(request: web.Request, spec: ModelSpec, keep: float | None,
@@ -117,8 +117,8 @@ async def serve(request: web.Request, spec: ModelSpec, keep: float | None, launc
     stats: dict[str, Any] = {}
     status = 500
     try:
-        async with _child_reply(request, spec, path, body, stats) as up:
-            resp = await answer(up, stats)
+        resp = await serve_tracked(request, spec.name, lambda: _answer(request, spec, path, body, stats, answer),
+                                   stats, ollama=True)  # listed in GET /admin/requests
         status = stats.get("status", resp.status)
         return resp
     except HTTPError as e:
@@ -155,6 +155,12 @@ def _launch_options(request: web.Request, spec: ModelSpec, launch: dict[str, Any
             _told.add((spec.name, option))
             log.info("[%s] option %s ignored: a model's launch settings come from the catalogue%s", spec.name,
                      option, " (num_ctx applies when its allow_args lists --ctx-size)" if option == "num_ctx" else "")
+
+
+async def _answer(request: web.Request, spec: ModelSpec, path: str, body: dict[str, Any],
+                  stats: dict[str, Any], answer: Answer) -> web.StreamResponse:
+    async with _child_reply(request, spec, path, body, stats) as up:
+        return await answer(up, stats)
 
 
 @asynccontextmanager

@@ -221,6 +221,20 @@ def _inference_paths() -> dict[str, Any]:
                     _query("action", "llama-server's slot action.", {"enum": ["save", "restore", "erase"]})],
         requestBody={"required": False, **_content({"type": "object"})})}
     paths.update(_media_paths(ok, errors))
+    rid = _path("id", "The response's id (`resp_...`); another API key's is 404.")
+    for root in ("/v1/responses", "/responses"):  # stored responses (docs/conversations.md)
+        paths[root + "/{id}"] = {
+            "get": _op("A stored response", "inference", {**_ok("The response object.", {"type": "object"}),
+                                                          **_err(404)}, parameters=[rid]),
+            "delete": _op("Delete a stored response", "inference", {
+                **_ok("Deleted.", {"type": "object", "required": ["id", "deleted"]}), **_err(404)},
+                parameters=[rid])}
+        paths[root + "/{id}/input_items"] = {"get": _op(
+            "The input items of a stored response's request (OpenAI's list)", "inference",
+            {**_ok("The list.", {"type": "object", "required": ["object", "data", "has_more"]}), **_err(400, 404)},
+            parameters=[rid, _query("limit", "1-100, 20 by default.", {"type": "integer"}),
+                        _query("order", "`desc` (default) or `asc`.", {"enum": ["asc", "desc"]}),
+                        _query("after", "The item id to list after.")])}
     for path in GET_ROUTES:
         own = {"/props": "the router's own `/props` (`role: router`)",
                "/metrics": "the router's own metrics with every running child's merged in"}.get(
@@ -260,6 +274,10 @@ def _media_paths(ok: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
     for path in media.VERSIONLESS:
         paths[path] = {"post": _op(f"POST {path}: {path[2:]} on the model's server (llama-swap's versionless "
                                    "path)", "inference", {**ok, **errors, **CHILD_REPLY},
+                                   **_body(_ref("InferenceRequest")))}
+    for path in media.AUDIOAPI:
+        paths[path] = {"post": _op(f"POST {path}: audio.cpp's {path.removeprefix('/audioapi')} on the model's "
+                                   "server", "inference", {**ok, **errors, **CHILD_REPLY},
                                    **_body(_ref("InferenceRequest")))}
     return paths
 
@@ -345,6 +363,28 @@ def _admin_paths() -> dict[str, Any]:
             {**_ok("The capture.", {"type": "object", "required": ["id", "req_path", "req_headers", "req_body",
                                                                    "resp_headers", "resp_body"]}),
              **_err(400, 404)}, parameters=[_path("id", "The capture's id.", {"type": "integer"})])},
+        "/admin/requests": {"get": admin(
+            "The requests waiting for their model and in flight (never their text; docs/scheduling.md)",
+            _ok("Them.", {"type": "object", "required": ["requests"], "properties": {"requests": {
+                "type": "array", "items": {"type": "object", "required": ["id", "model", "key", "state", "age_s"],
+                                           "properties": {
+                    "id": {"type": "string"}, "model": {"type": "string"}, "key": {"type": ["string", "null"]},
+                    "state": {"enum": ["waiting", "in_flight"]}, "age_s": {"type": "number"},
+                    "position": {"type": ["integer", "null"]}, "estimate_s": {"type": ["number", "null"]},
+                    "tokens": {"type": ["integer", "null"]}}}}}}))},
+        "/admin/requests/{id}": {"delete": admin(
+            "Cancel a request: a waiting one leaves its queue, one in flight stops; its client gets a 499 or a "
+            "last error event", {**_ok("Cancelled.", {"type": "object", "required": ["id", "cancelled"]}),
+                                 **_err(404)},
+            parameters=[_path("id", "The request's id (its X-Request-Id).")])},
+        "/admin/responses": {
+            "get": admin("Stored responses per API key: their count and bytes (docs/conversations.md)", _ok("Them.", {
+                "type": "object", "required": ["data"], "properties": {"data": {"type": "array", "items": {
+                    "type": "object", "required": ["key", "owner", "responses", "bytes"]}}}})),
+            "delete": admin("Delete every stored response of one key: ?key=api_keys[N] (or none), or ?owner=", {
+                **_ok("How many.", {"type": "object", "required": ["deleted"]}), **_err(400)},
+                parameters=[_query("key", "`api_keys[N]`, or `none` (requests without a key)."),
+                            _query("owner", "The start of the key's digest (6+ characters) GET shows.")])},
         "/admin/config": {
             "get": admin("The catalogue as served, secrets hidden", _ok("The catalogue.", {"type": "object"})),
             "put": admin("Replace the catalogue file and apply it", {

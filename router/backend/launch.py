@@ -38,6 +38,11 @@ class LaunchPlan:
     env: dict[str, str]
     health_endpoint: str
     native: bool  # speaks llama-server's router <-> child protocol
+    # A server that may outlive its command (a container): run to stop it, ${PID} still to replace
+    # (router/backend/container.py).
+    stop_command: tuple[str, ...] = ()
+    # Sent with every request to the server: an external server's API key (router/backend/external.py).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class SpawnError(RuntimeError):
@@ -146,7 +151,8 @@ def build_launch(config: Config, spec: ModelSpec, port: int, host: str = "127.0.
     env.update(dict(spec.env))
     if native and router_port is not None:
         env[ROUTER_PORT_ENV] = str(router_port)
-    return LaunchPlan(tuple(argv), env, spawn.health_endpoint, native)
+    stop = tuple(a.replace("${MODEL_ID}", spec.name).replace("${PORT}", str(port)) for a in spec.stop_command)
+    return LaunchPlan(tuple(argv), env, spec.health_endpoint or spawn.health_endpoint, native, stop)
 
 
 def child_args(config: Config, defaults: tuple[str, ...], own: tuple[str, ...], server: str | None) -> list[str]:

@@ -132,6 +132,11 @@ class ModelSpec:
         "GET routes) are never held.")
     max_queue: int = key(0, "Requests waiting for this model at most (`0` = no limit); past it the router "
                          "answers 429 with `Retry-After`.")
+    fallbacks: tuple[str, ...] = key(
+        (), "Models (names or aliases of this catalogue) that serve a request this model cannot: its file is "
+        "missing, it is too big for the memory budget, its load failed, its queue is full (`max_queue`) or the "
+        "request's deadline passed while it waited. The first that can serves it; the reply's `model` names it "
+        "and `X-Fallback-From` / `X-Fallback-Reason` say why.", kind="name")
     # The file's key is `name`, as llama-swap's.
     display_name: str | None = key(
         None, "The name clients show for the model: `/v1/models` carries it as the entry's `name` (Open WebUI "
@@ -286,6 +291,15 @@ class ApiKey:
     concurrency: int = keys.key(
         0, "Requests of this key in flight at once (event streams excepted); past it, 429 with `Retry-After`. "
         "`0` = no limit.")
+    priority: str = keys.key(
+        "normal", "The priority of this key's requests in a model's queue: `high`, `normal`, `low` or a whole "
+        "number (10, 0, -10 are the classes); a request may lower it with `X-Priority`, never raise it. See "
+        "[scheduling.md](scheduling.md).", pattern=r"^\s*(high|normal|low|[+-]?\d+)\s*$",
+        expect="high, normal, low or a whole number")
+    max_wait: float | None = keys.key(
+        None, "How long this key's requests wait for their model at most (a queue, a load, a swap); past it, "
+        "503 with `Retry-After` and the reason. A request may ask for less with `X-Max-Wait`. None = no limit.",
+        unit="s")
 
 
 @dataclass(frozen=True)
@@ -395,6 +409,14 @@ class RouterSettings:
         "body is cut at 64 KiB (or a quarter of this); `Authorization`, `x-api-key`, cookies and every key the "
         "catalogue holds are redacted. See [observability.md](observability.md#request-captures).",
         kind="size", unit="bytes")
+    responses_store: bool = key(
+        True, "Keep the responses of `POST /v1/responses` (unless a request says `store: false`) so that a client "
+        "continues a conversation by `previous_response_id`, on any model; `false` = keep nothing. Kept in "
+        "`responses.sqlite` next to the saved KV caches. See [conversations.md](conversations.md).")
+    responses_max_bytes: int = key(256 * 1024 ** 2, "Disk budget for stored responses; the oldest are deleted "
+                                   "beyond it. `0` = no limit.", kind="size", unit="bytes")
+    responses_max_age: float = key(30 * 86400.0, "Seconds a stored response is kept (30 days); `0` = no limit.",
+                                   unit="s")
     memory: MemorySettings = key(doc="Memory budgets per device: models are placed so that their figures fit; "
                                  "see [memory.md](memory.md).", factory=MemorySettings)
 

@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -464,10 +465,37 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
                 raise ConfigError(source, f"models.{name}", f"name or alias {n!r} is already used by {seen[n]!r}")
             seen[n] = spec.name
         models[spec.name] = spec
+    _check_fallbacks(models, seen, source)
     return Config(router=router, spawn=spawn, models=models,
                   sources=_parse_sources(top.data.get("sources"), source),
                   cluster=_parse_cluster(top.data.get("cluster"), source),
                   peers=_parse_peers(top.data.get("peers"), source), source=source)
+
+
+def _check_fallbacks(models: dict[str, ModelSpec], names: dict[str, str], source: str) -> None:
+    """Each model's `fallbacks` name models of the catalogue (by name or alias: kept as their
+    names), never the model itself, and never lead back to it (a cycle would serve nothing)."""
+    for name, spec in list(models.items()):
+        resolved = []
+        for i, f in enumerate(spec.fallbacks):
+            target = names.get(f)
+            if target is None:
+                raise ConfigError(source, f"models.{name}.fallbacks[{i}]", f"{f!r} is not a model of this catalogue")
+            if target == name:
+                raise ConfigError(source, f"models.{name}.fallbacks[{i}]", f"{f!r} is this model itself")
+            resolved.append(target)
+        models[name] = replace(spec, fallbacks=tuple(dict.fromkeys(resolved)))
+    for name in models:
+        path = [name]
+        _no_cycle(models, path, source)
+
+
+def _no_cycle(models: dict[str, ModelSpec], path: list[str], source: str) -> None:
+    for f in models[path[-1]].fallbacks:
+        if f in path:
+            loop = " -> ".join([*path[path.index(f):], f])
+            raise ConfigError(source, f"models.{path[0]}.fallbacks", f"fallbacks go round in a cycle: {loop}")
+        _no_cycle(models, [*path, f], source)
 
 
 def _parse_peers(data: Any, source: str) -> dict[str, PeerSpec]:

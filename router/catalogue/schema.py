@@ -215,6 +215,8 @@ def string(k: Described, *, numbers: bool = True) -> dict[str, Any]:
         alts = [{n: v for n, v in text.items() if v is not None}, ENV_REF]
         if key.secret or all(re.search(key.pattern or "", str(n)) for n in (0, -1, 1.5)):
             alts.append({"type": "number"})  # a secret of digits, or a pattern every number's text meets
+        elif key.pattern and all(re.search(key.pattern, str(n)) for n in (0, -1, 10)):
+            alts.append({"type": "integer"})  # a pattern every whole number's text meets (a priority)
     else:
         return {"$ref": "#/$defs/text"} if numbers else {"type": "string"}
     if not numbers:

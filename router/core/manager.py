@@ -24,6 +24,7 @@ from router.backend.logring import LogRing
 from router.backend.memory_measure import gpu_used_by, tree_pids, tree_rss_bytes
 from router.catalogue.config import Config, ModelSpec
 from router.catalogue.sources import gguf_meta
+from router.core import fallback
 from router.core.events import EventBus
 from router.core.external import ExternalModels
 from router.core.memory_book import MemoryBook
@@ -41,19 +42,25 @@ PROPS_TIMEOUT_S = 5.0  # a child's /props, read for its slot count
 
 
 class ModelUnavailable(RuntimeError):
-    """A request's model could not be loaded, or (busy) its queue is full."""
+    """A request's model could not be loaded, or (busy) its queue is full. `cause`: why, as
+    the scheduler's Reject says it, or "file_missing" (router/core/fallback.py)."""
 
-    def __init__(self, reason: str, busy: bool = False, expired: bool = False):
+    def __init__(self, reason: str, busy: bool = False, expired: bool = False, cause: str | None = None):
         super().__init__(reason)
         self.busy = busy
         self.expired = expired  # it waited past its deadline
+        self.cause = cause or ("queue_full" if busy else fallback.DEADLINE if expired else "unavailable")
 
 
 class Lease:
-    """A granted request: the child to talk to, released exactly once."""
+    """A granted request: the child to talk to, released exactly once. `model`: the model
+    that serves it; `fell_from` and `fallback_reason` when a fallback of the one asked for
+    does (router/core/fallback.py)."""
 
-    def __init__(self, manager: ModelManager, ticket: int, child: ChildProcess):
-        self.manager, self.ticket, self.child = manager, ticket, child
+    def __init__(self, manager: ModelManager, ticket: int, child: ChildProcess, model: str = ""):
+        self.manager, self.ticket, self.child, self.model = manager, ticket, child, model
+        self.fell_from: str | None = None
+        self.fallback_reason: str | None = None
         self._released = False
 
     def release(self) -> None:
@@ -107,21 +114,53 @@ class ModelManager:
 
     # ----- requests --------------------------------------------------------
     async def acquire(self, model: str, light: bool = False, priority: int = DEFAULT_PRIORITY,
-                      tenant: str | None = None, deadline: float | None = None) -> Lease:
+                      tenant: str | None = None, deadline: float | None = None,
+                      queued: Callable[[int], None] | None = None) -> Lease:
         """Wait until `model` is ready for one more request; the lease must be released.
         A `light` request (tokenize, props...) takes none of the child's slots. `priority`
         and `tenant` (the API key's identity) place it in the queue (router/core/queue_order);
-        past `deadline` (time.monotonic()) it stops waiting: ModelUnavailable(expired=True)."""
+        past `deadline` (time.monotonic()) it stops waiting: ModelUnavailable(expired=True).
+        `queued` is told the request's ticket once it is submitted (for scheduler.queue_position).
+        When `model` cannot serve it, the first of its fallbacks that can does (the lease
+        says which, and why); when none can, the error is the one `model` gave."""
+        first: ModelUnavailable | None = None
+        tried = fallback.chain(self.config, model)
+        for name in tried:
+            if first is not None and first.cause == fallback.DEADLINE and self.state(name) is not State.READY:
+                continue  # past its deadline: only a model that serves without a load
+            try:
+                # Without fallbacks a missing file is the routes' 404 (http/request.servable_model).
+                if len(tried) > 1 and fallback.file_missing(self.config, name, self.state(name) is not State.STOPPED):
+                    spec = self.config.models[name]
+                    raise ModelUnavailable(f"model {name!r} is missing: its file {spec.path} was moved or deleted",
+                                           cause=fallback.FILE_MISSING)
+                lease = await self._acquire_one(name, light, priority, tenant, deadline, queued)
+            except ModelUnavailable as e:
+                if not fallback.falls_back(e.cause):
+                    raise
+                first = first or e
+                continue
+            if first is not None:
+                lease.fell_from, lease.fallback_reason = model, first.cause
+                log.info("[%s] served by its fallback %s (%s)", model, name, first.cause)
+            return lease
+        assert first is not None
+        raise first
+
+    async def _acquire_one(self, model: str, light: bool, priority: int, tenant: str | None,
+                           deadline: float | None, queued: Callable[[int], None] | None) -> Lease:
         if self._closing:
             raise ModelUnavailable("router is shutting down")
         if model in self.external:  # a server someone else runs: never queued, never loaded
-            return Lease(self, *self.external.enter(model))
+            return Lease(self, *self.external.enter(model), model=model)
         if model not in self._figured and self.memory.budget is not None:
             self.place(model)
         ticket = self.scheduler.new_ticket()
         fut: asyncio.Future[ChildProcess] = asyncio.get_running_loop().create_future()
         self._futures[ticket] = fut
         self._apply(self.scheduler.submit(ticket, model, time.monotonic(), light, priority, tenant, deadline))
+        if queued is not None:
+            queued(ticket)
         timer = None if deadline is None or fut.done() else asyncio.get_running_loop().call_later(
             max(0.0, deadline - time.monotonic()), self._expire, deadline)
         try:
@@ -137,7 +176,7 @@ class ModelManager:
             self._futures.pop(ticket, None)
             if timer is not None:
                 timer.cancel()
-        return Lease(self, ticket, child)
+        return Lease(self, ticket, child, model)
 
     def _expire(self, deadline: float) -> None:
         # Never earlier than the deadline the timer was set for, whatever the loop's clock resolution.
@@ -277,7 +316,7 @@ class ModelManager:
             elif isinstance(e, Reject):
                 fut = self._futures.get(e.ticket)
                 if fut is not None and not fut.done():
-                    fut.set_exception(ModelUnavailable(e.reason, e.busy, e.expired))
+                    fut.set_exception(ModelUnavailable(e.reason, e.busy, e.expired, e.cause))
             elif isinstance(e, Start):
                 self._spawn_task(self._start(e.model))
             elif isinstance(e, Stop):

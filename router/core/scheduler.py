@@ -75,6 +75,9 @@ class Reject:
     reason: str
     busy: bool = False  # the model's queue is full: try again later (429), not a failure
     expired: bool = False  # it waited past its deadline: try again later (503 with Retry-After)
+    # Why, for a fallback (router/core/fallback.py): "too_big", "load_failed", "queue_full",
+    # "deadline", or "unavailable" (removed, shutting down).
+    cause: str = field(default="unavailable", compare=False)
 
 
 Effect = Start | Stop | Grant | Reject
@@ -210,6 +213,11 @@ class Scheduler:
     def waiting(self, model: str | None = None) -> int:
         return self._queue.count(model)
 
+    def full(self, model: str) -> bool:
+        """Whether every slot of `model` is taken (concurrency_limit): a new request would wait."""
+        m = self._models[model]
+        return bool(m.limit) and len(m.heavy) >= m.limit
+
     def queue_position(self, ticket: int) -> QueuePosition | None:
         """Where a waiting request stands: its place in its model's queue (1: next) and how many
         waiting requests, for any model, go before it. None once it is no longer waiting."""
@@ -316,10 +324,10 @@ class Scheduler:
         m = self._models.get(model)
         device = too_big(m.memory, self.budget) if m is not None and m.state is State.STOPPED else None
         if device is not None and m is not None:
-            return [Reject(ticket, model, self._too_big_reason(m, device))]
+            return [Reject(ticket, model, self._too_big_reason(m, device), cause="too_big")]
         if m is not None and m.max_queue and self.waiting(model) >= m.max_queue:
             return [Reject(ticket, model, f"model {model!r} has {m.max_queue} requests waiting already "
-                                          "(max_queue); try again shortly", busy=True)]
+                                          "(max_queue); try again shortly", busy=True, cause="queue_full")]
         swap = self._swap
         if swap is not None and m is not None and model in swap.victims and self._rides_along(m, swap, priority):
             swap.owed.add(ticket)  # its model serves this one before stopping
@@ -408,7 +416,7 @@ class Scheduler:
                                    marker=max(self._queue.tickets(), default=0))
                 return [Stop(victim.name, "memory"), *self._pump()]
         m.retried = False
-        effects = self._reject_waiting(model, reason)
+        effects = self._reject_waiting(model, reason, "load_failed")
         if self._swap and self._swap.target == model:
             self._swap = None
         return effects + self._pump()
@@ -502,20 +510,20 @@ class Scheduler:
         """Requests that arrived before the swap away from `m` and still wait for it."""
         return any(w.model == m.name and self._arrived_before_swap(w, m) for w in self._queue.in_order())
 
-    def _reject_waiting(self, model: str, reason: str) -> list[Effect]:
+    def _reject_waiting(self, model: str, reason: str, cause: str = "unavailable") -> list[Effect]:
         out: list[Effect] = []
         for w in self._queue.in_order():
             if w.model == model:
-                out += self._refuse(w, reason)
+                out += self._refuse(w, reason, cause=cause)
         return out
 
-    def _refuse(self, w: Waiter, reason: str, expired: bool = False) -> list[Effect]:
+    def _refuse(self, w: Waiter, reason: str, expired: bool = False, cause: str = "unavailable") -> list[Effect]:
         self._queue.remove(w.ticket)
         self._light.discard(w.ticket)
         if w.ticket in self._preloads:
             self._preloads.discard(w.ticket)
             return []
-        return [Reject(w.ticket, w.model, reason, expired=expired)]
+        return [Reject(w.ticket, w.model, reason, expired=expired, cause="deadline" if expired else cause)]
 
     def expire(self, now: float) -> list[Effect]:
         """Waiting requests whose deadline has come give up: each is refused with why it still waited."""
@@ -616,7 +624,7 @@ class Scheduler:
                 m = self._models[w.model]
                 victims = plan_evictions(w.model, m.group, self._views(), self.models_max, m.memory, self.budget)
                 if victims is None:  # only stopping a pinned model would make room
-                    effects += self._reject_waiting(w.model, self._no_room_reason(m))
+                    effects += self._reject_waiting(w.model, self._no_room_reason(m), "too_big")
                     continue
                 self._swap = _Swap(w.model, victims, decided_at=self._now,
                                    marker=max(self._queue.tickets(), default=0), head=w)

@@ -37,6 +37,8 @@ class ModelSnapshot:
     kv: KVStatus | None  # KV persistence, when it is on for this model
     missing: bool  # its file is gone (found at the last rescan)
     memory: dict[str, Any]  # estimate (parts and devices), measured, and the figure placement uses
+    # A model served at its `url` (never started here): its server and last health check (core/external.py).
+    external: dict[str, Any] | None = None
 
     @property
     def rss_bytes(self) -> int | None:
@@ -63,8 +65,8 @@ def snapshot(manager: ModelManager, name: str) -> ModelSnapshot:
     sched = manager.scheduler
     try:
         in_flight = sched.inflight(name)
-    except KeyError:  # not in the scheduler: never loaded since a reload
-        in_flight = 0
+    except KeyError:  # not in the scheduler: never loaded since a reload, or an external model
+        in_flight = manager.external.in_flight(name)
     return ModelSnapshot(
         name=name,
         spec=manager.config.models.get(name),
@@ -86,6 +88,7 @@ def snapshot(manager: ModelManager, name: str) -> ModelSnapshot:
         kv=st.kv if st is not None and st.kv.enabled else None,
         missing=name in manager.config.missing,
         memory=_memory(manager, name),
+        external=manager.external.view(name),
     )
 
 

@@ -8,19 +8,20 @@ upstream response is closed and llama-server stops generating.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from router.http.app_keys import REQUEST_ID as REQUEST_ID_KEY
+from router.http.capture import CAPTURE
 from router.http.errors import error_body, error_response
 from router.http.sse import frame
+from router.upstream.endpoint import endpoint
 from router.upstream.pool import ConnectFailed, Disconnected, Reply, UpstreamError, UpstreamPool
 
 log = logging.getLogger("router.proxy")
@@ -103,6 +104,8 @@ async def forward(
     stats: dict[str, Any] | None = None,
     light: bool = False,
     replayable: bool = False,
+    upstream_headers: Mapping[str, str] | None = None,
+    reply_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """`into`: an event stream already sent to the client (swap progress);
     the child's stream continues it, and a child error becomes an error event.
@@ -112,17 +115,28 @@ async def forward(
     (relayed as server-sent events) and, where the response's own status does not
     say what the client got, "status": CLIENT_LEFT when it left before the reply's
     last byte (the reply's status when it left after it: a 200 even if the
-    handler is cancelled), the error told inside a stream that began as 200.
+    handler is cancelled), the error told inside a stream that began as 200. A list under
+    "reply" receives every chunk of the reply's body as it came (api/responses.py keeps replies).
     `client`: the router's UpstreamPool (router/upstream/pool.py; the cluster front has one per host).
     `light`: the request takes no slot and is idempotent: it goes over a kept-alive
     connection, and is sent once more if the child had closed that meanwhile.
     `replayable`: raise UpstreamLost instead of answering 502 when the child is lost
-    before any byte of the reply was sent (the caller replays it on a restarted child)."""
+    before any byte of the reply was sent (the caller replays it on a restarted child).
+    `base_url` may be a server the router does not start (`https://host/api`: TLS, and paths
+    under its root); `upstream_headers` go with the request (that server's API key);
+    `reply_headers` go with the reply (a fallback's X-Fallback-From, X-Fallback-Reason).
+    A request being captured (router/http/capture.py) is told what was relayed."""
     resp: web.StreamResponse | None = into
+    capture = request.get(CAPTURE)
     try:
-        up = await _send(client, request, base_url, path, body, connect_timeout, read_timeout, light)
+        up = await _send(client, request, base_url, path, body, connect_timeout, read_timeout, light,
+                         upstream_headers)
+        if capture is not None:
+            capture.sent(body, up.status, up.headers)
         async with up:
             headers = _response_headers(up)
+            if reply_headers:
+                headers.update(reply_headers)
             if request.get(REQUEST_ID_KEY):
                 headers[REQUEST_ID] = request[REQUEST_ID_KEY]
             ctype = up.headers.get("Content-Type", "")
@@ -142,11 +156,16 @@ async def forward(
                 if stats is not None:
                     stats["first_byte"] = time.perf_counter()
                     stats["head"], stats["tail"] = data[:TAIL_BYTES], data[-TAIL_BYTES:]
+                    if "reply" in stats:
+                        stats["reply"].append(data)
+                if capture is not None:
+                    capture.reply(data)
                 return web.Response(status=up.status, body=data, headers=headers)
             resp = into or web.StreamResponse(status=up.status, headers=headers)
             if not resp.prepared:
                 await resp.prepare(request)
             head = tail = b""
+            keep = stats.get("reply") if stats is not None else None  # the whole reply, for a caller that asked
             writing = relayed = False  # relayed: every byte of the child's reply went to the client
             try:
                 if stats is not None:
@@ -158,6 +177,10 @@ async def forward(
                         if len(head) < TAIL_BYTES:
                             head = stats["head"] = (head + chunk)[:TAIL_BYTES]
                         tail = stats["tail"] = (tail + chunk)[-TAIL_BYTES:]
+                        if keep is not None:
+                            keep.append(chunk)
+                    if capture is not None:
+                        capture.reply(chunk)
                     writing = True
                     await _to_client(resp, rewriter.feed(chunk) if rewriter else chunk)
                     writing = False
@@ -199,12 +222,6 @@ async def forward(
         return resp
 
 
-@functools.lru_cache(maxsize=256)
-def _host_port(base_url: str) -> tuple[str, int]:
-    parts = urlsplit(base_url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
-
-
 class ClientGone(Exception):
     """The client's connection closed while its reply was being written."""
 
@@ -234,12 +251,17 @@ async def _to_client(resp: web.StreamResponse, data: bytes | None) -> None:
 
 
 async def _send(client: UpstreamPool, request: web.Request, base_url: str, path: str, body: bytes | None,
-                connect_timeout: float, read_timeout: float, light: bool) -> Reply:
-    host, port = _host_port(base_url)
+                connect_timeout: float, read_timeout: float, light: bool,
+                upstream_headers: Mapping[str, str] | None) -> Reply:
+    where = endpoint(base_url)
     query = request.rel_url.raw_query_string
-    return await client.request(request.method, host, port, f"{path}?{query}" if query else path,
-                                _request_headers(request), body, connect_timeout=connect_timeout,
-                                read_timeout=read_timeout, keep_alive=light)
+    headers = _request_headers(request)
+    if upstream_headers:
+        headers.update(upstream_headers)
+    return await client.request(request.method, where.host, where.port,
+                                where.target(f"{path}?{query}" if query else path), headers, body,
+                                connect_timeout=connect_timeout, read_timeout=read_timeout, keep_alive=light,
+                                tls=where.tls)
 
 
 async def _write_error_event(resp: web.StreamResponse, status: int, data: bytes) -> None:

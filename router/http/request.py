@@ -196,8 +196,11 @@ def servable_model(manager: ModelManager, name: Any, key: ApiKey | None = None) 
 
     The catalogue marks such models at each rescan; a model that is not
     running is also checked now, so a file deleted since is never handed to
-    llama-server (a running child keeps its open file and goes on serving)."""
+    llama-server (a running child keeps its open file and goes on serving). A model
+    with `fallbacks` is left to them (ModelManager.acquire)."""
     spec = resolve_model(manager, name, key)
+    if spec.fallbacks:
+        return spec
     gone = spec.name in manager.config.missing or (
         spec.model_file is not None and manager.state(spec.name) is State.STOPPED
         and not os.path.exists(spec.model_file))

@@ -5,8 +5,11 @@ is not ready gets its event stream at once. While the router swaps, it
 sends ordinary `chat.completion.chunk`s whose delta carries only
 `reasoning_content` ("unloading A", "loading B 40%", "B ready"), so any
 OpenAI client shows them as thinking and then receives the real reply in
-the same stream. If the load fails, the stream ends with an error event,
-which OpenAI clients raise as an API error.
+the same stream. A request that waits its turn (a queue, router/http/
+requests_table.py) is told its place and an estimate ("position 3 in the
+queue for B, about 12 s") whenever its place changes. If the load fails, or
+the request's deadline passes, the stream ends with an error event, which
+OpenAI clients raise as an API error.
 """
 
 from __future__ import annotations
@@ -24,19 +27,23 @@ from aiohttp import web
 from router.catalogue.config import ModelSpec
 from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.scheduler import State
+from router.http.requests_table import REQUESTS, entry_of
+from router.http.requests_table import acquire as acquire_lease
 from router.http.sse import comment, event_stream, frame
 
 log = logging.getLogger("router.swapnotify")
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 KEEPALIVE_S = 10.0
+POSITION_EVERY_S = 1.0  # how often a waiting request's place is looked at (told when it changed)
 Relay = Callable[[Lease, web.StreamResponse], Awaitable[web.StreamResponse]]
 
 
 def wants_progress(manager: ModelManager, request: web.Request, spec: ModelSpec, body: bytes | None) -> bool:
-    if not manager.config.router.notify_model_swap or request.path not in CHAT_PATHS:
+    if not manager.config.swap_progress(spec) or request.path not in CHAT_PATHS:
         return False
-    if manager.state(spec.name) is State.READY:
+    if manager.state(spec.name) is State.READY and not (manager.scheduler.waiting(spec.name)
+                                                        or manager.scheduler.full(spec.name)):
         return False  # served at once (or after a short drain): nothing to tell
     try:
         return json.loads(body or b"{}").get("stream") is True
@@ -64,29 +71,51 @@ class _Chunks:
         await self.resp.write_eof()
 
 
+def _place(request: web.Request, manager: ModelManager) -> str | None:
+    """A waiting request's place in its model's queue, and the estimate when one is known."""
+    entry, table = entry_of(request), request.config_dict.get(REQUESTS)
+    if entry is None or table is None:
+        return None
+    where = table.where(manager, entry)
+    if where is None:
+        return None
+    position, estimate = where
+    about = f", about {estimate:.0f} s" if estimate is not None else ""
+    return f"position {position} in the queue for {entry.model}{about}"
+
+
 async def with_progress(request: web.Request, manager: ModelManager, spec: ModelSpec, requested: str,
                         relay: Relay, stats: dict[str, Any] | None = None) -> web.StreamResponse:
     """`stats`: receives "status" 503 when the load fails (the stream began as a 200)."""
     resp = event_stream()
     q = manager.events.subscribe()
-    acquire = asyncio.ensure_future(manager.acquire(spec.name))
+    acquire = asyncio.ensure_future(acquire_lease(request, spec))  # under the request's priority and deadline
     try:
+        await asyncio.sleep(0)  # the request joins its queue: its place goes in X-Queue-Position
         await resp.prepare(request)
         out = _Chunks(resp, requested)
         going = [v for v in manager.scheduler.evictions_for(spec.name) if manager.state(v) is not State.STOPPED]
         for name in going:
             await out.say(f"unloading {name} to make room for {spec.name}")
-        await out.say(f"loading {spec.name}")
-        last_pct = -1
+        ready = manager.state(spec.name) is State.READY  # its slots are busy: it waits its turn
+        await out.say(f"waiting for {spec.name}" if ready else f"loading {spec.name}")
+        last_pct, last_place, told = -1, None, time.monotonic()
         while not acquire.done():
+            place = _place(request, manager)
+            if place is not None and place != last_place:
+                last_place = place
+                await out.say(place)
+                told = time.monotonic()
             getter = asyncio.ensure_future(q.get())
-            done, _ = await asyncio.wait({acquire, getter}, timeout=KEEPALIVE_S,
+            done, _ = await asyncio.wait({acquire, getter}, timeout=POSITION_EVERY_S,
                                          return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
-                if not done:
+                if not done and time.monotonic() - told >= KEEPALIVE_S:
                     await resp.write(comment("waiting for the model"))
+                    told = time.monotonic()
                 continue
+            told = time.monotonic()
             msg = getter.result()
             status = msg["data"].get("status")
             if msg["model"] != spec.name and status == "unloaded":

@@ -68,7 +68,7 @@ def model_row(snap: ModelSnapshot, vram: dict[int, int] | None) -> dict[str, Any
         "name": snap.name,
         "aliases": list(spec.aliases),
         "group": spec.group,
-        "state": snap.state.value,
+        "state": "external" if snap.external is not None else snap.state.value,  # a `url` model
         "port": snap.port,
         "pid": snap.pid,
         "rss_bytes": snap.rss_bytes,

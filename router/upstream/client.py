@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from router.upstream.endpoint import endpoint
 from router.upstream.pool import BadReply, UpstreamPool
 
 
@@ -61,8 +62,9 @@ class ChildClient:
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
 
-    async def get(self, base_url: str, path: str, *, timeout: float) -> Answer:
-        return await self._call("GET", base_url, path, {}, None, timeout)
+    async def get(self, base_url: str, path: str, *, timeout: float, headers: dict[str, str] | None = None) -> Answer:
+        """`headers`: a server's own (an external model's API key)."""
+        return await self._call("GET", base_url, path, headers or {}, None, timeout)
 
     async def post_json(self, base_url: str, path: str, payload: Any, *, timeout: float) -> Answer:
         body = json.dumps(payload, separators=(",", ":")).encode()
@@ -70,9 +72,10 @@ class ChildClient:
 
     async def _call(self, method: str, base_url: str, path: str, headers: dict[str, str], body: bytes | None,
                     timeout: float) -> Answer:
-        host, port = host_port(base_url)
+        where = endpoint(base_url)  # a child's `http://127.0.0.1:PORT`, or an https server's root
         async with asyncio.timeout(timeout):
-            reply = await self.pool.request(method, host, port, path, headers, body, connect_timeout=None,
-                                            read_timeout=None, keep_alive=False)
+            reply = await self.pool.request(method, where.host, where.port, where.target(path), headers, body,
+                                            connect_timeout=None, read_timeout=None, keep_alive=False,
+                                            tls=where.tls)
             async with reply:
                 return Answer(reply.status, await reply.read())

@@ -21,11 +21,17 @@ Two kinds of request (router/api/inference.py chooses):
 A reply is read as it comes or whole, with back-pressure: router/upstream/http1.py.
 The router's own calls to its children (health, /props, /slots, /metrics) go
 through this pool too, on fresh connections: router/upstream/client.py.
+
+The same client reaches servers the router does not start (a model's `url`, a
+peer): `tls=True` wraps the connection in TLS (asyncio's, verified against the
+system's certificates, which SSL_CERT_FILE may name), so no second HTTP client
+is needed for an https endpoint. Only HTTP/1.1 is spoken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from functools import partial
@@ -65,29 +71,32 @@ class UpstreamPool:
         self.per_child = per_child
         self.keepalive_s = keepalive_s
         self.headers = headers or {}
-        self._children: dict[tuple[str, int], _Child] = {}
+        self._children: dict[tuple[str, int, bool], _Child] = {}
         self._open: set[Connection] = set()  # every connection not yet gone, idle or in use
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._tls: ssl.SSLContext | None = None
 
     async def request(self, method: str, host: str, port: int, target: str, headers: dict[str, str],
                       body: bytes | None, *, connect_timeout: float | None, read_timeout: float | None,
-                      keep_alive: bool) -> Reply:
+                      keep_alive: bool, tls: bool = False) -> Reply:
         """Send one request and wait for the head of its reply. `keep_alive`: over the
         kept-alive connections (a light request); else on a fresh connection of its own.
+        `tls`: an https server (a model's `url`, a peer).
         Raises ConnectFailed, Disconnected, BadReply, or TimeoutError (`read_timeout`
         between two reads)."""
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
+        name = f"[{host}]" if ":" in host else host  # an IPv6 address in brackets
+        authority = name if port == (443 if tls else 80) else f"{name}:{port}"
         if self.headers:
             headers = {**headers, **self.headers}
         head = request_head(method, target, authority, headers, body, keep_alive) + (body or b"")
         bodiless = method == "HEAD"
         if not keep_alive:
-            fresh = await self._connect(host, port, connect_timeout)
+            fresh = await self._connect(host, port, connect_timeout, tls)
             return await self._exchange(None, fresh, head, bodiless, read_timeout)
-        child = self._children.get((host, port))
+        child = self._children.get((host, port, tls))
         if child is None:
-            child = self._children[(host, port)] = _Child(self.per_child)
+            child = self._children[(host, port, tls)] = _Child(self.per_child)
         child.busy += 1  # waiting for a slot counts: the sweeper keeps this child's entry
         try:
             await child.slots.acquire()
@@ -99,7 +108,7 @@ class UpstreamPool:
                 conn = self._take(child)
                 reused = conn is not None
                 if conn is None:
-                    conn = await self._connect(host, port, connect_timeout)
+                    conn = await self._connect(host, port, connect_timeout, tls)
                 try:
                     return await self._exchange(child, conn, head, bodiless, read_timeout)
                 except Disconnected:
@@ -149,13 +158,17 @@ class UpstreamPool:
             conn.close()
         return None
 
-    async def _connect(self, host: str, port: int, timeout: float | None) -> Connection:
+    async def _connect(self, host: str, port: int, timeout: float | None, tls: bool = False) -> Connection:
         loop = asyncio.get_running_loop()
+        context = self._tls_context() if tls else None
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(lambda: Connection(loop, self._open.discard), host, port)
+                _, conn = await loop.create_connection(lambda: Connection(loop, self._open.discard), host, port,
+                                                       ssl=context, server_hostname=host if tls else None)
         except TimeoutError:
             raise ConnectFailed(f"no connection to {host}:{port} within {timeout:g} s") from None
+        except ssl.SSLError as e:  # an OSError too: say it was TLS (a certificate not trusted...)
+            raise ConnectFailed(f"TLS with {host}:{port} failed: {e.reason or e}") from None
         except OSError as e:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
         if self._closed:
@@ -163,6 +176,13 @@ class UpstreamPool:
             raise ConnectFailed("the client is closed")
         self._open.add(conn)
         return conn
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """One context for every https server, made by the first (reading the system's certificates
+        takes milliseconds; most routers never reach an https server)."""
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     def _arm(self) -> None:
         if self._sweeper is None:

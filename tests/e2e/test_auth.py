@@ -87,7 +87,7 @@ def test_secret_comparison_and_validation():
     assert not matches("abc-secre", ("abc-secret",))
     assert not matches(None, ("abc-secret",)) and not matches("", ("",))
     assert not matches("ünïcödé-key", ("abc-secret",))  # non-ASCII input must not raise
-    with pytest.raises(ConfigError, match="router.admin_token: expected a secret of at least 8"):
+    with pytest.raises(ConfigError, match=r"router\.admin_token: expected a secret of at least 8"):
         parse_config({"router": {"admin_token": "short"}}, "c.yaml")
     with pytest.raises(ConfigError, match=r"router.api_keys\[1\]"):
         parse_config({"router": {"api_keys": ["long-enough-key", "has space in it"]}}, "c.yaml")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +31,13 @@ def the_child(router: RouterProcess):
     return kids[0]
 
 
+def generating(router: RouterProcess) -> bool:
+    """The child is answering a request (llama-server's own /slots, a light request through the router)."""
+    status, slots = call(router.url + "/slots?model=gemma")
+    assert status == 200, slots
+    return any(s["is_processing"] for s in slots)
+
+
 def in_flight(router: RouterProcess, token: str) -> int:
     status, body = call(router.url + "/admin/status", headers={"Authorization": f"Bearer {token}"})
     assert status == 200, body
@@ -50,7 +56,7 @@ def test_requests_not_yet_answered_survive_a_child_kill(tmp_path: Path, llama_se
             replies = [pool.submit(chat, router.url) for _ in range(6)]
             # One request is inside the child (it has one slot); the router holds the other five.
             wait_until(lambda: in_flight(router, token) >= 1, 30, "a request inside the child")
-            time.sleep(0.3)  # it is generating: no byte of a non-streamed reply has left yet
+            wait_until(lambda: generating(router), 30, "the child to work on it")  # no byte of its reply left yet
             first.send_signal(signal.SIGKILL)
             results = [r.result(timeout=180) for r in replies]
         assert [s for s, _ in results] == [200] * 6, [b for s, b in results if s != 200]

@@ -24,6 +24,7 @@ from tests.support.tinygguf import write_tiny_model
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(180)]
 ADMIN = "admin-token-for-tests"
+WATCHING = "for new models"  # the router's log line when its folder watch starts: "watching D for new models"
 
 
 def listed(url: str) -> dict[str, dict]:
@@ -59,6 +60,7 @@ def test_a_model_copied_into_a_watched_folder_appears_and_is_served(tmp_path, ll
     with start(tmp_path, llama_server, folder, watch=True) as r:
         assert set(listed(r.url)) == {"first-tiny"}
         assert load_config(r.config).sources.import_dirs == (str(folder),)  # remembered by the import
+        wait_until(lambda: f"watching {folder} {WATCHING}" in r.log(), timeout=10, what="the folder watch")
         events = _collect_events(r.url)
         (folder / "sub").mkdir()
         shutil.copy(spare, folder / "sub" / "late-tiny.gguf")
@@ -85,9 +87,13 @@ def test_with_the_watch_off_a_rescan_adds_new_files_and_reports_what_it_skipped(
     spare = write_tiny_model(tmp_path / "spare" / "later-tiny.gguf", name="later", seed=3)
     with start(tmp_path, llama_server, folder, watch=False) as r:
         shutil.copy(spare, folder / "later-tiny.gguf")
+        settled = time.time() - 60  # copied a minute ago: a fresher file waits to settle (catalogue/sources.py)
+        os.utime(folder / "later-tiny.gguf", (settled, settled))
         (folder / "broken.gguf").write_bytes(b"GGUF but not really")
         (folder / "download.gguf.part").write_bytes(spare.read_bytes()[:1000])
-        time.sleep(2.5)  # no watch: nothing happens by itself
+        # No watch: nothing happens by itself. The watch starts before the router answers
+        # (router/server.py), so a router ready without saying it watches never will.
+        assert WATCHING not in r.log()
         assert set(listed(r.url)) == {"first-tiny"}
         report = rescan(r.url)
         assert report["added"] == ["later-tiny"] and report["imported"] == ["later-tiny"]
@@ -137,10 +143,12 @@ def test_a_half_copied_file_is_never_imported(tmp_path, llama_server, folder):
 def _collect_events(url: str) -> list[tuple[str, str]]:
     """(model, event) of /models/sse, collected in the background for the test's life."""
     events: list[tuple[str, str]] = []
+    subscribed = threading.Event()
 
     def read() -> None:
         try:
             with requests.get(url + "/models/sse", stream=True, timeout=(5, 120)) as s:
+                subscribed.set()  # the router subscribes the stream before it sends the headers
                 for line in s.iter_lines():
                     if line.startswith(b"data: "):
                         msg = json.loads(line[6:])
@@ -149,5 +157,5 @@ def _collect_events(url: str) -> list[tuple[str, str]]:
             pass
 
     threading.Thread(target=read, daemon=True).start()
-    time.sleep(0.3)
+    assert subscribed.wait(10), "/models/sse did not answer"
     return events

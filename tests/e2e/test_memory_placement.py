@@ -12,7 +12,7 @@ import requests
 
 from router.backend.memory_estimate import estimate
 from router.discovery.gguf_meta import read_gguf_meta
-from tests.support.opskit import chat, model_state
+from tests.support.opskit import chat, model_state, wait_until
 from tests.support.routerproc import RouterProcess, free_port, write_config
 
 pytestmark = [pytest.mark.real, pytest.mark.gemma, pytest.mark.timeout(240)]
@@ -114,34 +114,39 @@ def test_models_fill_the_budget_and_never_more(router, gemma):
     assert listed["huge"]["memory"]["estimate"]["kv"] == 1152 * MiB  # 18 layers x 32768 cells x f32 K+V
 
 
+def admin_model(url: str, name: str) -> dict:
+    status = requests.get(url + "/admin/status", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30).json()
+    return next(m for m in status["models"] if m["model"] == name)
+
+
 def test_keep_alive_and_a_full_queue(tmp_path, llama_server, gemma):
     models = {"g": {"path": str(gemma), "args": ["-c", "2048", "-np", "1"], "concurrency_limit": 1,
                     "max_queue": 1},
+              "k": {"path": str(gemma), "args": ["-c", "2048", "-np", "1"]},  # runs next to g
               "h": {"path": str(gemma), "args": ["-c", "2048", "-np", "1"], "group": "other"}}
     cfg = write_config(tmp_path / "config.yaml", models, router={
-        "port": free_port(), "models_max": 0, "kv_persistence": False, "watch_config": False},
+        "port": free_port(), "models_max": 0, "kv_persistence": False, "watch_config": False,
+        "admin_token": ADMIN},
         spawn={"command": [str(llama_server), "--model", "$path", "--alias", "$name", "--host", "$host",
                            "--port", "$port"]})
     with RouterProcess(cfg, tmp_path / "router.log") as r:
         # keep_alive 0: unloaded once the reply is done; the child never sees the key.
         assert chat(r.url, "h", keep_alive=0).status_code == 200
-        deadline = time.monotonic() + 10
-        while model_state(r.url, "h") != "unloaded" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert model_state(r.url, "h") == "unloaded"
+        wait_until(lambda: model_state(r.url, "h") == "unloaded", 10, "h to unload after its reply")
         # keep_alive "1s": idle one second, then unloaded (no ttl in the catalogue).
         assert chat(r.url, "g", keep_alive="1s").status_code == 200
         assert model_state(r.url, "g") == "loaded"
-        deadline = time.monotonic() + 10
-        while model_state(r.url, "g") != "unloaded" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert model_state(r.url, "g") == "unloaded"
+        wait_until(lambda: model_state(r.url, "g") == "unloaded", 10, "g to unload once idle for 1 s")
         assert "[g] idle for 1 s: unloading (ttl)" in r.log()
         assert chat(r.url, "g", keep_alive="soon").status_code == 400
         # keep_alive -1: loaded for good (a load counts as waiting, so load it before the queue test).
+        # k, told "1s" after g's last reply, goes idle later than g: once k is unloaded for it,
+        # g would have been too, had -1 not replaced g's "1s".
         assert chat(r.url, "g", keep_alive=-1).status_code == 200
-        time.sleep(1.5)
-        assert model_state(r.url, "g") == "loaded"
+        assert chat(r.url, "k", keep_alive="1s").status_code == 200
+        wait_until(lambda: model_state(r.url, "k") == "unloaded", 10, "k to unload once idle for 1 s")
+        assert r.log().count("[g] idle for 1 s: unloading (ttl)") == 1  # the one before
+        assert admin_model(r.url, "g")["state"] == "loaded"
         # concurrency_limit 1, max_queue 1: one in flight, one waiting, the third is told to come back.
         results: list[requests.Response] = []
 
@@ -149,9 +154,10 @@ def test_keep_alive_and_a_full_queue(tmp_path, llama_server, gemma):
             results.append(chat(r.url, "g", max_tokens=300, ignore_eos=True))
 
         threads = [threading.Thread(target=slow) for _ in range(2)]
-        for t in threads:
-            t.start()
-            time.sleep(0.3)
+        threads[0].start()
+        wait_until(lambda: admin_model(r.url, "g")["in_flight"] == 1, 30, "the first request in flight")
+        threads[1].start()
+        wait_until(lambda: admin_model(r.url, "g")["waiting"] == 1, 30, "the second request queued")
         busy = chat(r.url, "g")
         for t in threads:
             t.join(60)

@@ -197,7 +197,7 @@ def test_no_child_survives_a_sigkilled_router(start_router, tiny_dir):
     assert len(kids) == 2
     r.proc.send_signal(signal.SIGKILL)
     r.proc.wait(10)
-    gone, alive = psutil.wait_procs(kids, timeout=15)
+    _, alive = psutil.wait_procs(kids, timeout=15)
     for p in alive:
         p.kill()
     assert not alive, "children outlived a SIGKILLed router"

@@ -69,10 +69,10 @@ class LlamaCppRouter:
     def __init__(self, binary: Path, log: Path, *args: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(self.port), *args],
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        with open(log, "wb") as out:  # the process writes to its own copy of the descriptor
+            self.proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(self.port), *args],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **(env or {})}, start_new_session=True)
         self.ps = psutil.Process(self.proc.pid)
 
     def __enter__(self) -> LlamaCppRouter:
@@ -101,7 +101,6 @@ class LlamaCppRouter:
         _, alive = psutil.wait_procs(kids, timeout=15)
         for p in alive:
             p.kill()
-        self._log.close()
 
 
 def test_command_line_of_llamacpp_router_mode(tmp_path, tiny_dir, llama_server):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.http import call
+from tests.support.http import call, wait_until
 from tests.support.routerproc import RouterProcess, child_command, write_config
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(180)]
@@ -57,15 +57,16 @@ def test_slow_headers_slow_bodies_and_too_many_connections(tmp_path: Path, tiny_
         ok.close()
         # One address holds at most max_client_connections.
         held = [raw(router.port) for _ in range(4)]
-        time.sleep(0.2)
+        for s in held:  # each one answered: the router has counted it (and its header clock is off)
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status_line(s).endswith("200 OK")
         extra = raw(router.port)
         line = status_line(extra)
         assert line.endswith("429 Too Many Requests"), line
         extra.close()
         for s in held:
             s.close()
-        time.sleep(0.2)
-        assert call(router.url + "/health")[0] == 200  # the count went down again
+        wait_until(lambda: call(router.url + "/health")[0] == 200, 10, "the count to go down again")
         assert call(router.url + "/v1/chat/completions",
                     {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})[0] == 200
 
@@ -88,10 +89,10 @@ def test_slow_readers_neither_stall_others_nor_grow_the_router(tmp_path: Path, t
     reading): backpressure holds them at the child, the router's memory stays flat,
     and the model's other slot keeps serving everyone else."""
     readers = 12
+    command = child_command(llama_server, ctx=8192 * (readers + 1))[:-2]  # without its "-np 1"
     cfg = write_config(tmp_path / "c.yaml", {"tiny-a": {"path": str(tiny_dir / "tiny-a.gguf")}},
                        router={"kv_persistence": False},
-                       spawn={"command": child_command(llama_server, ctx=8192 * (readers + 1))[:-2]
-                              + ["-np", str(readers + 1)]})
+                       spawn={"command": [*command, "-np", str(readers + 1)]})
     with RouterProcess(cfg, tmp_path / "router.log") as router:
         chat = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}]}
         assert call(router.url + "/v1/chat/completions", {**chat, "max_tokens": 1}, timeout=60)[0] == 200

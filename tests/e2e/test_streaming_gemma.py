@@ -83,19 +83,19 @@ async def test_child_killed_mid_stream_gives_an_error_and_the_next_request_reloa
     client(router).chat.completions.create(**ask("gemma", 1))
     child = gemma_child(router)
     got_error = False
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
-        async with s.post(router.url + "/v1/chat/completions", json=ask("gemma", 400, True)) as resp:
-            n = 0
-            try:
-                async for line in resp.content:
-                    if line.startswith(b"data: {"):
-                        n += 1
-                        if b'"error"' in line:
-                            got_error = True
-                        if n == 3:
-                            child.kill()
-            except aiohttp.ClientPayloadError:
-                got_error = True
+    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s,
+                s.post(router.url + "/v1/chat/completions", json=ask("gemma", 400, True)) as resp):
+        n = 0
+        try:
+            async for line in resp.content:
+                if line.startswith(b"data: {"):
+                    n += 1
+                    if b'"error"' in line:
+                        got_error = True
+                    if n == 3:
+                        child.kill()
+        except aiohttp.ClientPayloadError:
+            got_error = True
     assert got_error, "the client was not told that the stream broke"
     reply = client(router).chat.completions.create(**ask("gemma", 2))
     assert reply.choices

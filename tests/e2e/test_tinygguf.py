@@ -191,13 +191,13 @@ def test_projector_metadata(tmp_path):
 def test_broken_files_are_rejected_by_reader(tmp_path):
     bad = write_not_gguf(tmp_path / "bad.gguf")
     assert bad.suffix == ".gguf" and not bad.read_bytes().startswith(b"GGUF")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="GGUF magic invalid"):
         GGUFReader(bad)
     cut = write_truncated_gguf(tmp_path / "cut.gguf")
     assert cut.read_bytes().startswith(b"GGUF")
     full = write_tiny_model(tmp_path / "full.gguf")
     assert cut.stat().st_size == full.stat().st_size // 2
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # gguf's own words for a short file vary: numpy's reshape error here
         GGUFReader(cut)
 
 

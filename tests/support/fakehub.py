@@ -85,7 +85,8 @@ class FakeHub:
         self._cut_once[(repo_id, path)] = after_bytes
 
     def file_gets(self, path_suffix: str) -> list[Request]:
-        return [r for r in self.requests if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(path_suffix)]
+        return [r for r in self.requests
+                if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(path_suffix)]
 
     # -- lifecycle
 
@@ -172,7 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._refs(repo_id)
             if m["trev"] is not None:
                 return self._tree(repo_id, m["trev"], (m["tpath"] or "").strip("/"))
-            return self._model_info(repo_id, m["rev"] or "main", blobs="true" in [v.lower() for v in query.get("blobs", [])])
+            blobs = "true" in [v.lower() for v in query.get("blobs", [])]
+            return self._model_info(repo_id, m["rev"] or "main", blobs=blobs)
         if m := _RESOLVE_RE.match(path):
             return self._resolve(m["repo"], m["rev"], m["file"])
         self._error(404, "NotFound", f"no route for {self.command} {path}")

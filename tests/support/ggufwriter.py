@@ -3,6 +3,7 @@ reader, the folder scans, the importer and the Hugging Face tests."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 

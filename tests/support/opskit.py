@@ -4,6 +4,7 @@ waits, and a background reader for server-sent events."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import queue
 import socket
@@ -109,4 +110,4 @@ class SSEReader:
 
 def has_pair(argv: list[str], flag: str, value: str) -> bool:
     """`flag value` appear next to each other in a command line."""
-    return any(a == flag and b == value for a, b in zip(argv, argv[1:]))
+    return any(a == flag and b == value for a, b in itertools.pairwise(argv))

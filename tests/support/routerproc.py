@@ -52,12 +52,12 @@ class RouterProcess:
         self.port = data["router"]["port"]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router", "--config", str(config), "--log-level", "debug", *args],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
+        with open(log_path, "wb") as log:  # the router writes to its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "router", "--config", str(config), "--log-level", "debug", *args],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            )
         self.ps = psutil.Process(self.proc.pid)
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> RouterProcess:
@@ -74,7 +74,6 @@ class RouterProcess:
         raise TimeoutError(f"router not ready in {timeout} s:\n{self.log(8000)}")
 
     def log(self, tail: int | None = None) -> str:
-        self._log.flush()
         text = self.log_path.read_text(errors="replace")
         return text[-tail:] if tail else text
 
@@ -94,10 +93,9 @@ class RouterProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        gone, alive = psutil.wait_procs(kids, timeout=15)
+        _, alive = psutil.wait_procs(kids, timeout=15)
         for p in alive:  # never leave a process behind, even when a test fails
             p.kill()
-        self._log.close()
         assert not alive, f"children outlived the router: {[p.pid for p in alive]}"
         return self.proc.returncode
 

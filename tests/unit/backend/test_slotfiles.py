@@ -90,9 +90,9 @@ def test_kv_settings_are_read_and_checked():
     assert (r.kv_persistence, r.slot_save_max_bytes, r.slot_save_timeout) == (False, 1000, 5.0)
     assert r.slot_save_path == os.path.expanduser("~/kv")
     assert parse_config({}).router.kv_persistence is None  # auto: on for llama-server
-    with pytest.raises(ConfigError, match="router.kv_persistence: expected true or false"):
+    with pytest.raises(ConfigError, match=r"router\.kv_persistence: expected true or false"):
         parse_config({"router": {"kv_persistence": "yes"}})
-    with pytest.raises(ConfigError, match="router.slot_save_max_bytes: expected an integer"):
+    with pytest.raises(ConfigError, match=r"router\.slot_save_max_bytes: expected an integer"):
         parse_config({"router": {"slot_save_max_bytes": 1.5}})
 
 

@@ -29,6 +29,7 @@ from router.catalogue.config import (
     ConfigError,
     MemorySettings,
     ModelSpec,
+    PeerSpec,
     Rate,
     RouterSettings,
     SourcesSpec,
@@ -51,7 +52,10 @@ SECTIONS = [
     ("spawn", SpawnSpec, ()),
     ("sources", SourcesSpec, ()),
     ("cluster", ClusterSettings, ()),
+    ("peer", PeerSpec, ("name",)),
 ]
+# Keys a section needs, with no default (an API key's `key` is the other such key).
+NEEDED = {(PeerSpec, "url")}
 
 
 def section(name: str) -> dict[str, Any]:
@@ -84,8 +88,8 @@ def test_schema_file_is_drawn_from_the_keys():
 
 def test_docs_key_tables_are_drawn_from_the_keys():
     text = DOCS_FILE.read_text(encoding="utf-8")
-    assert re.findall(r"<!-- keys:start (\w+) ", text) == ["router", "sources", "cluster", "spawn", "models"]
-    assert text.count("<!-- keys:end -->") == 5
+    assert re.findall(r"<!-- keys:start (\w+) ", text) == ["router", "sources", "cluster", "spawn", "models", "peers"]
+    assert text.count("<!-- keys:end -->") == 6
     assert text == with_key_tables(text), f"the key tables of {DOCS_FILE.relative_to(ROOT)} are stale: run " \
         f"`{MAKE_TARGET}`"
 
@@ -134,12 +138,18 @@ def test_every_key_has_a_description_and_the_dataclass_default(name, cls, exclud
             continue
         prop = props[file_key(f)]
         assert prop.get("description"), f"{name}.{f.name} has no description"
+        if (cls, f.name) in NEEDED:
+            assert "default" not in prop and f.name in SCHEMA["$defs"][name]["required"], f"{name}.{f.name}"
+            continue
         assert "default" in prop, f"{name}.{f.name} has no default"
         default = f.default
         nested = f.default_factory() if f.default_factory is not MISSING else None
         if is_dataclass(nested):  # a nested section: its defaults as a mapping
             assert prop["default"] == asdict(nested), f"{name}.{f.name}"
             assert set(prop["properties"]) == {g.name for g in fields(nested)}, f"{name}.{f.name}"
+            continue
+        if isinstance(nested, dict):  # a mapping of values (set_params, metadata): empty, a fresh one each time
+            assert prop["default"] == nested == {}, f"{name}.{f.name}"
             continue
         assert default is not MISSING, f"{name}.{f.name}: the dataclass field has no plain default"
         if default is None:
@@ -216,6 +226,21 @@ BAD = {
     "max_tokens_default negative": model(**P, max_tokens_default=-1),
     "router max_tokens_default a fraction": {"router": {"max_tokens_default": 1.5}},
     "memory.unified is a word": {"router": {"memory": {"unified": "yes"}}},
+    "url that is not http": model(url="ftp://host/v1"),
+    "url with a path too": model(url="http://host:8080", path="/m.gguf"),
+    "url with a spawn too": model(url="http://host:8080", spawn=None),
+    "port out of range for a model": model(**P, port=70000),
+    "stop_command a mapping": model(**P, stop_command={"docker": "stop"}),
+    "peer without url": {"peers": {"p": {"models": ["a"]}}},
+    "peer with an unknown key": {"peers": {"p": {"url": "http://h:1", "proxy": "http://h:1"}}},
+    "peers a list": {"peers": ["http://h:1"]},
+    "set_params a list": model(**P, set_params=[1]),
+    "virtual id that is no name": model(**P, set_params_by_id={"a b": {"top_k": 1}}),
+    "virtual id without params": model(**P, set_params_by_id={"m:x": 1}),
+    "capabilities with an unknown modality": model(**P, capabilities={"in": ["smell"]}),
+    "capabilities with an unknown key": model(**P, capabilities={"vision": True}),
+    "timeouts of zero": model(**P, timeouts={"connect": 0}),
+    "log level loud": {"router": {"log_level": "loud"}},
 }
 
 GOOD = {
@@ -255,6 +280,22 @@ GOOD = {
                                       "front_grace": 10, "start_wait": 0}},
     "memory unified auto and true": {"router": {"memory": {"unified": "auto", "ram": "auto", "probe": True}}},
     "memory unified false": {"router": {"memory": {"unified": False}}},
+    "external model": model(url="https://api.example.com/v1", api_key="${KEY}", health_endpoint="/health"),
+    "container model": model(spawn={"command": ["docker", "run", "-p", "8999:8080", "img"]}, port=8999,
+                             stop_command="docker stop ${MODEL_ID}"),
+    "stop command as a list": model(**P, stop_command=["kill", "${PID}"]),
+    "peers": {"peers": {"lab": {"url": "http://lab:8082"},
+                        "hosted": {"url": "https://openrouter.ai/api/v1", "api_key": "${KEY}",
+                                   "models": ["qwen/*", "meta-llama/llama-3.1-8b-instruct"]}}},
+    "capture_bytes as a size": {"router": {"capture_bytes": "16MiB"}},
+    "request rewriting": model(**P, strip_params=["top_k"], use_model_name="org/m",
+                               set_params={"temperature": 0.5, "top_k?": 40, "stop": ["x"], "kw": {"a": None}},
+                               set_params_by_id={"m:hot": {"temperature": 1.2}, "m": {}}),
+    "what /v1/models tells": model(**P, description="A model", metadata={"a": [1, {"b": None}], "c": "${KEY}"},
+                                   capabilities={"in": ["text", "image"], "out": ["text"], "tools": True,
+                                                 "reranker": False, "context": 8192}),
+    "per-model limits": model(**P, timeouts={"connect": 2, "read": "${TTL}"}, stop_timeout=3, swap_progress=False),
+    "log settings": {"router": {"log_level": "debug", "log_format": "json", "log_file": "router.log"}},
 }
 
 ENVIRONMENT = {"PORT": "9000", "N": "2", "TTL": "30", "KEY": "environment-key", "ADMIN": "admin-token-123",
@@ -288,6 +329,7 @@ PLACES: list[tuple[str, Any, Any]] = [
     ("models.m", ModelSpec, lambda v: {"models": {"m": {**P, **v}}}),
     ("sources", SourcesSpec, lambda v: {"sources": v}),
     ("cluster", ClusterSettings, lambda v: {"cluster": v}),
+    ("peers.p", PeerSpec, lambda v: {"peers": {"p": {"url": "http://peer:8080", **v}}}),
     ("router.api_keys[0]", ApiKey, lambda v: {"router": {"api_keys": [{"key": "team-key-0123", **v}]}}),
 ]
 EVERY_KEY = [(where, k, put) for where, cls, put in PLACES for k in keys_of(cls)]

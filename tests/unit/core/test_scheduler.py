@@ -60,7 +60,7 @@ def test_busy_model_is_never_evicted_until_its_requests_finish():
     s = make()
     t_a, _ = ticket(s, "a")
     s.loaded("a")  # t_a granted and in flight
-    t_b, eff = ticket(s, "b")
+    _, eff = ticket(s, "b")
     assert eff == []  # a is busy: the swap waits
     assert s.state("a") is State.READY
     assert s.release(t_a) == [Stop("a", "swap")]
@@ -71,7 +71,7 @@ def test_requests_for_a_draining_model_wait_for_the_swap():
     t_a, _ = ticket(s, "a")
     s.loaded("a")
     ticket(s, "b")  # swap decided, waits for a to drain
-    t_a2, eff = ticket(s, "a")
+    _, eff = ticket(s, "a")
     assert eff == []  # not granted: a is being drained
     assert s.release(t_a) == [Stop("a", "swap")]
     assert s.stopped("a") == [Start("b")]
@@ -92,7 +92,7 @@ def test_all_waiting_requests_of_the_loaded_model_are_served_before_swapping_bac
 def test_models_in_one_group_run_together():
     s = make(models_max=0, a="light", b="light", c=None)
     load(s, "a")
-    t, eff = ticket(s, "b")
+    _, eff = ticket(s, "b")
     assert eff == [Start("b")]  # a stays
     s.loaded("b")
     assert set(s.running()) == {"a", "b"}
@@ -122,7 +122,7 @@ def test_models_max_prefers_an_idle_victim_over_a_busy_one():
     s = make(models_max=2, a="g", b="g", c="g")
     load(s, "a")
     load(s, "b")
-    busy, _ = ticket(s, "a")  # a in flight, but b is more recent
+    ticket(s, "a")  # a in flight, but b is more recent
     _, eff = ticket(s, "c")
     assert eff == [Stop("b", "swap")]
     assert s.inflight("a") == 1
@@ -131,7 +131,7 @@ def test_models_max_prefers_an_idle_victim_over_a_busy_one():
 def test_failed_load_rejects_its_waiters_and_the_next_swap_proceeds():
     s = make()
     t1, _ = ticket(s, "a")
-    t2, _ = ticket(s, "b")
+    ticket(s, "b")
     eff = s.load_failed("a", "boom")
     assert Reject(t1, "a", "boom") in eff
     assert Start("b") in eff
@@ -144,7 +144,7 @@ def test_crashed_model_is_reloaded_by_the_next_request():
     s.stopped("a")  # the child died with t in flight
     assert s.state("a") is State.STOPPED
     s.release(t)  # the failed request finishing later is harmless
-    t2, eff = ticket(s, "a")
+    _, eff = ticket(s, "a")
     assert eff == [Start("a")]
 
 

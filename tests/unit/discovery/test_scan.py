@@ -302,13 +302,11 @@ def test_hf_cache_models_are_named_user_repo_quant_with_projectors_and_shards(tm
     res = scan_hf_cache(cache)
     got = {m.name: (m.path.relative_to(cache).as_posix(), m.mmproj and m.mmproj.name, len(m.shards), m.repo_id)
            for m in res.models}
+    vision, huge = f"models--acme--Vision-GGUF/snapshots/{c1}", f"models--acme--Huge-GGUF/snapshots/{c2}"
     assert got == {
-        "acme/Vision-GGUF:Q4_K_M": (f"models--acme--Vision-GGUF/snapshots/{c1}/Vision-Q4_K_M.gguf", "mmproj-BF16.gguf", 1,
-                               "acme/Vision-GGUF"),
-        "acme/Vision-GGUF:Q8_0": (f"models--acme--Vision-GGUF/snapshots/{c1}/Vision-Q8_0.gguf", "mmproj-BF16.gguf", 1,
-                             "acme/Vision-GGUF"),
-        "acme/Huge-GGUF:Q2_K": (f"models--acme--Huge-GGUF/snapshots/{c2}/Q2_K/Huge-Q2_K-00001-of-00002.gguf", None, 2,
-                           "acme/Huge-GGUF"),
+        "acme/Vision-GGUF:Q4_K_M": (f"{vision}/Vision-Q4_K_M.gguf", "mmproj-BF16.gguf", 1, "acme/Vision-GGUF"),
+        "acme/Vision-GGUF:Q8_0": (f"{vision}/Vision-Q8_0.gguf", "mmproj-BF16.gguf", 1, "acme/Vision-GGUF"),
+        "acme/Huge-GGUF:Q2_K": (f"{huge}/Q2_K/Huge-Q2_K-00001-of-00002.gguf", None, 2, "acme/Huge-GGUF"),
     }
     assert all(m.source == "hf" for m in res.models) and res.skipped == []
     # The names llama-router gave them before llama.cpp's ids stay as aliases.

@@ -12,6 +12,7 @@ import tracemalloc
 import pytest
 
 from router.http.multipart import MultipartError, _find, form_field
+from tests.support.waiting import until
 
 BOUNDARY = "----llamarouter42"
 CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -82,7 +83,7 @@ async def test_a_large_upload_does_not_hold_the_event_loop():
             last = now
 
     tick = asyncio.create_task(ticker())
-    await asyncio.sleep(0.01)
+    await until(lambda: gaps, 2, "the ticker's first tick")
     try:
         assert await form_field(CTYPE, big, "model") == "whisper"
     finally:

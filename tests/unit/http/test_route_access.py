@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
+from router.api import media
 from router.api.inference import POST_ROUTES
 from router.app import create_app
 from router.catalogue.config import Config
@@ -201,6 +202,14 @@ ROWS: list[tuple[str, str, str]] = [
     ("DELETE", f"/admin/models/{M}", "admin"), ("POST", "/admin/download", "admin"),
     ("GET", "/admin/downloads", "admin"), ("GET", "/admin/download/events", "admin"),
     ("GET", "/admin/config", "admin"), ("PUT", "/admin/config", "admin"),
+    ("GET", "/admin/captures", "admin"), ("GET", "/admin/captures/1", "admin"),
+    ("GET", "/admin/requests", "admin"), ("DELETE", "/admin/requests/r1", "admin"),
+    *((m, f"{p}/resp_0{tail}", "inference") for p in ("/v1/responses", "/responses")  # stored responses
+      for m, tail in (("GET", ""), ("DELETE", ""), ("GET", "/input_items"))),
+    ("GET", "/admin/responses", "admin"), ("DELETE", "/admin/responses?key=none", "admin"),
+    *(("POST", path, "named")
+      for path in (*media.JSON_ROUTES, *media.FORM_ROUTES, *media.VERSIONLESS, *media.AUDIOAPI)),
+    *(("GET", f"{path}?model={M}", "named") for path in media.GET_ROUTES),
     ("GET", "/admin", "admin"), ("GET", "/admin/no/such/route", "admin"), ("GET", "/admin/reload", "admin"),
 ]
 

@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 
 from router.upstream import http1
 from router.upstream.pool import BadReply, ConnectFailed, Disconnected, UpstreamPool, request_head
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -228,7 +229,7 @@ async def test_no_reply_in_time_is_a_timeout_and_the_connection_is_dropped():
 async def test_a_cancelled_request_leaves_no_connection_for_the_next():
     async with served(replies(OK, OK, delay=0.3)) as (server, pool):
         task = asyncio.create_task(ask(pool, server.port))
-        await asyncio.sleep(0.1)
+        await until(lambda: server.requests, 2, "the request to reach the server")  # its reply is 0.3 s away
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
