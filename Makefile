@@ -20,7 +20,7 @@ export LLAMA_CPP_BUILD_JOBS ?= 2
 # does not know about CMAKE_ARGS, so a change of flags would otherwise reuse the old build.
 LLAMA_WHEELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/llama-router/wheels/$(shell printf '%s' "$(CMAKE_ARGS)" | sha256sum | cut -c1-12)
 
-.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster clean webui browser soak test-cluster gpu-check gpu-check-bundle test-llamacpp test-min schema
+.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster bench-fairness clean webui browser soak test-cluster gpu-check gpu-check-bundle test-llamacpp test-min schema test-open-webui
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -65,6 +65,14 @@ test: setup webui browser lint test-min
 # stand-in llama-server (tests/llamacpp/); AGAINST=llama.cpp runs them against llama.cpp's own router.
 test-llamacpp: $(VENV)/.installed $(GEMMA)
 	$(BIN)/python -m tests.llamacpp $(if $(AGAINST),--against $(AGAINST))
+
+# Open WebUI (PyPI open-webui, several GB: not part of `make test`) in headless Chromium against the
+# router's Ollama port (docs/ollama.md): OPEN_WEBUI_BIN names its `open-webui`, else the one on PATH.
+OPEN_WEBUI_BIN ?= $(shell command -v open-webui)
+test-open-webui: $(VENV)/.installed $(GEMMA) browser
+	@test -n "$(OPEN_WEBUI_BIN)" || { echo "test-open-webui: install Open WebUI in a virtualenv of its own" \
+	  "(python3.11 -m venv /tmp/owui && /tmp/owui/bin/pip install open-webui), then OPEN_WEBUI_BIN=/tmp/owui/bin/open-webui"; exit 1; }
+	OPEN_WEBUI_BIN=$(OPEN_WEBUI_BIN) $(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e/test_open_webui.py
 
 # Many hosts behind one router (docs/cluster.md) alone: a simulated three-node Ray cluster, real
 # llama-server children on tiny models (also part of `make test`).
@@ -112,6 +120,11 @@ bench-full: setup
 # front adds next to a direct llama-server and a single-host llama-router (about two minutes).
 bench-cluster: $(VENV)/.installed
 	$(BIN)/python -m bench.cluster
+
+# Fair share (docs/scheduling.md#figures): key X's burst to model A against key Y's chats to B,
+# llama-router fair share vs first come first served vs llama.cpp's router (a few minutes).
+bench-fairness: $(VENV)/.installed
+	$(BIN)/python -m bench.fairness --model tiny --tokens 64 --y-requests 10 --y-interval 1.5
 
 # Chaos soak: a real router on three tiny models, 300 clients for ten minutes while children
 # are SIGKILLed and frozen, the KV slot disk fills and the catalogue reloads; prints the

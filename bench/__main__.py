@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             res.extra["placement"] = placement.table(outcomes, budget, mode.placement_requests)
         if "ollama" in only:
             suite.log("Ollama's /api/chat against /v1/chat/completions in one llama-router (bench/ollama.py)")
-            res.extra["ollama"], _ = ollama.run(binary, work / "ollama", ollama.Plan(rounds=mode.rounds), log=suite.log)
+            plan = ollama.Plan(rounds=mode.rounds, budget_s=25.0 if mode is suite.QUICK else 0.0)
+            res.extra["ollama"], _ = ollama.run(binary, work / "ollama", plan, log=suite.log)
     elapsed = time.perf_counter() - t0
     command = args.command or "python -m bench" + (" --full" if args.full else "") + (
         f" --only {args.only}" if args.only else "")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
 import sys
 import tempfile
@@ -127,9 +128,11 @@ async def one_swap(t: Target, a: str, b: str, key: str | None, tokens: int, reps
     return statistics.median(times)
 
 
-def start_router(s: Setup) -> Target:
+def start_router(s: Setup, swap_patience: float | None) -> Target:
     port = free_port()
     cfg = router_config(s, port)
+    if swap_patience is not None:
+        cfg["router"]["swap_patience"] = swap_patience
     cfg["router"]["api_keys"] = [{"key": KEY_X, "priority": "normal"}, {"key": KEY_Y, "priority": "normal"}]
     path = s.workdir / "router.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -154,13 +157,17 @@ def table(outcomes: list[Outcome], swap_s: float, fifo_total: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from bench.__main__ import find_binary, find_gemma
     binary = find_binary()
-    model = Path(args.model) if args.model else find_gemma()
     with tempfile.TemporaryDirectory(prefix="llama-router-fairness-") as tmp:
+        if args.model == "tiny":  # the tests' tiny stand-in: loads and replies in milliseconds
+            from tests.support.tinygguf import write_tiny_model
+            model = write_tiny_model(Path(tmp) / "tiny.gguf", name="tiny", seed=0)
+        else:
+            model = Path(args.model) if args.model else find_gemma()
         s = make_setup(binary, model, ("model-a", "model-b"), CHILD_ARGS, Path(tmp))
         a, b = s.names
         outcomes: list[Outcome] = []
         log("llama-router: one swap plus one reply on the idle router, then fair share and FIFO")
-        router = start_router(s)
+        router = start_router(s, args.swap_patience)
         try:
             swap_s = asyncio.run(one_swap(router, a, b, KEY_X, args.tokens, 3))
             log(f"one swap plus one reply: {swap_s:.2f} s")
@@ -177,9 +184,14 @@ def run(args: argparse.Namespace) -> int:
             log(f"llama.cpp: {outcomes[-1]}")
         finally:
             cpp.stop()
+            if args.logs:
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
+                for f in Path(tmp).glob("*.log"):
+                    (Path(args.logs) / f.name).write_bytes(f.read_bytes())
     print(f"X: {args.x_requests} chats to A, {args.x_concurrency} at a time; Y: {args.y_requests} chats to B, "
           f"one every {args.y_interval:g} s from {args.y_delay:g} s; {args.tokens}-token replies; "
-          f"{model.name}")
+          f"{model.name}; llama-router's swap_patience: "
+          f"{'default' if args.swap_patience is None else f'{args.swap_patience:g} s'}")
     print(table(outcomes, swap_s, outcomes[1].x_total))
     for o in outcomes:
         for e in o.errors[:3]:
@@ -196,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--y-interval", type=float, default=3.0)
     p.add_argument("--y-delay", type=float, default=1.0, help="Y's first chat, seconds after X's first")
     p.add_argument("--tokens", type=int, default=8, help="reply length of every chat")
-    p.add_argument("--model", help="a GGUF (default: Gemma 3 270M, as make bench)")
-    return run(p.parse_args(argv))
+    p.add_argument("--swap-patience", type=float, help="llama-router's router.swap_patience (default: its own)")
+    p.add_argument("--logs", metavar="DIR", help="copy the servers' logs here")
+    p.add_argument("--model", help="a GGUF, or `tiny` for the tests' stand-in (default: Gemma 3 270M, as make bench)")
+    args = p.parse_args(argv)
+    # Stopped (timeout, kill): still stop the servers it started, which run in sessions of their own.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return run(args)
 
 
 if __name__ == "__main__":

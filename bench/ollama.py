@@ -2,25 +2,33 @@
 
 Issue #24's bench row. One llama-router in front of the tiny stand-in model
 (tests/support/tinygguf.py, `-np 4`: the child is fast, so the router is what
-is busy) serves the same requests both ways, block after block (which goes
-first alternates), so both see the same machine at the same moments:
+is busy) serves the same chat both ways, interleaved, so both kinds see the
+same machine at the same moments:
 
 * non-streamed: `POST /api/chat` (`"stream": false`, `options.num_predict`)
-  and `POST /v1/chat/completions` (`max_tokens`), the same messages, one
-  kept-alive client, one request at a time: what /api/chat adds to the time
-  of a request (median and p95 over all requests of a kind, the difference of
-  the two kinds'), and the router's CPU time per request (psutil, around
-  each block);
+  and `POST /v1/chat/completions` (`max_tokens`), the same messages, in pairs
+  of one request of each kind sent back to back (which goes first
+  alternates), each kind on its own kept-alive connection. What /api/chat
+  adds is the median over pairs of the difference (a pair shares the
+  machine's load of that moment, so a busy machine's pauses mostly cancel
+  out), and the difference of the two kinds' p95; the router's CPU time per
+  request is read around each request (median per kind and of the pairs'
+  differences);
 * streamed: `/api/chat` (NDJSON, Ollama's default) and `/v1/chat/completions`
-  (`"stream": true`, SSE), 64-token replies over 4 clients: the router's CPU
-  time per event the client received (an NDJSON line; an SSE `data: {...}`
-  event) and the ratio of the two.
+  (`"stream": true`, SSE), 64-token replies, 4 clients at once, in blocks
+  that alternate: the router's CPU time per event the client received (an
+  NDJSON line; an SSE `data: {...}` event) and the ratio of the two.
+
+The router's CPU time is its process's, all threads (CPUClock: Linux's
+per-thread schedstat, in nanoseconds; psutil's cpu_times elsewhere).
 
 Goals (issue #24): /api/chat adds at most 0.2 ms per non-streamed request,
 and its per-event CPU is at most 1.5x the SSE relay's. Each figure prints
-with its goal. `python -m bench` runs this as its `ollama` group.
+with its goal. `python -m bench` runs this as its `ollama` group (quick: up to
+3 rounds within about 25 s; --full: 5 rounds).
 
     .venv/bin/python -m bench.ollama --rounds 3
+    .venv/bin/python -m bench.ollama --same     # the noise floor: /v1 on both sides
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import argparse
 import http.client
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,12 +66,13 @@ class Plan:
     """How much to send per round and kind."""
 
     rounds: int = 3
-    requests: int = 10  # non-streamed, sequential, per block
-    blocks: int = 8  # non-streamed blocks per round and kind (alternating kinds)
-    streams: int = 2  # per client and stream block (CLIENTS clients)
-    stream_blocks: int = 3  # per round and kind
+    pairs: int = 80  # non-streamed requests of each kind per round
+    streams: int = 1  # per client and stream block (CLIENTS clients)
+    stream_blocks: int = 6  # per round and kind
     reply_tokens: int = 8
     stream_tokens: int = 64
+    budget_s: float = 0.0  # no new round past this many seconds (0: all rounds); one round at least
+    same: bool = False  # the noise floor: /v1/chat/completions on both sides
 
 
 def body(kind: str, tokens: int, stream: bool) -> dict:
@@ -94,8 +104,7 @@ class Sample:
     """What one kind collected over a run."""
 
     latency_s: list[float] = field(default_factory=list)
-    request_cpu_s: float = 0.0
-    requests: int = 0
+    request_cpu_s: list[float] = field(default_factory=list)
     stream_cpu_s: float = 0.0
     events: int = 0
     per_round_us_event: list[float] = field(default_factory=list)
@@ -103,11 +112,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class Figures:
-    added_p50_ms: float  # median of (/api/chat - /v1/chat/completions) over pairs of requests sent back to back
+    rounds: int
+    added_p50_ms: float  # median over pairs of (/api/chat - /v1/chat/completions)
     added_p95_ms: float  # p95 of one kind minus p95 of the other
     p50_ms: dict[str, float]
     p95_ms: dict[str, float]
-    us_per_request: dict[str, float]
+    us_per_request: dict[str, float]  # median per kind (mean without a precise clock)
+    added_us_per_request: float  # median over pairs (mean without a precise clock)
     us_per_event: dict[str, float]
     event_ratio: float
     round_ratios: list[float]
@@ -117,17 +128,22 @@ class Figures:
         return {"added": self.added_p50_ms <= ADDED_MS_GOAL, "event": self.event_ratio <= EVENT_RATIO_GOAL}
 
 
-def figures(samples: dict[str, Sample], pairs: list[tuple[float, float]]) -> Figures:
-    """The row's figures from both kinds' samples and the (ollama, openai) latency pairs."""
+def figures(samples: dict[str, Sample], precise: bool = True) -> Figures:
+    """The row's figures from both kinds' samples, whose requests were sent in pairs
+    (the i-th request of one kind next to the i-th of the other). Without a `precise`
+    CPU clock a request's CPU time is 0 or a 10 ms tick: the mean per request, not the median."""
     o, a = samples["ollama"], samples["openai"]
     p50 = {k: 1000 * percentile(s.latency_s, 50) for k, s in samples.items()}
     p95 = {k: 1000 * percentile(s.latency_s, 95) for k, s in samples.items()}
-    per_req = {k: 1e6 * s.request_cpu_s / s.requests if s.requests else float("nan") for k, s in samples.items()}
+    middle = median if precise else statistics.fmean
+    per_req = {k: 1e6 * middle(s.request_cpu_s) for k, s in samples.items()}
     per_ev = {k: 1e6 * s.stream_cpu_s / s.events if s.events else float("nan") for k, s in samples.items()}
-    rounds = [x / y for x, y in zip(o.per_round_us_event, a.per_round_us_event, strict=False) if y > 0]
+    rounds = [x / y for x, y in zip(o.per_round_us_event, a.per_round_us_event, strict=True) if y > 0]
     ratio = per_ev["ollama"] / per_ev["openai"] if per_ev["openai"] > 0 else float("nan")
-    added = 1000 * median([x - y for x, y in pairs])
-    return Figures(added, p95["ollama"] - p95["openai"], p50, p95, per_req, per_ev, ratio, rounds)
+    added = 1000 * median([x - y for x, y in zip(o.latency_s, a.latency_s, strict=True)])
+    added_cpu = 1e6 * middle([x - y for x, y in zip(o.request_cpu_s, a.request_cpu_s, strict=True)])
+    return Figures(len(o.per_round_us_event), added, p95["ollama"] - p95["openai"], p50, p95, per_req, added_cpu,
+                   per_ev, ratio, rounds)
 
 
 def _mark(ok: bool) -> str:
@@ -138,27 +154,27 @@ def table(f: Figures, plan: Plan) -> str:
     """The row as a markdown table, each figure next to its goal."""
     ok = f.passed
     rounds = ", ".join(f"{r:.2f}x" for r in f.round_ratios)
+    n = f.rounds * plan.pairs
     return "\n".join([
         "| Measurement | /v1/chat/completions | /api/chat | /api/chat adds | goal |",
         "|---|---|---|---|---|",
-        f"| non-streamed, {plan.reply_tokens}-token reply, one client: latency p50 | {f.p50_ms['openai']:.2f} ms | "
+        f"| non-streamed, {plan.reply_tokens}-token reply, {n} pairs: latency p50 | {f.p50_ms['openai']:.2f} ms | "
         f"{f.p50_ms['ollama']:.2f} ms | {f.added_p50_ms:+.3f} ms (median of pairs) | <= +{ADDED_MS_GOAL} ms: "
         f"{_mark(ok['added'])} |",
         f"| non-streamed: latency p95 | {f.p95_ms['openai']:.2f} ms | {f.p95_ms['ollama']:.2f} ms | "
         f"{f.added_p95_ms:+.2f} ms | - |",
-        f"| non-streamed: router CPU per request | {f.us_per_request['openai']:.0f} us | "
-        f"{f.us_per_request['ollama']:.0f} us | {f.us_per_request['ollama'] - f.us_per_request['openai']:+.0f} us "
-        "| - |",
-        f"| streamed {plan.stream_tokens} tokens, {CLIENTS} clients: router CPU per event (SSE / NDJSON) | "
-        f"{f.us_per_event['openai']:.1f} us | {f.us_per_event['ollama']:.1f} us | {f.event_ratio:.2f}x "
-        f"(rounds: {rounds}) | <= {EVENT_RATIO_GOAL}x: {_mark(ok['event'])} |",
+        f"| non-streamed: router CPU per request (median) | {f.us_per_request['openai']:.0f} us | "
+        f"{f.us_per_request['ollama']:.0f} us | {f.added_us_per_request:+.0f} us (median of pairs) | - |",
+        f"| streamed, {plan.stream_tokens} tokens, {CLIENTS} clients: router CPU per event (SSE event / NDJSON line) "
+        f"| {f.us_per_event['openai']:.1f} us | {f.us_per_event['ollama']:.1f} us | {f.event_ratio:.2f}x "
+        f"(by round: {rounds}) | <= {EVENT_RATIO_GOAL}x: {_mark(ok['event'])} |",
     ])
 
 
 class CPUClock:
     """The router process's CPU time in seconds, all threads: to the nanosecond from Linux's
     /proc/PID/task/*/schedstat where there is one (psutil's cpu_times counts 10 ms ticks,
-    too coarse for blocks of a few requests); psutil's cpu_times elsewhere."""
+    too coarse for one request); psutil's cpu_times elsewhere (`precise` false)."""
 
     def __init__(self, pid: int):
         self.pid = pid
@@ -188,28 +204,31 @@ def _post(c: http.client.HTTPConnection, path: str, payload: bytes) -> bytes:
     return data
 
 
-def _sequential(port: int, kind: str, payload: bytes, n: int, sample: Sample, cpu: CPUClock) -> list[float]:
-    """`n` requests one after another on a kept-alive connection (opened, and its first
-    request sent, before the clock starts): their times; the router's CPU time in `sample`."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    out = []
+def _pairs(port: int, sends: dict[str, tuple[str, bytes]], n: int, samples: dict[str, Sample], cpu: CPUClock,
+           first: int) -> None:
+    """`n` pairs of requests, one of each kind back to back (which goes first alternating),
+    each kind on its own kept-alive connection (opened, and its first request sent, before
+    the clock starts); each request's time and the router's CPU time while it was served
+    go to its kind's sample."""
+    conns = {k: http.client.HTTPConnection("127.0.0.1", port, timeout=60) for k in KINDS}
     try:
-        _post(c, PATHS[kind], payload)
-        c0 = cpu()
-        for _ in range(n):
-            t0 = time.perf_counter()
-            _post(c, PATHS[kind], payload)
-            out.append(time.perf_counter() - t0)
-        sample.request_cpu_s += cpu() - c0
+        for k, c in conns.items():
+            _post(c, *sends[k])
+        for i in range(n):
+            for k in _order(first + i):
+                c0, t0 = cpu(), time.perf_counter()
+                _post(conns[k], *sends[k])
+                took = time.perf_counter() - t0
+                samples[k].request_cpu_s.append(cpu() - c0)
+                samples[k].latency_s.append(took)
     finally:
-        c.close()
-    sample.requests += n
-    sample.latency_s += out
-    return out
+        for c in conns.values():
+            c.close()
 
 
 def _streams(port: int, kind: str, payload: bytes, per_client: int, sample: Sample, cpu: CPUClock) -> float:
-    """CLIENTS clients at once, `per_client` streams each: the router's CPU time and events in `sample`."""
+    """CLIENTS clients at once, `per_client` streams each of `kind` (its path and events):
+    the router's CPU time and the events in `sample`."""
     counts: list[int] = []
     errors: list[BaseException] = []
 
@@ -238,36 +257,38 @@ def _streams(port: int, kind: str, payload: bytes, per_client: int, sample: Samp
 
 
 def measure(port: int, router_pid: int, plan: Plan, log: Callable[[str], None] = print) -> Figures:
-    """Both kinds side by side against the router on `port`, block after block, which kind
-    goes first alternating."""
+    """Both kinds side by side against the router on `port` (serving MODEL), round after round
+    (with `plan.same`, the "ollama" side sends what the "openai" side does)."""
     cpu = CPUClock(router_pid)
-    whole = {k: json.dumps(body(k, plan.reply_tokens, False)).encode() for k in KINDS}
-    streamed = {k: json.dumps(body(k, plan.stream_tokens, True)).encode() for k in KINDS}
+    sent_as = {k: "openai" if plan.same else k for k in KINDS}
+    whole = {k: (PATHS[sent_as[k]], json.dumps(body(sent_as[k], plan.reply_tokens, False)).encode()) for k in KINDS}
+    streamed = {k: json.dumps(body(sent_as[k], plan.stream_tokens, True)).encode() for k in KINDS}
     samples = {k: Sample() for k in KINDS}
-    pairs: list[tuple[float, float]] = []
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
-        tokens = {k: reply_tokens(k, _post(c, PATHS[k], whole[k])) for k in KINDS}  # warm: the child loads
+        tokens = {k: reply_tokens(sent_as[k], _post(c, *whole[k])) for k in KINDS}  # warm: the child loads
     finally:
         c.close()
     if len(set(tokens.values())) != 1:
         raise RuntimeError(f"the two replies differ in length: {tokens}")
+    started = time.perf_counter()
     for r in range(plan.rounds):
+        if r and plan.budget_s and time.perf_counter() - started > plan.budget_s:
+            log(f"ollama: {r} of {plan.rounds} rounds within the {plan.budget_s:g} s budget")
+            break
         t0 = time.perf_counter()
-        for b in range(plan.blocks):
-            lat = {k: _sequential(port, k, whole[k], plan.requests, samples[k], cpu) for k in _order(r + b)}
-            pairs += zip(lat["ollama"], lat["openai"], strict=True)
+        _pairs(port, whole, plan.pairs, samples, cpu, r)
         t1 = time.perf_counter()
         spent = {k: 0.0 for k in KINDS}
         events0 = {k: samples[k].events for k in KINDS}
         for b in range(plan.stream_blocks):
             for k in _order(r + b):
-                spent[k] += _streams(port, k, streamed[k], plan.streams, samples[k], cpu)
+                spent[k] += _streams(port, sent_as[k], streamed[k], plan.streams, samples[k], cpu)
         for k in KINDS:
             samples[k].per_round_us_event.append(1e6 * spent[k] / max(1, samples[k].events - events0[k]))
         log(f"ollama round {r + 1}/{plan.rounds}: non-streamed {t1 - t0:.1f} s, "
             f"streamed {time.perf_counter() - t1:.1f} s")
-    return figures(samples, pairs)
+    return figures(samples, cpu.precise)
 
 
 def _order(i: int) -> tuple[str, ...]:
@@ -292,9 +313,12 @@ def run(binary: str, work: Path, plan: Plan, log: Callable[[str], None] = print)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ollama", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=Plan.rounds)
-    p.add_argument("--requests", type=int, default=Plan.requests, help="non-streamed requests per block")
-    p.add_argument("--blocks", type=int, default=Plan.blocks, help="non-streamed blocks per round and kind")
-    p.add_argument("--streams", type=int, default=Plan.streams, help="streams per client and stream block")
+    p.add_argument("--pairs", type=int, default=Plan.pairs, help="non-streamed requests of each kind per round")
+    p.add_argument("--stream-blocks", type=int, default=Plan.stream_blocks,
+                   help=f"blocks of {CLIENTS} streams per round and kind")
+    p.add_argument("--budget", type=float, default=0.0, help="start no round past this many seconds (0: no limit)")
+    p.add_argument("--same", action="store_true",
+                   help="the noise floor: /v1/chat/completions on both sides (the /api/chat column too)")
     p.add_argument("--work", type=Path, help="keep the catalogue and the router's log here (default: a temp dir)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -303,14 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     if binary is None:
         print("needs llama-server (make setup)", file=sys.stderr)
         return 2
-    plan = Plan(rounds=args.rounds, requests=args.requests, blocks=args.blocks, streams=args.streams)
+    plan = Plan(rounds=args.rounds, pairs=args.pairs, stream_blocks=args.stream_blocks, budget_s=args.budget,
+                same=args.same)
     t0 = time.perf_counter()
     if args.work:
         text, f = run(binary, args.work, plan)
     else:
         with tempfile.TemporaryDirectory(prefix="llama-router-ollama-") as tmp:
             text, f = run(binary, Path(tmp), plan)
-    print(f"\n{text}\n\n({time.perf_counter() - t0:.1f} s)")
+    note = " (--same: both columns are /v1/chat/completions)" if args.same else ""
+    print(f"\n{text}\n\n({time.perf_counter() - t0:.1f} s{note})")
     return 0 if all(f.passed.values()) else 1
 
 

@@ -36,7 +36,7 @@ from router.http.errors import HTTPError
 from router.http.launch_args import check_args
 from router.http.request import parse_json_object, read_body, servable_model
 from router.http.requests_table import acquire, serve_tracked, unavailable
-from router.upstream.client import host_port
+from router.upstream.endpoint import endpoint
 from router.upstream.pool import Reply as ChildReply
 from router.upstream.pool import UpstreamError
 
@@ -175,11 +175,13 @@ async def _child_reply(request: web.Request, spec: ModelSpec, path: str, body: d
     if request.get(REQUEST_ID):
         headers["X-Request-Id"] = request[REQUEST_ID]
     async with held:
-        host, port = host_port(held.child.base_url)
+        where = endpoint(held.child.base_url)  # a child, or a `url` model: its TLS, root path and key
+        headers.update(held.child.plan.headers)
         try:
             up = await request.app[UPSTREAM].request(
-                "POST", host, port, path, headers, json.dumps(body, separators=(",", ":")).encode(),
-                connect_timeout=r.connect_timeout, read_timeout=r.read_timeout, keep_alive=False)
+                "POST", where.host, where.port, where.target(path), headers,
+                json.dumps(body, separators=(",", ":")).encode(),
+                connect_timeout=r.connect_timeout, read_timeout=r.read_timeout, keep_alive=False, tls=where.tls)
         except _UPSTREAM_ERRORS as e:
             raise _failed(e) from None
         async with up:

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from router.api.inference import STATEFUL_ROUTES, handle_inference
+from router.api.peers import peer_route
 from router.api.responses_fit import fit_to_model
 from router.backend.launch import slot_save_dir
 from router.core.response_store import NO_KEY, STORE_NAME, ResponseStore, Stored, owner_of
@@ -68,8 +69,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if truncation not in TRUNCATIONS:
         raise HTTPError(400, "'truncation' must be \"auto\" or \"disabled\"", code="invalid_value")
     store = store and settings.responses_store
-    if previous is None and not store:
-        return await handle_inference(request)  # nothing to expand, nothing to keep: the request as it came
+    if (previous is None and not store) or await peer_route(request, name) is not None:
+        # Nothing to expand, nothing to keep; or a peer's model (another server, which keeps its
+        # own responses: OpenAI's does): the request goes as it came.
+        return await handle_inference(request)
     owner = _owner(request)
     new = input_items(data.get("input", []))
     sent = new
@@ -149,7 +152,7 @@ async def delete_response(request: web.Request) -> web.Response:
     response_id = request.match_info["id"]
     if not await asyncio.to_thread(_store(request).delete, _owner(request), response_id):
         raise HTTPError(404, f"No response found with id '{response_id[:80]}'.", "invalid_request_error", "not_found")
-    return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True})
+    return web.json_response({"id": response_id, "object": "response", "deleted": True})
 
 
 @declare(INFERENCE, Models.NONE)

@@ -64,8 +64,9 @@ async def _fit(manager: ModelManager, child: ChildProcess, spec: ModelSpec, data
     if truncation != "auto":
         raise too_long(total, n_ctx, cap)
     kept = items
+    costs = [await _tokens(client, child, item_text(i)) + 4 for i in items]  # 4: a message's own tokens
     for _ in range(ROUNDS):
-        costs = [await _tokens(client, child, item_text(i)) + 4 for i in kept]  # 4: a message's own tokens
+        costs = costs[len(costs) - len(kept):]  # what is kept is always the newest items
         cut = fit_items(kept, costs, total, budget)
         if len(cut) == len(kept):
             cut = fit_items(kept, [total, *costs[1:]], total, budget)  # still over: one more goes

@@ -417,6 +417,11 @@ class RouterSettings:
                                    "beyond it. `0` = no limit.", kind="size", unit="bytes")
     responses_max_age: float = key(30 * 86400.0, "Seconds a stored response is kept (30 days); `0` = no limit.",
                                    unit="s")
+    active_model: str | None = key(
+        None, "A model name (e.g. `active`) that stands for whichever model is loaded, for clients that keep one "
+        "model name while the user switches models: the loaded model started last (that the API key may use); "
+        "none loaded: the one started last. A model of the catalogue with that name wins. None: off.",
+        kind="name", pattern=NAME_RE.pattern, expect=f"a model name: {NAME_RULE}")
     memory: MemorySettings = key(doc="Memory budgets per device: models are placed so that their figures fit; "
                                  "see [memory.md](memory.md).", factory=MemorySettings)
 

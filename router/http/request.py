@@ -172,8 +172,23 @@ def default_reply_cap(path: str, data: dict[str, Any], cap: int) -> bool:
 
 def resolve_model(manager: ModelManager, name: Any, key: ApiKey | None = None) -> ModelSpec:
     """The catalogue entry a request names (by name or alias), or a 400/404; a model
-    the request's API key may not use is a 404 exactly like one that does not exist."""
+    the request's API key may not use is a 404 exactly like one that does not exist.
+    router.active_model names whichever model is loaded (docs/conversations.md)."""
+    active = manager.config.router.active_model
+    if active is not None and name == active and manager.config.resolve(active) is None:
+        name = _loaded_model(manager, key) or name
     return resolve_name(manager.config, name, key)
+
+
+def _loaded_model(manager: ModelManager, key: ApiKey | None) -> str | None:
+    """The model router.active_model stands for: the loaded model started last that `key` may use,
+    else the one started last, else none (the name then is not found)."""
+    usable = [n for n, spec in manager.config.models.items() if may_use(key, spec)]
+    ready = [n for n in usable if manager.state(n) is State.READY]
+    last = manager.last_spawned
+    if last in ready or (not ready and last in usable):
+        return last
+    return ready[0] if ready else None
 
 
 def resolve_name(config: Config, name: Any, key: ApiKey | None = None) -> ModelSpec:

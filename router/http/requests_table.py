@@ -50,7 +50,7 @@ class Tracked:
     ticket: int | None = None
     state: str = "waiting"  # "waiting" | "in_flight"
     joined: int = 0  # its place in its model's queue when it joined (0: served at once)
-    granted: float | None = None
+    granted: float | None = None  # when a request that takes a slot was granted (light ones: never)
     last_estimate: float | None = None
     cancelled: bool = False
     response: web.StreamResponse | None = None  # once its reply began
@@ -216,7 +216,9 @@ async def acquire(request: web.Request, spec: ModelSpec, light: bool = False) ->
     lease = await manager.acquire(spec.name, light=light, priority=terms.priority, tenant=terms.tenant,
                                   deadline=terms.deadline(time.monotonic()), queued=queued)
     if entry is not None:
-        entry.state, entry.granted = "in_flight", time.monotonic()
+        entry.state = "in_flight"
+        if not light:  # a model's typical request time counts the requests that take a slot
+            entry.granted = time.monotonic()
     return lease
 
 

@@ -6,7 +6,10 @@ and continued after a router restart."""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +102,57 @@ def test_a_conversation_by_previous_response_id_moves_to_another_model(tmp_path,
         assert FACT not in r.log() and ME not in r.log(), "conversations and keys are never logged"
 
 
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[dict]]]:
+    """A stand-in model server that records the Responses requests it receives and answers one canned reply."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._send({"object": "list", "data": [{"id": "recorder", "object": "model"}]})
+
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self._send({"id": f"resp_rec{len(received)}", "object": "response", "model": "recorder",
+                        "status": "completed", "output": [{"type": "message", "id": "msg_rec", "role": "assistant",
+                                                           "content": [{"type": "output_text", "text": "Zorblax."}]}]})
+
+        def _send(self, data: dict) -> None:
+            body = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_the_next_model_receives_the_whole_conversation(tmp_path, llama_server, gemma, recorder):
+    url, received = recorder
+    models = {"gemma": {"path": str(gemma)}, "recorder": {"url": url}}
+    cfg = write_config(tmp_path / "config.yaml", models, spawn={"command": child_command(llama_server, ctx=2048)})
+    with RouterProcess(cfg, tmp_path / "router.log") as r:
+        c = client(r)
+        one = ask(c, FACT, instructions="Answer in French.")
+        two = ask(c, "What is my name?", one.id, model="recorder", instructions="Be brief.")
+        sent = received[-1]
+        assert "previous_response_id" not in sent and sent["instructions"] == "Be brief."
+        texts = [json.dumps(i.get("content")) for i in sent["input"]]
+        assert FACT in texts[0] and one.output[0].content[0].text in json.dumps(sent["input"][1])
+        assert "What is my name?" in texts[-1] and len(sent["input"]) == 3
+        assert c.responses.retrieve(two.id).output[0].content[0].text == "Zorblax."
+
+
 def test_a_conversation_continues_after_a_router_restart(tmp_path, llama_server, gemma):
     cfg = config(tmp_path, llama_server, gemma)
     with RouterProcess(cfg, tmp_path / "router.log") as r:
@@ -134,3 +188,18 @@ def test_a_conversation_back_on_its_model_after_a_swap_reuses_the_restored_cache
         three = ask(c, "And my name?", two.id)  # back on gemma: the cache is restored
         cached = three.usage.input_tokens_details.cached_tokens
         assert cached >= two.usage.input_tokens - 4, (cached, two.usage.input_tokens, three.usage.input_tokens)
+
+
+def test_the_active_model_name_goes_to_whichever_model_is_loaded(tmp_path, llama_server, tiny_dir):
+    models = {m: {"path": str(tiny_dir / f"{m}.gguf")} for m in ("tiny-a", "tiny-b")}
+    cfg = write_config(tmp_path / "config.yaml", models, router={"models_max": 1, "active_model": "active"},
+                       spawn={"command": child_command(llama_server)})
+    with RouterProcess(cfg, tmp_path / "router.log") as r:
+        c = openai.OpenAI(base_url=r.url + "/v1", api_key="unused", timeout=60, max_retries=0)
+        for model in ("tiny-b", "tiny-a"):
+            c.chat.completions.create(model=model, max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+            reply = c.chat.completions.create(model="active", max_tokens=2,
+                                              messages=[{"role": "user", "content": "hi"}])
+            assert reply.choices[0].message.content is not None
+            kids = [p for p in r.children() if "llama-server" in p.name()]
+            assert len(kids) == 1 and f"{model}.gguf" in " ".join(kids[0].cmdline()), "no swap: the loaded one served"

@@ -95,6 +95,12 @@ def test_a_url_model_is_served_by_its_running_server_and_never_managed(tmp_path,
         assert chat(r.url, "remote-alias", bearer(ROUTER_KEY)).status_code == 200
         events = stream_chat(r.url, "remote", bearer(ROUTER_KEY))
         assert any(e["choices"] and e["choices"][0]["delta"].get("content") for e in events)
+        # Ollama's API reaches it the same way: the server's key on the request, under its /v1 root.
+        ollama = requests.post(r.url + "/api/chat", headers=bearer(ROUTER_KEY), timeout=TIMEOUT,
+                               json={"model": "remote", "messages": [{"role": "user", "content": "hi"}],
+                                     "stream": False, "options": {"num_predict": 4}})
+        assert ollama.status_code == 200, ollama.text
+        assert ollama.json()["done"] is True and ollama.json()["eval_count"] > 0
         listed = models(r)
         assert listed["tiny-a"]["status"]["value"] == "loaded"
         assert listed["remote"]["status"]["value"] == "external"

@@ -47,31 +47,43 @@ def test_reply_tokens_read_usage_and_eval_count():
     assert reply_tokens("ollama", b'{"done":true,"eval_count":8,"prompt_eval_count":30}') == 8
 
 
-def _samples(openai_us_event: float, ollama_us_event: float) -> dict[str, Sample]:
+def _samples(openai_us_event: float, ollama_us_event: float, added_ms: float = 0.1) -> dict[str, Sample]:
+    """Four pairs of requests; the last pair met a pause of the machine (10 ms more on one side)."""
+    base = [0.010, 0.011, 0.012, 0.050]
+    ollama = [t + added_ms / 1000 for t in base[:3]] + [0.060]
     return {
-        "openai": Sample(latency_s=[0.010, 0.011, 0.012, 0.050], request_cpu_s=0.002, requests=4,
+        "openai": Sample(latency_s=base, request_cpu_s=[0.0005, 0.0005, 0.0006, 0.004],
                          stream_cpu_s=openai_us_event * 1e-6 * 100, events=100, per_round_us_event=[openai_us_event]),
-        "ollama": Sample(latency_s=[0.0101, 0.0112, 0.0122, 0.060], request_cpu_s=0.0024, requests=4,
+        "ollama": Sample(latency_s=ollama, request_cpu_s=[0.0006, 0.0006, 0.0007, 0.0005],
                          stream_cpu_s=ollama_us_event * 1e-6 * 200, events=200, per_round_us_event=[ollama_us_event]),
     }
 
 
-def test_figures_pair_the_requests_and_divide_cpu_by_requests_and_events():
-    pairs = [(0.0101, 0.0100), (0.0111, 0.0110), (0.0122, 0.0120), (0.060, 0.050)]
-    f = figures(_samples(40.0, 50.0), pairs)
-    assert f.added_p50_ms == pytest.approx(0.15)  # median of 0.1, 0.1, 0.2 and 10 ms: robust to the outlier
-    assert f.us_per_request == pytest.approx({"openai": 500.0, "ollama": 600.0})
+def test_figures_take_the_median_of_pairs_and_divide_cpu_by_events():
+    f = figures(_samples(40.0, 50.0, added_ms=0.1))
+    assert f.added_p50_ms == pytest.approx(0.1)  # the pause of the last pair does not move it
+    assert f.added_p95_ms == pytest.approx(10.0)
+    assert f.us_per_request == pytest.approx({"openai": 550.0, "ollama": 600.0})
+    assert f.added_us_per_request == pytest.approx(100.0)
     assert f.us_per_event == pytest.approx({"openai": 40.0, "ollama": 50.0})
     assert f.event_ratio == pytest.approx(1.25) and f.round_ratios == pytest.approx([1.25])
-    assert f.added_p95_ms == pytest.approx(10.0)
-    assert f.passed == {"added": True, "event": True}
+    assert f.rounds == 1 and f.passed == {"added": True, "event": True}
+
+
+def test_without_a_precise_clock_cpu_per_request_is_the_mean_of_ticks():
+    s = _samples(40.0, 40.0)
+    s["openai"].request_cpu_s = [0.0, 0.0, 0.01, 0.0]  # 10 ms ticks
+    s["ollama"].request_cpu_s = [0.0, 0.01, 0.0, 0.01]
+    f = figures(s, precise=False)
+    assert f.us_per_request == pytest.approx({"openai": 2500.0, "ollama": 5000.0})
+    assert f.added_us_per_request == pytest.approx(2500.0)
 
 
 def test_each_figure_prints_next_to_its_goal():
-    ok = figures(_samples(40.0, 40.0 * EVENT_RATIO_GOAL), [(0.0101, 0.0100)])
-    text = table(ok, Plan())
+    text = table(figures(_samples(40.0, 40.0 * EVENT_RATIO_GOAL, added_ms=0.1)), Plan())
     assert f"<= +{ADDED_MS_GOAL} ms: pass" in text and f"<= {EVENT_RATIO_GOAL}x: pass" in text
-    bad = figures(_samples(40.0, 40.0 * EVENT_RATIO_GOAL * 1.01), [(0.0103, 0.0100)])
+    assert f"{Plan().pairs} pairs" in text
+    bad = figures(_samples(40.0, 40.0 * EVENT_RATIO_GOAL * 1.01, added_ms=0.3))
     assert bad.passed == {"added": False, "event": False}
     text = table(bad, Plan())
     assert f"<= +{ADDED_MS_GOAL} ms: FAIL" in text and f"<= {EVENT_RATIO_GOAL}x: FAIL" in text
