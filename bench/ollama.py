@@ -59,6 +59,7 @@ MODEL = "tiny"
 MESSAGES = [{"role": "user", "content": "Say hello to the lighthouse keeper."}]
 CLIENTS = 4
 KINDS = ("openai", "ollama")
+PATHS = {"openai": "/v1/chat/completions", "ollama": "/api/chat"}
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,6 @@ def body(kind: str, tokens: int, stream: bool) -> dict:
         return {"model": MODEL, "messages": MESSAGES, "max_tokens": tokens, "temperature": 0, "stream": stream}
     return {"model": MODEL, "messages": MESSAGES, "options": {"num_predict": tokens, "temperature": 0},
             "stream": stream}
-
-
-PATHS = {"openai": "/v1/chat/completions", "ollama": "/api/chat"}
 
 
 def events(kind: str, data: bytes) -> int:

@@ -23,7 +23,8 @@ from router.http.access import INFERENCE, READ, Models, declare
 from router.http.api_keys import has_role, may_use
 from router.http.app_keys import API_KEY, BUILD, CONVERSATIONS, MANAGER, REQUEST_ID, UPSTREAM
 from router.http.errors import HTTPError, error_response
-from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
+from router.http.outcome import Outcome
+from router.http.proxy import ModelRewriter, UpstreamLost, forward
 from router.http.request import default_reply_cap, read_body, read_request, servable_model, take_keep_alive
 from router.http.requests_table import acquire, serve_tracked, unavailable
 from router.http.rewrite import rewrite_body
@@ -128,39 +129,31 @@ async def handle_inference(request: web.Request, body: bytes | None = None,
         return await _default_get(request)
     manager = request.app[MANAGER]
     stats = {} if stats is None else stats
-    label, status, keep_alive = UNKNOWN_MODEL, 500, None
+    label, keep_alive = UNKNOWN_MODEL, None
+    outcome = Outcome(stats)
     try:
-        route = await peer_route(request, name)  # a peer's model (api/peers.py); None for the catalogue's
-        if route is not None:
-            label = route.fqn
-            assert isinstance(name, str)
-            resp = await relay_to_peer(request, route, name, body, data, stats)
-            status = stats.get("status", resp.status)
-            return resp
-        spec = servable_model(manager, name, request.get(API_KEY))
-        label = spec.name
-        assert isinstance(name, str)  # resolve_model accepted it
-        _check_autoload(request, spec)
-        keep_alive = take_keep_alive(data) if data is not None else None
-        rewritten = data is not None and rewrite_body(data, spec, name)  # the model's filters, then the cap
-        capped = data is not None and default_reply_cap(request.path, data, manager.config.max_tokens_default(spec))
-        if keep_alive is not None or capped or rewritten:
-            body = json.dumps(data).encode()
-        if keep_alive is not None:
-            manager.keep_alive(spec.name, keep_alive)
-        request.app[CONVERSATIONS].remember_request(request, spec.name)
-        resp = await serve_tracked(request, spec.name, lambda: proxy_to_model(  # listed in GET /admin/requests
-            request, spec, name, request.path, body or None, stats), stats)
-        status = stats.get("status", resp.status)
-        return resp
-    except HTTPError as e:
-        status = e.status
-        raise
-    except asyncio.CancelledError:
-        status = stats.get("status", CLIENT_LEFT)  # a client that left after the last byte had its reply
-        raise
+        with outcome:
+            route = await peer_route(request, name)  # a peer's model (api/peers.py); None for the catalogue's
+            if route is not None:
+                label = route.fqn
+                assert isinstance(name, str)
+                return outcome.served(await relay_to_peer(request, route, name, body, data, stats))
+            spec = servable_model(manager, name, request.get(API_KEY))
+            label = spec.name
+            assert isinstance(name, str)  # resolve_model accepted it
+            _check_autoload(request, spec)
+            keep_alive = take_keep_alive(data) if data is not None else None
+            rewritten = data is not None and rewrite_body(data, spec, name)  # the model's filters, then the cap
+            capped = data is not None and default_reply_cap(request.path, data, manager.config.max_tokens_default(spec))
+            if keep_alive is not None or capped or rewritten:
+                body = json.dumps(data).encode()
+            if keep_alive is not None:
+                manager.keep_alive(spec.name, keep_alive)
+            request.app[CONVERSATIONS].remember_request(request, spec.name)
+            return outcome.served(await serve_tracked(request, spec.name, lambda: proxy_to_model(  # listed in
+                request, spec, name, request.path, body or None, stats), stats))  # GET /admin/requests
     finally:
-        request.app[METRICS].observe(label, request.path, status, started, stats.get("first_byte"),
+        request.app[METRICS].observe(label, request.path, outcome.status, started, stats.get("first_byte"),
                                      stats.get("waited"), stats.get("head", b""), stats.get("tail", b""),
                                      stats.get("streamed", False), request.get(REQUEST_ID, ""))
         if keep_alive == 0:

@@ -12,7 +12,6 @@ swap) is Ollama's load_duration.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ from router.http.api_keys import may_use
 from router.http.app_keys import API_KEY, CONVERSATIONS, MANAGER, REQUEST_ID, UPSTREAM
 from router.http.errors import HTTPError
 from router.http.launch_args import check_args
+from router.http.outcome import CLIENT_LEFT, Outcome
 from router.http.request import parse_json_object, read_body, servable_model
 from router.http.requests_table import acquire, serve_tracked, unavailable
 from router.upstream.endpoint import endpoint
@@ -43,7 +43,6 @@ from router.upstream.pool import UpstreamError
 log = logging.getLogger("router.ollama")
 
 NDJSON = "application/x-ndjson"
-CLIENT_LEFT = 499
 TAIL_BYTES = 4096  # the child's reply's first and last bytes, where the activity log finds its token counts
 _UPSTREAM_ERRORS = (UpstreamError, TimeoutError, ConnectionError)
 _told: set[tuple[str, str]] = set()  # (model, option): launch options ignored, logged once each
@@ -115,20 +114,13 @@ async def serve(request: web.Request, spec: ModelSpec, keep: float | None, launc
     _launch_options(request, spec, launch)
     request.app[CONVERSATIONS].remember_request(request, spec.name)
     stats: dict[str, Any] = {}
-    status = 500
+    outcome = Outcome(stats)
     try:
-        resp = await serve_tracked(request, spec.name, lambda: _answer(request, spec, path, body, stats, answer),
-                                   stats, ollama=True)  # listed in GET /admin/requests
-        status = stats.get("status", resp.status)
-        return resp
-    except HTTPError as e:
-        status = e.status
-        raise
-    except asyncio.CancelledError:
-        status = stats.get("status", CLIENT_LEFT)
-        raise
+        with outcome:
+            return outcome.served(await serve_tracked(  # listed in GET /admin/requests
+                request, spec.name, lambda: _answer(request, spec, path, body, stats, answer), stats, ollama=True))
     finally:
-        request.app[METRICS].observe(spec.name, request.path, status, started, stats.get("first_byte"),
+        request.app[METRICS].observe(spec.name, request.path, outcome.status, started, stats.get("first_byte"),
                                      stats.get("waited"), stats.get("head", b""), stats.get("tail", b""),
                                      stats.get("streamed", False), request.get(REQUEST_ID, ""))
         if keep == 0:

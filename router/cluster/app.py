@@ -34,7 +34,8 @@ from router.http.api_keys import KeyLimits
 from router.http.app_keys import API_KEY, KEY_LIMITS, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
 from router.http.errors import HTTPError, error_response, json_errors
 from router.http.launch_args import load_overrides
-from router.http.proxy import CLIENT_LEFT, ModelRewriter, UpstreamLost, forward
+from router.http.outcome import Outcome
+from router.http.proxy import ModelRewriter, UpstreamLost, forward
 from router.http.request import (
     default_reply_cap,
     parse_json_object,
@@ -122,27 +123,21 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
                                       "hosts": len(cluster.hosts)})
         raise HTTPError(400, "missing 'model': pass ?model=NAME", code="model_required")
     stats: dict[str, Any] = {}
-    label, status = UNKNOWN_MODEL, 500
+    label = UNKNOWN_MODEL
+    outcome = Outcome(stats)
     try:
-        spec = resolve_name(cluster.config, name, request.get(API_KEY))
-        label = spec.name
-        keep_alive = take_keep_alive(data) if data is not None else None  # the host's agent applies it
-        assert isinstance(name, str)
-        rewritten = data is not None and rewrite_body(data, spec, name)  # the model's filters, then the cap
-        capped = data is not None and default_reply_cap(request.path, data, cluster.config.max_tokens_default(spec))
-        if keep_alive is not None or capped or rewritten:  # the child never sees keep_alive
-            body = json.dumps(data).encode()
-        resp = await _relay(request, cluster, spec, name, body or None, stats, keep_alive)
-        status = stats.get("status", resp.status)
-        return resp
-    except HTTPError as e:
-        status = e.status
-        raise
-    except asyncio.CancelledError:
-        status = stats.get("status", CLIENT_LEFT)  # a client that left after the last byte had its reply
-        raise
+        with outcome:
+            spec = resolve_name(cluster.config, name, request.get(API_KEY))
+            label = spec.name
+            keep_alive = take_keep_alive(data) if data is not None else None  # the host's agent applies it
+            assert isinstance(name, str)
+            rewritten = data is not None and rewrite_body(data, spec, name)  # the model's filters, then the cap
+            capped = data is not None and default_reply_cap(request.path, data, cluster.config.max_tokens_default(spec))
+            if keep_alive is not None or capped or rewritten:  # the child never sees keep_alive
+                body = json.dumps(data).encode()
+            return outcome.served(await _relay(request, cluster, spec, name, body or None, stats, keep_alive))
     finally:
-        request.app[CLUSTER_METRICS].observe(label, request.path, status, stats.get("host", "-"), started,
+        request.app[CLUSTER_METRICS].observe(label, request.path, outcome.status, stats.get("host", "-"), started,
                                              stats.get("first_byte"), stats.get("waited"))
 
 

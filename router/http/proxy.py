@@ -20,6 +20,7 @@ from aiohttp import web
 from router.http.app_keys import REQUEST_ID as REQUEST_ID_KEY
 from router.http.capture import CAPTURE
 from router.http.errors import error_body, error_response
+from router.http.outcome import CLIENT_LEFT
 from router.http.sse import frame
 from router.upstream.endpoint import endpoint
 from router.upstream.pool import ConnectFailed, Disconnected, Reply, UpstreamError, UpstreamPool
@@ -46,7 +47,6 @@ class UpstreamLost(Exception):
     """The child was lost before any byte of its reply reached the client: the request
     may be sent again to a restarted child (forward(..., replayable=True))."""
 TAIL_BYTES = 4096  # the start and end of a reply kept for its token counts
-CLIENT_LEFT = 499  # the status recorded for a request whose client went away before its reply's end
 END_GRACE_S = 0.5  # how long a reply whose client left may take to show it had ended
 REQUEST_ID = "X-Request-Id"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.http import call
+from tests.support.http import call, post_ok
 from tests.support.routerproc import RouterProcess, child_command, write_config
 from tests.support.tinygguf import write_tiny_model
 
@@ -39,9 +39,7 @@ def router(tmp_path_factory, llama_server):
 
 
 def post(r: RouterProcess, path: str, body: dict) -> dict:
-    status, reply = call(r.url + path, body, timeout=60)
-    assert status == 200, reply
-    return reply
+    return post_ok(r.url + path, body)
 
 
 def chat_tokens(r: RouterProcess, model: str, **cap: int) -> int:

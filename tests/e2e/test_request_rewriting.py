@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.support.http import call
+from tests.support.http import call, post_ok
 from tests.support.routerproc import RouterProcess, child_command, write_config
 from tests.support.tinygguf import write_tiny_model
 
@@ -48,9 +48,7 @@ def router(tmp_path_factory, llama_server):
 
 
 def post(r: RouterProcess, path: str, body: dict) -> dict:
-    status, reply = call(r.url + path, body, timeout=60)
-    assert status == 200, reply
-    return reply
+    return post_ok(r.url + path, body)
 
 
 def settings(r: RouterProcess, model: str, **params: float) -> dict:

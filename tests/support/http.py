@@ -27,6 +27,13 @@ def call(url: str, body: Any = None, method: str | None = None, headers: dict[st
         return status, raw.decode(errors="replace")
 
 
+def post_ok(url: str, body: Any, timeout: float = 60) -> Any:
+    """The JSON reply to a POST that must succeed (its error in the assertion otherwise)."""
+    status, reply = call(url, body, timeout=timeout)
+    assert status == 200, reply
+    return reply
+
+
 def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `check` until it returns something truthy; the bound only guards against hangs."""
     deadline = time.monotonic() + timeout
