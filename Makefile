@@ -20,7 +20,7 @@ export LLAMA_CPP_BUILD_JOBS ?= 2
 # does not know about CMAKE_ARGS, so a change of flags would otherwise reuse the old build.
 LLAMA_WHEELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/llama-router/wheels/$(shell printf '%s' "$(CMAKE_ARGS)" | sha256sum | cut -c1-12)
 
-.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster bench-fairness clean webui browser soak test-cluster gpu-check gpu-check-bundle test-llamacpp test-min schema test-open-webui
+.PHONY: setup test lint unit demo bench bench-full bench-profile bench-cluster bench-fairness bench-conversation clean webui browser soak test-cluster gpu-check gpu-check-bundle test-llamacpp test-min schema test-open-webui
 
 setup: $(VENV)/.installed $(GEMMA)
 
@@ -125,6 +125,12 @@ bench-cluster: $(VENV)/.installed
 # llama-router fair share vs first come first served vs llama.cpp's router (a few minutes).
 bench-fairness: $(VENV)/.installed
 	$(BIN)/python -m bench.fairness --model tiny --tokens 64 --y-requests 10 --y-interval 1.5
+
+# A stored conversation's next turn after a swap away and back (docs/conversations.md#figures): ~3,000
+# tokens by previous_response_id on Gemma with KV persistence, against a never-swapped llama-server
+# (30 s to 1.5 minutes on 2 cores; also the `conversation` group of `python -m bench`).
+bench-conversation: setup
+	$(BIN)/python -m bench.conversation_turn
 
 # Chaos soak: a real router on three tiny models, 300 clients for ten minutes while children
 # are SIGKILLed and frozen, the KV slot disk fills and the catalogue reloads; prints the

@@ -11,11 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import cold_swap, ollama, placement, report, suite
+from . import cold_swap, conversation_turn, ollama, placement, report, suite
 from .targets import ROOT, make_setup, server_version, start_all, stop_all
 
 CHILD_ARGS = ("--ctx-size", "4096", "--parallel", "1")
-GROUPS = ("proxy", "swap", "swapback", "burst", "coldswap", "scaling", "placement", "ollama")
+GROUPS = ("proxy", "swap", "swapback", "burst", "coldswap", "scaling", "placement", "ollama", "conversation")
 GEMMA_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
 
 TEMPLATE = """# Performance: llama-router next to llama-server and llama.cpp's router mode
@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
             suite.log("Ollama's /api/chat against /v1/chat/completions in one llama-router (bench/ollama.py)")
             plan = ollama.Plan(rounds=mode.rounds, budget_s=25.0 if mode is suite.QUICK else 0.0)
             res.extra["ollama"], _ = ollama.run(binary, work / "ollama", plan, log=suite.log)
+        if "conversation" in only:
+            suite.log("a stored conversation's next turn after a swap away and back (bench/conversation_turn.py)")
+            res.extra["conversation"], _ = conversation_turn.run(binary, work / "conversation", mode.rounds,
+                                                                 log=suite.log)
     elapsed = time.perf_counter() - t0
     command = args.command or "python -m bench" + (" --full" if args.full else "") + (
         f" --only {args.only}" if args.only else "")

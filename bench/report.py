@@ -169,7 +169,7 @@ all three servers running side by side in one run on the same machine.
 real llama-server with the same arguments, because Gemma 270M on 2 cores cannot stream to 128 clients
 in a bounded time. The stand-in keeps llama.cpp's router comparable (it can only spawn llama-server).
 {notes}
-{_placement(res)}{_ollama(res)}
+{_placement(res)}{_ollama(res)}{_conversation(res)}
 {END}"""
 
 
@@ -182,6 +182,12 @@ def _ollama(res: Results) -> str:
     text = res.extra.get("ollama")
     return (f"\n### 11. Ollama's API: /api/chat next to /v1/chat/completions, one llama-router (bench/ollama.py)\n\n"
             f"{text}\n" if text else "")
+
+
+def _conversation(res: Results) -> str:
+    text = res.extra.get("conversation")
+    return ("\n### 12. A stored conversation's next turn after a swap away and back, against a never-swapped "
+            f"llama-server (bench/conversation_turn.py)\n\n{text}\n" if text else "")
 
 
 def write_doc(path: Path, block: str, template: str) -> None:

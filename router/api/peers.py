@@ -4,7 +4,10 @@ the peers' models in this router's model list.
 The relay is the one the children have (router/http/proxy.py over the pool,
 TLS for an https peer): the body goes as it came but for its `model`, which
 becomes the peer's own id (a JSON body, or `?model=` of a GET; a multipart
-body goes unchanged, so it must name the peer's id itself), the peer's key
+body goes unchanged, so it must name the peer's id itself) after the peer's
+`strip_params` and `set_params` (a JSON body is written anew once where the
+peer has rules or its id differs; else its bytes go as they came), within the
+peer's own `timeouts` (else router.connect_timeout/read_timeout), the peer's key
 goes instead of the client's, the reply streams back as it comes with the
 name the client asked for, and a peer's error reaches the client with its
 status, its message prefixed by the peer's name.
@@ -22,6 +25,7 @@ from router.http.api_keys import may_see
 from router.http.app_keys import API_KEY, MANAGER, UPSTREAM
 from router.http.errors import error_body
 from router.http.proxy import ModelRewriter, forward
+from router.http.rewrite import apply_params
 from router.upstream.endpoint import api_base
 
 PEERS = web.AppKey("peers", Peers)
@@ -57,14 +61,15 @@ async def relay_to_peer(request: web.Request, route: PeerModel, requested: str, 
                         data: dict[str, Any] | None, stats: dict[str, Any]) -> web.StreamResponse:
     peers = request.app[PEERS]
     spec = peers.specs[route.peer]
-    if data is not None and data.get("model") != route.model:
+    if data is not None and (data.get("model") != route.model or spec.strip_params or spec.set_params):
+        apply_params(data, spec.strip_params, spec.set_params)  # the peer's filters (never `model`)
         data["model"] = route.model
         body = json.dumps(data).encode()
     if request.query.get("model") not in (None, route.model):
         request = request.clone(rel_url=request.rel_url.update_query(model=route.model))
-    r = request.app[MANAGER].config.router
+    connect_timeout, read_timeout = request.app[MANAGER].config.timeouts(spec)
     resp = await forward(request, request.app[UPSTREAM], api_base(spec.url), request.path, body or None,
-                         connect_timeout=r.connect_timeout, read_timeout=r.read_timeout,
+                         connect_timeout=connect_timeout, read_timeout=read_timeout,
                          rewriter=ModelRewriter(route.model, requested) if route.model != requested else None,
                          stats=stats, light=request.method == "GET", upstream_headers=headers(spec))
     if resp.status >= 400 and isinstance(resp, web.Response) and not resp.prepared:

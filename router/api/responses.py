@@ -89,12 +89,33 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         sent = await fit_to_model(request, name, data, sent, truncation)
     data["input"] = sent
     stats: dict[str, Any] = {"reply": []} if store else {}
-    resp = await handle_inference(request, json.dumps(data).encode(), stats)
+    try:
+        resp = await handle_inference(request, json.dumps(data).encode(), stats)
+    except asyncio.CancelledError:
+        # A client that closes its connection as soon as a stream has ended cancels this handler
+        # (handler_cancellation): the reply it had in full is kept all the same.
+        if store and stats.get("status") == 200:
+            _keep_anyway(request, owner, previous, str(name), data, new, _reply_of(b"".join(stats["reply"]), True))
+        raise
     if store and resp.status == 200:
         reply = _reply_of(b"".join(stats["reply"]), bool(stats.get("streamed")))
-        if reply is not None:
-            await _keep(request, owner, previous, str(name), data, new, reply)
+        keeping = _keep_anyway(request, owner, previous, str(name), data, new, reply)
+        if keeping is not None:
+            await asyncio.shield(keeping)  # stored even if the client leaves meanwhile
     return resp
+
+
+_KEEPING: set[asyncio.Task[None]] = set()  # replies being stored, whether or not their client waits
+
+
+def _keep_anyway(request: web.Request, owner: str, previous: str | None, model: str, data: dict[str, Any],
+                 new: list[dict[str, Any]], reply: dict[str, Any] | None) -> asyncio.Task[None] | None:
+    if reply is None:
+        return None
+    task = asyncio.create_task(_keep(request, owner, previous, model, data, new, reply))
+    _KEEPING.add(task)
+    task.add_done_callback(_KEEPING.discard)
+    return task
 
 
 def _reply_of(whole: bytes, streamed: bool) -> dict[str, Any] | None:

@@ -90,12 +90,13 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """A model's own limits on the connection to its server, over router.connect_timeout/read_timeout."""
+    """A model's (or a peer's) own limits on the connection to its server, over
+    router.connect_timeout/read_timeout."""
 
-    connect: float | None = key(None, "Seconds to connect to the model's server; none = "
+    connect: float | None = key(None, "Seconds to connect to the model's server (or the peer); none = "
                                 "`router.connect_timeout`.", unit="s", minimum=0.1)
-    read: float | None = key(None, "Seconds the model's server may stay silent while answering, before its "
-                             "reply begins (llama-swap's `responseHeader`) and between two chunks of it; none = "
+    read: float | None = key(None, "Seconds the model's server (or the peer) may stay silent while answering, before "
+                             "its reply begins (llama-swap's `responseHeader`) and between two chunks of it; none = "
                              "`router.read_timeout`.", unit="s", minimum=0.1)
 
 
@@ -442,6 +443,14 @@ class PeerSpec:
         (), "Which of the peer's models to serve: names or glob patterns (`qwen-*`) over the ids of its "
         "`/v1/models`; a plain name is served even when the peer's list does not show it (a hosted API's "
         "long list). Empty: every model the peer lists.")
+    strip_params: tuple[str, ...] = key(
+        (), "Request body keys removed before a request reaches the peer (`temperature`, `top_p`...), as a "
+        "model's `strip_params`; never `model`.")
+    set_params: dict[str, Any] = key(
+        doc="Request body keys set before a request reaches the peer, over the client's (`provider: {zdr: "
+        "true}`); a key ending in `?` is a default, set only when the request has none, as a model's "
+        "`set_params`. Never `model`.", factory=dict, kind="json")
+    timeouts: Timeouts | None = key(None, "This peer's own `connect` and `read` timeouts.")
 
 
 @dataclass(frozen=True)
@@ -546,8 +555,8 @@ class Config:
     def swap_progress(self, spec: ModelSpec) -> bool:
         return self.router.notify_model_swap if spec.swap_progress is None else spec.swap_progress
 
-    def timeouts(self, spec: ModelSpec) -> tuple[float, float]:
-        """(connect, read) seconds on the connection to `spec`'s server."""
+    def timeouts(self, spec: ModelSpec | PeerSpec) -> tuple[float, float]:
+        """(connect, read) seconds on the connection to `spec`'s server (a model's or a peer's)."""
         own, r = spec.timeouts, self.router
         if own is None:
             return r.connect_timeout, r.read_timeout

@@ -32,8 +32,8 @@ own loader would refuse it) is left out with its reason while the rest converts:
 - filters become `strip_params`, `set_params`, `set_params_by_id` (virtual ids);
   `useModelName`, `description`, `metadata`, `capabilities`, `timeouts`
   (connect, responseHeader as read), `unloadTimeout`, `sendLoadingState`,
-  `cmdStop`, `checkEndpoint`, `captureBuffer`, `peers` and the log settings have
-  keys of the same meaning.
+  `cmdStop`, `checkEndpoint`, `captureBuffer`, `peers` (with their `filters`
+  and `timeouts`) and the log settings have keys of the same meaning.
 - groups: llama-router's are exclusive, and `router.models_max` (one value)
   caps how many models of any group run together, so `swap: true` groups map
   exactly, `swap: false` ones by raising `models_max` unless another group
@@ -106,6 +106,15 @@ _TIMEOUTS_SKIPPED = {
     "tlsHandshake": "no separate TLS handshake limit (the servers the router starts speak plain HTTP on the "
                     "loopback); timeouts.connect bounds connecting",
     "idleConn": "idle connections to a model's server are closed after 2 s by the router's pool",
+    "expectContinue": "the router sends each request whole, without Expect: 100-continue",
+}
+# The same for a peer, whose connections go through the same pool (TLS included).
+_PEER_TIMEOUTS_SKIPPED = {
+    "keepalive": "the router's connections to a peer are its own (a fresh one per generation; light requests "
+                 "reuse a few, closed after 2 s idle), without TCP keep-alive probes",
+    "tlsHandshake": "no separate TLS handshake limit: the handshake is part of connecting, which "
+                    "timeouts.connect bounds",
+    "idleConn": "idle connections to a peer are closed after 2 s by the router's pool",
     "expectContinue": "the router sends each request whole, without Expect: 100-continue",
 }
 # Keys of a model that describe a process the router starts: a `url` model has none.
@@ -578,11 +587,13 @@ class _Converter:
                 self.skip(f"{key}.{k}", "unknown llama-swap key")
         return {k: v for k, v in out.items() if _given(v) and v != 0}
 
-    def timeouts(self, key: str, value: Any) -> dict[str, Any]:
+    def timeouts(self, key: str, value: Any, skipped: dict[str, str] = _TIMEOUTS_SKIPPED) -> dict[str, Any]:
+        """A model's or a peer's: connect, and responseHeader as read; `skipped`: the keys that have no
+        meaning here, with why."""
         out = {}
         for k, v in self.want(value or {}, dict, key, "a mapping").items():
-            if k in _TIMEOUTS_SKIPPED:
-                self.skip(f"{key}.{k}", _TIMEOUTS_SKIPPED[k])
+            if k in skipped:
+                self.skip(f"{key}.{k}", skipped[k])
                 continue
             if k not in ("connect", "responseHeader"):
                 self.skip(f"{key}.{k}", "unknown llama-swap key")
@@ -608,6 +619,24 @@ class _Converter:
                 entry["set_params"] = self.json_map(v, where, protected=("model",))
             elif k == "setParamsByID":
                 entry["set_params_by_id"] = self.by_id(where, v, mid)
+            else:
+                self.skip(where, "unknown llama-swap key")
+
+    def peer_filters(self, key: str, value: Any, entry: dict[str, Any]) -> None:
+        """A peer's filters: stripParams and setParams, as a model's."""
+        for k, v in self.want(value or {}, dict, key, "a mapping").items():
+            where = f"{key}.{k}"
+            if k == "stripParams":
+                strip = sorted({p.strip() for p in self.text(v or "", where).split(",") if p.strip()} - {"model"})
+                if strip:
+                    entry["strip_params"] = strip
+            elif k == "setParams":
+                params = self.json_map(v, where, protected=("model",))
+                if params:
+                    entry["set_params"] = params
+            elif k == "setParamsByID":
+                self.skip(where, "virtual ids are the catalogue's models' (set_params_by_id); a peer's "
+                          "set_params apply to every model of the peer")
             else:
                 self.skip(where, "unknown llama-swap key")
 
@@ -726,11 +755,11 @@ class _Converter:
                     entry["models"] = [self.text(x, f"{key}.models[{i}]")
                                        for i, x in enumerate(self.want(v or [], list, f"{key}.models", "a list"))]
                 elif k == "timeouts":
-                    self.skip(f"{key}.timeouts", "a peer's requests use router.connect_timeout and "
-                              "router.read_timeout")
+                    timeouts = self.timeouts(f"{key}.timeouts", v, _PEER_TIMEOUTS_SKIPPED)
+                    if timeouts:
+                        entry["timeouts"] = timeouts
                 elif k == "filters":
-                    self.skip(f"{key}.filters", "requests reach a peer as the client sent them (filters apply to "
-                              "the catalogue's models: strip_params, set_params)")
+                    self.peer_filters(f"{key}.filters", v, entry)
                 elif k != "apiKey":
                     self.skip(f"{key}.{k}", "unknown llama-swap key")
             if "url" not in entry:

@@ -514,6 +514,10 @@ def _parse_peers(data: Any, source: str) -> dict[str, PeerSpec]:
         _check_url(r, "url", v["url"])
         if any(not m.strip() for m in v["models"]):
             raise r.fail("models", "expected model names or glob patterns (qwen-*), got an empty one")
+        if "model" in v["strip_params"]:
+            raise r.fail("strip_params", "`model` names the peer's model; it cannot be removed")
+        if {"model", "model?"} & set(v["set_params"]):
+            raise r.fail("set_params", "`model` names the peer's model; it cannot be set")
         peers[name] = PeerSpec(name=name, **v)
     return peers
 

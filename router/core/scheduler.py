@@ -31,6 +31,10 @@ Policy:
   was decided for (`served_before_swap`): a lower priority waits for the swap
   back, and rides along within `swap_patience` only at the same priority. A
   swap that has not started yet yields to waiting work of a higher priority.
+- Fair share: `swap_patience` is for one tenant's burst. Another tenant's
+  request whose turn comes after the swap's never rides along: a swap decided
+  for a tenant's turn waits only for the requests in flight and the turns
+  before it.
 - A waiting request may carry a deadline; `expire` refuses those past it.
 """
 
@@ -328,19 +332,22 @@ class Scheduler:
         if m is not None and m.max_queue and self.waiting(model) >= m.max_queue:
             return [Reject(ticket, model, f"model {model!r} has {m.max_queue} requests waiting already "
                                           "(max_queue); try again shortly", busy=True, cause="queue_full")]
+        w = self._queue.add(ticket, model, priority, tenant, self._now, deadline)
         swap = self._swap
-        if swap is not None and m is not None and model in swap.victims and self._rides_along(m, swap, priority):
+        if swap is not None and m is not None and model in swap.victims and self._rides_along(m, swap, w):
             swap.owed.add(ticket)  # its model serves this one before stopping
-        self._queue.add(ticket, model, priority, tenant, self._now, deadline)
         return self._pump()
 
-    def _rides_along(self, m: _Model, swap: _Swap, priority: int) -> bool:
+    def _rides_along(self, m: _Model, swap: _Swap, w: Waiter) -> bool:
         """Does a victim of `swap` serve a request that arrives now before it stops? Within
-        swap_patience while busy, at the priority of the swap or above; above it while it runs."""
-        if swap.head is None or priority == swap.head.priority:
+        swap_patience while busy, at the priority of the swap when its turn comes before the
+        swap's (its own tenant's burst); above that priority, while the victim runs."""
+        if swap.head is None:
             return not self._draining(m)
-        if priority < swap.head.priority:
-            return False
+        if not served_before_swap(w, swap.head):
+            return False  # a lower priority, or another tenant whose turn comes after the swap's
+        if w.priority == swap.head.priority:
+            return not self._draining(m)
         return m.state is State.READY and m.unload_reason is None
 
     def _too_big_reason(self, m: _Model, device: str) -> str:
@@ -491,12 +498,14 @@ class Scheduler:
         return not (m.inflight and self._now - swap.decided_at < self.swap_patience)
 
     def _held(self, w: Waiter, m: _Model) -> bool:
-        """Whether ready `m` must not serve `w` now: `m` is about to stop (for a swap of
-        a higher priority than `w`'s, patience or not) and owes `w` nothing."""
+        """Whether ready `m` must not serve `w` now: `m` is about to stop and owes `w` nothing.
+        Patience or not, a victim holds what comes after the swap's request in queue order
+        (a lower priority, or another tenant's later turn): swap_patience lets one tenant's
+        burst ride along, never delays another tenant's turn."""
         swap = self._swap
-        below = (swap is not None and swap.head is not None and w.priority < swap.head.priority
-                 and m.name in swap.victims)
-        return (below or self._draining(m)) and not self._arrived_before_swap(w, m)
+        after = (swap is not None and swap.head is not None and m.name in swap.victims
+                 and not served_before_swap(w, swap.head))
+        return (after or self._draining(m)) and not self._arrived_before_swap(w, m)
 
     def _arrived_before_swap(self, w: Waiter, m: _Model) -> bool:
         swap = self._swap

@@ -6,7 +6,9 @@ and continued after a router restart."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,3 +205,47 @@ def test_the_active_model_name_goes_to_whichever_model_is_loaded(tmp_path, llama
             assert reply.choices[0].message.content is not None
             kids = [p for p in r.children() if "llama-server" in p.name()]
             assert len(kids) == 1 and f"{model}.gguf" in " ".join(kids[0].cmdline()), "no swap: the loaded one served"
+
+
+def test_a_streamed_reply_is_kept_when_its_client_closes_as_soon_as_it_ends(tmp_path, llama_server, tiny_dir):
+    """A client that closes its connection right after the stream's last byte (many do: one
+    connection per request) cancels the router's handler; the reply is stored all the same,
+    so the next turn by previous_response_id finds it."""
+    models = {"tiny-a": {"path": str(tiny_dir / "tiny-a.gguf")}}
+    cfg = write_config(tmp_path / "config.yaml", models, spawn={"command": child_command(llama_server)})
+    with RouterProcess(cfg, tmp_path / "router.log") as r:
+        ids = []
+        for _ in range(5):  # the handler may or may not have finished when the close arrives: try a few
+            body = json.dumps({"model": "tiny-a", "input": "hi", "max_output_tokens": 4, "stream": True}).encode()
+            with socket.create_connection(("127.0.0.1", r.port), timeout=60) as sock:
+                sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                got = b""
+                while not got.endswith(b"\r\n0\r\n\r\n"):  # the chunked stream's end, then close at once
+                    chunk = sock.recv(65536)
+                    assert chunk, got[-300:]
+                    got += chunk
+            done = got[got.index(b"event: response.completed"):]
+            ids.append(json.loads(done[done.index(b"data: ") + 6:].split(b"\n", 1)[0])["response"]["id"])
+        c = openai.OpenAI(base_url=r.url + "/v1", api_key="unused", timeout=60, max_retries=0)
+        for response_id in ids:
+            kept = wait_for(lambda rid=response_id: _retrieved(c, rid), 10)
+            assert kept.id == response_id
+        follow = c.responses.create(model="tiny-a", input="and then?", max_output_tokens=4,
+                                    previous_response_id=ids[-1])
+        assert follow.id not in ids
+
+
+def _retrieved(c: openai.OpenAI, response_id: str) -> Any:
+    try:
+        return c.responses.retrieve(response_id)
+    except openai.NotFoundError:
+        return None
+
+
+def wait_for(check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while (found := check()) is None:
+        assert time.monotonic() < deadline, "the reply was never stored"
+        time.sleep(0.1)
+    return found

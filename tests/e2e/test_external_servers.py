@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -229,3 +232,91 @@ def test_a_peer_nobody_can_reach_is_marked_and_named(tmp_path):
         assert entry["id"] == "far/m1" and str(port) in entry["status"]["error"]
         resp = chat(r.url, "m1")
         assert resp.status_code == 502 and resp.json()["error"]["message"].startswith("peer 'far': ")
+
+
+class RecordingPeer:
+    """A STAND-IN peer (an OpenAI-compatible endpoint) that records the exact bytes of every
+    request body it receives; its model `slow` answers nothing until the test ends. Only for
+    what a real server cannot tell: which bytes reached it, and a stall on cue."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.release = threading.Event()
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, data: dict) -> None:
+                raw = json.dumps(data).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:
+                self._reply({"object": "list", "data": [{"id": m, "object": "model"} for m in ("m1", "slow")]})
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                peer.bodies.append(raw)
+                model = json.loads(raw).get("model")
+                if model == "slow":
+                    peer.release.wait(30)
+                self._reply({"object": "chat.completion", "model": model, "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RecordingPeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_peers_filters_rewrite_the_body_it_receives_and_its_read_timeout_bounds_a_stall(tmp_path):
+    with RecordingPeer() as peer:
+        cfg = write_config(tmp_path / "config.yaml", {}, router={"watch_config": False, "read_timeout": 120},
+                           peers={"lab": {"url": peer.url, "models": ["m1", "slow"],
+                                          "strip_params": ["temperature"],
+                                          "set_params": {"top_k?": 40, "provider": {"zdr": True}},
+                                          "timeouts": {"read": 1}},
+                                  "plain": {"url": peer.url + "/v1", "models": ["other"]}})
+        with RouterProcess(cfg, tmp_path / "router.log") as r:
+            wait_until(lambda: {"lab/m1", "lab/slow", "plain/other"} <= set(models(r)), 30, "the peers' models")
+
+            # lab's rules: temperature removed, provider set over the client's, top_k only where none
+            sent = {"model": "lab/m1", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.1,
+                    "provider": {"zdr": False, "order": ["x"]}, "max_tokens": 4}
+            resp = requests.post(r.url + "/v1/chat/completions", json=sent, timeout=TIMEOUT)
+            assert resp.status_code == 200, resp.text
+            assert json.loads(peer.bodies[-1]) == {"model": "m1", "messages": sent["messages"], "max_tokens": 4,
+                                                   "provider": {"zdr": True}, "top_k": 40}
+            resp = requests.post(r.url + "/v1/chat/completions", timeout=TIMEOUT,
+                                 json={"model": "lab/m1", "messages": sent["messages"], "top_k": 5})
+            assert resp.status_code == 200, resp.text
+            assert json.loads(peer.bodies[-1])["top_k"] == 5  # a default never overrides the client's
+
+            # A peer without rules, asked by its model's own id: the client's bytes, unchanged.
+            raw = b'{"model":  "other", "messages": [{"role":"user","content":"hi"}],"temperature":0.1}'
+            resp = requests.post(r.url + "/v1/chat/completions", data=raw, timeout=TIMEOUT,
+                                 headers={"Content-Type": "application/json"})
+            assert resp.status_code == 200, resp.text
+            assert peer.bodies[-1] == raw
+
+            # lab's model stalls: its 1 s read timeout answers 502 naming the peer, not router.read_timeout.
+            started = time.monotonic()
+            stalled = chat(r.url, "lab/slow")
+            took = time.monotonic() - started
+            assert stalled.status_code == 502, stalled.text
+            assert stalled.json()["error"]["message"].startswith("peer 'lab': ")
+            assert took < 10, took

@@ -161,6 +161,11 @@ CARRIED: dict[str, tuple[str | None, Any]] = {
     "peers.openrouter.models": ("peers.openrouter.models", [
         "meta-llama/llama-3.1-8b-instruct", "qwen/qwen3-235b-a22b-2507", "deepseek/deepseek-v3.2", "z-ai/glm-4.7",
         "moonshotai/kimi-k2-0905", "minimax/minimax-m2.1"]),
+    "peers.openrouter.timeouts.connect": ("peers.openrouter.timeouts.connect", 30),
+    "peers.openrouter.timeouts.responseHeader": ("peers.openrouter.timeouts.read", 60),
+    "peers.openrouter.filters.stripParams": ("peers.openrouter.strip_params", ["temperature", "top_p"]),
+    "peers.openrouter.filters.setParams": ("peers.openrouter.set_params",
+                                           {"provider": {"data_collection": "deny", "zdr": True}}),
 }
 # Every key of the example that is not carried, and why (each line's reason, or a part of it).
 NOT_CARRIED = {
@@ -193,8 +198,9 @@ NOT_CARRIED = {
     "groups.forever.members[0]": "'forever-modelA' is not a model ID of this file",
     "groups.forever.members[1]": "'forever-modelB' is not a model ID of this file",
     "groups.forever.members[2]": "'forever-modelc' is not a model ID of this file",
-    "peers.openrouter.timeouts": "router.connect_timeout and router.read_timeout",
-    "peers.openrouter.filters": "requests reach a peer as the client sent them",
+    "peers.openrouter.timeouts.keepalive": "without TCP keep-alive probes",
+    "peers.openrouter.timeouts.tlsHandshake": "the handshake is part of connecting, which timeouts.connect bounds",
+    "peers.openrouter.timeouts.idleConn": "closed after 2 s by the router's pool",
 }
 
 
@@ -229,6 +235,12 @@ def test_the_imported_example_loads_once_its_environment_is_set(tmp_path, no_env
     assert gpt.capabilities is not None and gpt.capabilities.inputs == ("text", "audio", "image")
     assert config.models["docker-llama"].stop_command == ("docker", "stop", "docker-llama")
     assert list(config.models) == ["gpt-oss-120b", "docker-llama"]  # unlisted-model is left out
+    openrouter = config.peers["openrouter"]  # its filters and timeouts, as the relay reads them
+    assert openrouter.strip_params == ("temperature", "top_p")
+    assert openrouter.set_params == {"provider": {"data_collection": "deny", "zdr": True}}
+    assert config.timeouts(openrouter) == (30.0, 60.0)
+    assert config.timeouts(config.peers["llama-swap-peer"]) == (config.router.connect_timeout,
+                                                               config.router.read_timeout)
     with pytest.raises(ConfigError, match="OPENROUTER_API_KEY"):  # still the router's rule at start
         monkeypatch.delenv("OPENROUTER_API_KEY")
         load_config(dest)
@@ -433,6 +445,42 @@ def test_per_model_settings_are_carried():
                                    "models.m.timeouts.expectContinue"}
     config = parse_config(conv.catalogue)
     assert config.stop_timeout(config.models["m"]) == 3 and config.timeouts(config.models["m"]) == (5.0, 5.0)
+
+
+def test_a_peers_filters_and_timeouts_are_carried():
+    conv = convert("""\
+        models:
+          m: {cmd: "llama-server -m /m.gguf --port ${PORT}"}
+        peers:
+          lab:
+            proxy: http://10.0.0.2:8080
+            models: [m1]
+            filters:
+              stripParams: "top_k, model, , top_k,temperature"
+              setParams: {"top_p?": 0.9, model: other, provider: {zdr: true}}
+              setParamsByID: {m1: {top_k: 1}}
+            timeouts: {connect: 0, responseHeader: 7, expectContinue: 1}
+        """)
+    lab = conv.catalogue["peers"]["lab"]
+    assert lab["strip_params"] == ["temperature", "top_k"]  # model never, as llama-swap
+    assert lab["set_params"] == {"top_p?": 0.9, "provider": {"zdr": True}}
+    assert lab["timeouts"] == {"read": 7}  # connect 0 (no limit): router.connect_timeout
+    assert set(reported(conv)) == {"peers.lab.filters.setParams.model", "peers.lab.filters.setParamsByID",
+                                   "peers.lab.timeouts.connect", "peers.lab.timeouts.expectContinue"}
+    config = parse_config(conv.catalogue)
+    assert config.peers["lab"].strip_params == ("temperature", "top_k")
+    assert config.timeouts(config.peers["lab"]) == (config.router.connect_timeout, 7.0)
+
+
+@pytest.mark.parametrize("peer, message", [
+    ({"strip_params": ["top_k", "model"]}, "peers.lab.strip_params: `model` names the peer's model"),
+    ({"set_params": {"model?": "x"}}, "peers.lab.set_params: `model` names the peer's model"),
+    ({"set_params": ["top_k"]}, "peers.lab.set_params"),
+    ({"timeouts": {"read": 0}}, "peers.lab.timeouts.read"),
+])
+def test_a_peers_rules_that_cannot_apply_are_refused(peer, message):
+    with pytest.raises(ConfigError, match=message.replace("`", ".").replace("'", ".")):
+        parse_config({"peers": {"lab": {"url": "http://10.0.0.2:8080", **peer}}})
 
 
 def test_log_settings_and_the_capture_buffer_are_carried():
