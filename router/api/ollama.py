@@ -40,7 +40,7 @@ from router.core.scheduler import State
 from router.core.snapshot import snapshots
 from router.http.access import INFERENCE, PUBLIC, READ, Models, declare
 from router.http.api_keys import may_use
-from router.http.app_keys import API_KEY, MANAGER, ROUTER_SETTINGS
+from router.http.app_keys import API_KEY, MANAGER, ROUTER_SETTINGS, state
 from router.http.request import default_reply_cap, take_keep_alive
 from router.upstream.pool import Reply as ChildReply
 
@@ -169,7 +169,7 @@ async def _embedding(request: web.Request, legacy: bool) -> web.StreamResponse:
 def is_ollama_port(request: web.Request) -> bool:
     """The request came to router.ollama_port, the second listener for Ollama's clients
     (router/server.py binds it; a change of the key needs a restart, as the port's)."""
-    port = request.config_dict[ROUTER_SETTINGS]().ollama_port  # the cluster front has no manager
+    port = state(request, ROUTER_SETTINGS)().ollama_port  # the cluster front has no manager
     sock = request.transport.get_extra_info("sockname") if port and request.transport is not None else None
     return isinstance(sock, tuple) and len(sock) >= 2 and sock[1] == port
 

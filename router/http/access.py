@@ -48,7 +48,7 @@ from aiohttp import web
 
 from router.catalogue.config import ROLES, ApiKey
 from router.http.api_keys import Refusal, find_key, route_refusal
-from router.http.app_keys import API_KEY, KEY_LIMITS, ROUTER_SETTINGS
+from router.http.app_keys import API_KEY, KEY_LIMITS, ROUTER_SETTINGS, state
 from router.http.errors import error_response, unrouted
 
 log = logging.getLogger("router.auth")
@@ -140,7 +140,7 @@ async def require_auth(request: web.Request, handler: Handler) -> web.StreamResp
     access = access_of(request)
     if access.role == ADMIN:  # in the /admin sub-application: its middleware decides
         return await handler(request)
-    settings = request.config_dict[ROUTER_SETTINGS]()
+    settings = state(request, ROUTER_SETTINGS)()
     if not settings.api_keys or access.role == PUBLIC:
         return await handler(request)
     presented = _bearer(request) or request.headers.get("x-api-key")
@@ -165,7 +165,7 @@ async def require_admin(request: web.Request, handler: Handler) -> web.StreamRes
     the catalogue refuses `models` on it)."""
     if request.match_info.http_exception is not None:  # behind the same check as the routes
         handler = _no_admin_route
-    settings = request.config_dict[ROUTER_SETTINGS]()
+    settings = state(request, ROUTER_SETTINGS)()
     admin_keys = any(isinstance(k, ApiKey) and k.role == ADMIN for k in settings.api_keys)
     if not settings.admin_token and not admin_keys:
         return error_response(403, "admin disabled: set router.admin_token or --admin-token (or give an API key "
@@ -262,7 +262,7 @@ async def _within_limits(request: web.Request, handler: Handler, index: int, key
     """Serve the request under the key's rate and concurrency limits; one that does not
     `hold` (an event stream) counts against the rate only."""
     request[API_KEY] = key
-    limits = request.config_dict[KEY_LIMITS]
+    limits = state(request, KEY_LIMITS)
     refusal = limits.enter(key, time.monotonic(), holds=holds)
     if refusal is not None:
         return _refuse(request, index, refusal)

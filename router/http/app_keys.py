@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -40,3 +41,19 @@ KEY_LIMITS = web.AppKey("key_limits", KeyLimits)
 API_KEY = web.RequestKey("api_key", ApiKey)
 # The id of the request being served (router/http/request_id.py).
 REQUEST_ID = web.RequestKey("request_id", str)
+
+
+T = TypeVar("T")
+
+
+def state(request: web.Request, key: web.AppKey[T]) -> T:
+    """The application state under `key`: the request's own application's, else the main
+    one's (an /admin request's application is the sub-application). `request.config_dict`
+    alone builds a chain of the applications on every call: too slow for the request path."""
+    app = request.app
+    return app[key] if key in app else request.config_dict[key]
+
+
+def state_or_none(request: web.Request, key: web.AppKey[T]) -> T | None:
+    app = request.app
+    return app[key] if key in app else request.config_dict.get(key)

@@ -69,7 +69,14 @@ def key_terms(key: ApiKey | None) -> QueueTerms:
 
 
 def queue_terms(request: web.Request) -> QueueTerms:
-    """The request's terms: its key's, lowered or shortened by its headers."""
+    """The request's terms: its key's, lowered or shortened by its headers (read once per request)."""
+    known = request.get(TERMS)
+    if known is None:
+        known = request[TERMS] = _read_terms(request)
+    return known
+
+
+def _read_terms(request: web.Request) -> QueueTerms:
     terms = key_terms(request.get(API_KEY))
     priority, max_wait = terms.priority, terms.max_wait
     raw = request.headers.get(PRIORITY_HEADER)
@@ -89,3 +96,6 @@ def queue_terms(request: web.Request) -> QueueTerms:
                             ">= 0 (e.g. 30)", code="invalid_max_wait") from None
         max_wait = asked if max_wait is None else min(max_wait, asked)
     return QueueTerms(priority, terms.tenant, max_wait)
+
+
+TERMS = web.RequestKey("queue_terms", QueueTerms)

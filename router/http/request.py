@@ -23,7 +23,7 @@ from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, Config, ModelSpe
 from router.core.manager import ModelManager
 from router.core.scheduler import State
 from router.http.api_keys import may_use
-from router.http.app_keys import MANAGER
+from router.http.app_keys import MANAGER, state
 from router.http.errors import HTTPError, short
 from router.http.launch_args import refuse_launch_keys
 from router.http.multipart import MultipartError, form_field
@@ -32,7 +32,7 @@ from router.http.multipart import MultipartError, form_field
 async def read_body(request: web.Request, settings: RouterSettings | None = None) -> bytes:
     """The body, within router.body_timeout and router.max_body_bytes. `settings`: the
     router's (default: the model manager's catalogue; the cluster front passes its own)."""
-    settings = settings or request.config_dict[MANAGER].config.router
+    settings = settings or state(request, MANAGER).config.router
     patience = settings.body_timeout
     try:
         async with asyncio.timeout(patience or None):

@@ -26,7 +26,7 @@ from router.catalogue.config import ApiKey, ModelSpec
 from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.scheduler import State
 from router.http.api_keys import as_key
-from router.http.app_keys import API_KEY, MANAGER, REQUEST_ID
+from router.http.app_keys import API_KEY, MANAGER, REQUEST_ID, state, state_or_none
 from router.http.errors import HTTPError, error_body
 from router.http.queue_terms import queue_terms
 
@@ -141,7 +141,7 @@ def key_name(request: web.Request, key: ApiKey | None) -> str | None:
     """The API key's entry as an operator names it: its index in router.api_keys."""
     if key is None:
         return None
-    for i, entry in enumerate(request.config_dict[MANAGER].config.router.api_keys):
+    for i, entry in enumerate(state(request, MANAGER).config.router.api_keys):
         if as_key(entry) == key:
             return f"api_keys[{i}]"
     return "api_keys[?]"  # removed by a reload since
@@ -156,7 +156,7 @@ async def serve_tracked(request: web.Request, model: str, work: Callable[[], Awa
     """Serve a request as a listed one; an operator's cancel ends it cleanly: a 499 error
     (the API's shape), or a last error event or line in a reply that began."""
     queue_terms(request)  # a bad X-Priority or X-Max-Wait is a 400 before anything else
-    table = request.config_dict.get(REQUESTS)
+    table = state_or_none(request, REQUESTS)
     rid = request.get(REQUEST_ID)
     if table is None or rid is None or rid in table.entries:  # a client's id in use: served, not listed twice
         return await work()
@@ -199,10 +199,10 @@ async def _end_stream(resp: web.StreamResponse, message: str, ollama: bool) -> N
 async def acquire(request: web.Request, spec: ModelSpec, light: bool = False) -> Lease:
     """Wait for `spec`'s child under the request's queue terms (priority, tenant, deadline);
     ModelUnavailable as the manager raises it."""
-    manager = request.config_dict[MANAGER]
+    manager = state(request, MANAGER)
     terms = queue_terms(request)
     entry = entry_of(request)
-    table = request.config_dict.get(REQUESTS)
+    table = state_or_none(request, REQUESTS)
 
     def queued(ticket: int) -> None:
         if entry is None or table is None:

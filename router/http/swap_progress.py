@@ -27,6 +27,7 @@ from aiohttp import web
 from router.catalogue.config import ModelSpec
 from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.scheduler import State
+from router.http.app_keys import state_or_none
 from router.http.requests_table import REQUESTS, entry_of
 from router.http.requests_table import acquire as acquire_lease
 from router.http.sse import comment, event_stream, frame
@@ -73,7 +74,7 @@ class _Chunks:
 
 def _place(request: web.Request, manager: ModelManager) -> str | None:
     """A waiting request's place in its model's queue, and the estimate when one is known."""
-    entry, table = entry_of(request), request.config_dict.get(REQUESTS)
+    entry, table = entry_of(request), state_or_none(request, REQUESTS)
     if entry is None or table is None:
         return None
     where = table.where(manager, entry)
