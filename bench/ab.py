@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from .event_loop import alternate, tiny_catalogue
-from .targets import ROOT
+from .targets import llama_server_or_say
 
 
 def main() -> int:
@@ -28,12 +28,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=8000)
     args = p.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from router.backend.launch import find_llama_server
-
-    binary = find_llama_server()
+    binary = llama_server_or_say()
     if binary is None:
-        print("needs llama-server (make setup)", file=sys.stderr)
         return 2
     checkouts = [c.resolve() for c in args.checkouts]
     with tempfile.TemporaryDirectory(prefix="llama-router-ab-") as tmp:

@@ -48,7 +48,7 @@ from typing import Any
 import psutil
 import yaml
 
-from .targets import ROOT, free_port, stop_tree
+from .targets import ROOT, free_port, llama_server_or_say, stop_tree
 
 GOAL_EXTRA_S = 0.05  # beyond the child's load time
 GEMMA_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
@@ -407,11 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=3000, help="the conversation's first input, in tokens")
     p.add_argument("--work", type=Path, help="keep the config and the servers' logs here (default: a temp dir)")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from router.backend.launch import find_llama_server
-    binary = find_llama_server()
+    binary = llama_server_or_say()
     if binary is None:
-        print("needs llama-server (make setup)", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     if args.work:

@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from .targets import ROOT, free_port, stop_tree
+from .targets import ROOT, free_port, llama_server_or_say, stop_tree
 
 CLIENTS = 4
 
@@ -118,11 +118,8 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=5)
     p.add_argument("--requests", type=int, default=8000)
     args = p.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from router.backend.launch import find_llama_server
-    binary = find_llama_server()
+    binary = llama_server_or_say()
     if binary is None:
-        print("needs llama-server (make setup)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="llama-router-loop-") as tmp:
         work = Path(tmp)

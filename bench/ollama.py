@@ -51,7 +51,7 @@ import psutil
 
 from .event_loop import _wait, tiny_catalogue
 from .measure import median, percentile
-from .targets import ROOT, stop_tree
+from .targets import ROOT, llama_server_or_say, stop_tree
 
 ADDED_MS_GOAL = 0.2  # what a non-streamed /api/chat may add over /v1/chat/completions
 EVENT_RATIO_GOAL = 1.5  # a streamed /api/chat's router CPU per event over the SSE relay's
@@ -319,11 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the noise floor: /v1/chat/completions on both sides (the /api/chat column too)")
     p.add_argument("--work", type=Path, help="keep the catalogue and the router's log here (default: a temp dir)")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from router.backend.launch import find_llama_server
-    binary = find_llama_server()
+    binary = llama_server_or_say()
     if binary is None:
-        print("needs llama-server (make setup)", file=sys.stderr)
         return 2
     plan = Plan(rounds=args.rounds, pairs=args.pairs, stream_blocks=args.stream_blocks, budget_s=args.budget,
                 same=args.same)

@@ -41,6 +41,17 @@ _CPP_READY = re.compile(_CPP_TS + r" .*proxying request to model (\S+) on port")
 _ROUTER_READY = re.compile(r"\[(\S+)\] ready in ([0-9.]+) s")
 
 
+def llama_server_or_say() -> str | None:
+    """The llama-server a bench runs (the router's own finder), or None after saying how to get one."""
+    sys.path.insert(0, str(ROOT))
+    from router.backend.launch import find_llama_server
+
+    binary = find_llama_server()
+    if binary is None:
+        print("needs llama-server (make setup)", file=sys.stderr)
+    return binary
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:
