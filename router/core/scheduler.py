@@ -323,9 +323,15 @@ class Scheduler:
         (the API key's identity; None: unauthenticated) place it in the queue
         (`queue_order`); past `deadline` (the caller's monotonic clock) `expire` refuses it."""
         self._tick(now)
+        m = self._models.get(model)
+        if light and m is not None and m.state is State.READY and self._swap is None and m.unload_reason is None:
+            # Its model serves it now whatever waits (a light request takes no slot, and no swap
+            # or unload holds the model back): granted without joining the queue.
+            m.inflight.add(ticket)
+            self._granted[ticket] = model
+            return [Grant(ticket, model)]
         if light:
             self._light.add(ticket)
-        m = self._models.get(model)
         device = too_big(m.memory, self.budget) if m is not None and m.state is State.STOPPED else None
         if device is not None and m is not None:
             return [Reject(ticket, model, self._too_big_reason(m, device), cause="too_big")]

@@ -243,6 +243,24 @@ def test_a_light_request_in_flight_keeps_its_model_loaded():
     assert s.stopped("a") == [Start("b")]
 
 
+def test_a_light_request_passes_a_full_queue_but_not_a_swap_away_from_its_model():
+    """A /tokenize to a ready model is answered at once, however many requests wait for a
+    slot (it joins no queue: the queue's length and order are unchanged); while a swap is
+    leaving its model, it waits like any other request that came after the swap."""
+    s = make()
+    s.set_limits({"a": (1, 0)})
+    load(s, "a")
+    ticket(s, "a")  # takes the only slot
+    waiting = [ticket(s, "a")[0] for _ in range(5)]
+    light = s.new_ticket()
+    assert s.submit(light, "a", light=True) == [Grant(light, "a")]
+    assert s.waiting("a") == 5 and [s.queue_position(t).position for t in waiting] == [1, 2, 3, 4, 5]
+    assert s.release(light) == []
+    _, eff = ticket(s, "b")  # a swap away from a, once a's queue is served
+    late = s.new_ticket()
+    assert s.submit(late, "a", light=True) == []  # arrived after the swap: it waits for a's return
+
+
 def test_a_waiter_that_leaves_before_the_swap_starts_causes_no_swap():
     """llama.cpp's test_router_queue_client_disconnect_keeps_model: b's client gives up
     while a is busy; once a is idle it stays loaded and b is never started."""
