@@ -335,10 +335,11 @@ async def test_a_stream_that_stalls_past_the_read_timeout_fails():
 
 
 async def test_a_stream_longer_than_the_read_timeout_is_fine_while_it_keeps_coming():
-    parts = [b"data: %d\n\n" % i for i in range(10)]
-    async with served(lambda s: _stream_script(s, parts, 0.1)) as (server, pool):  # 1 s in all, 0.1 s apart
+    # 1.5 s in all, twice the read timeout, 0.1 s apart: a margin of 7 gaps for a loaded machine.
+    parts = [b"data: %d\n\n" % i for i in range(15)]
+    async with served(lambda s: _stream_script(s, parts, 0.1)) as (server, pool):
         reply = await pool.request("POST", "127.0.0.1", server.port, "/completion", {}, b"{}",
-                                   connect_timeout=2, read_timeout=0.35, keep_alive=False)
+                                   connect_timeout=2, read_timeout=0.75, keep_alive=False)
         async with reply:
             got = b"".join([chunk async for chunk in reply.iter_any()])
         assert got == b"".join(parts)
