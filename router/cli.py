@@ -1,4 +1,6 @@
-"""The `llama-router` command line. Command-line values override the file."""
+"""The `llama-router` command line. Command-line values override the file.
+
+Longer than 300 lines because most of it is the options' help, which belongs next to them."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING
 from router import __version__
 from router.catalogue.config import MIN_SECRET_LEN, Config, ConfigError, RouterSettings, default_config_path
 from router.catalogue.parse import load_config
-from router.catalogue.router_mode import read_api_keys, split_command_line
+from router.catalogue.router_mode import read_api_keys, remote_preset, split_command_line
 from router.catalogue.sources import load_served
 from router.catalogue.tls import check_tls
 from router.cluster.main import run as serve_cluster  # imports Ray only when called
@@ -61,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--import-dir", metavar="DIR", action="append", default=[],
                    help="find every GGUF model under DIR (recursively) and write it into the catalogue "
                         "file as a manual entry, then serve; safe to repeat")
-    p.add_argument("-hf", "--hf", metavar="USER/REPO[:QUANT]", action="append", default=[],
-                   help="download a GGUF model from Hugging Face into its cache (resumable) and add it "
-                        "to the catalogue file, then serve")
+    p.add_argument("-hf", "-hfr", "--hf-repo", "--hf", metavar="USER/REPO[:QUANT]", action="append", default=[],
+                   dest="hf", help="download a GGUF model from Hugging Face into its cache (resumable) and add it "
+                   "to the catalogue file, then serve; a repo holding a preset.ini is llama.cpp's remote "
+                   "preset: served as --models-preset, nothing written")
     llama = p.add_argument_group(
         "llama.cpp router mode", "the options of `llama-server` in router mode, with the same meaning; any other "
         "llama-server argument (-ngl 99, -c 8192, --jinja...) becomes a default of every child, over the "
@@ -275,6 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.import_llama_swap or args.import_preset:
         return import_catalogue(args)
+    if args.hf:
+        try:  # a repo with a preset.ini is the models preset (llama.cpp's remote preset), not a model
+            models, args.models_preset = remote_preset(args.hf, args.models_preset, args.child_args)
+        except ConfigError as e:
+            print(f"llama-router: {e}", file=sys.stderr)
+            return 2
+        if args.no_serve and not (models or args.import_dir):
+            return 0  # the preset is in the cache
+        args.hf = models
     if args.import_dir or args.hf:
         code = import_into_catalogue(args)
         if code or args.no_serve:

@@ -60,6 +60,7 @@ def setup_logging(level: str, fmt: str = "text", file: str | None = None) -> Non
     root.setLevel(getattr(logging, level.upper()))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every filtered-out change
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub's client logs every Hub request
 
 
 _OURS = "_llama_router"  # marks the handler setup_logging added

@@ -26,6 +26,7 @@ the way llama.cpp's router does (tools/server/server-models.cpp,
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -97,6 +98,38 @@ def split_command_line(argv: Sequence[str], own: set[str], takes_value: set[str]
             i += 1
         i += 1
     return mine, child
+
+
+def remote_preset(refs: Sequence[str], models_preset: str | None,
+                  child_args: Sequence[str]) -> tuple[list[str], str | None]:
+    """(the `-hf` references that name models, the models preset): a repo that holds a
+    `preset.ini` is llama.cpp's remote preset, read as `--models-preset` (the file is
+    fetched into the Hugging Face cache; offline with `--offline` or LLAMA_ARG_OFFLINE,
+    the cache's copy). One models preset: a second one is an error, where llama.cpp
+    would let the repo's silently replace the --models-preset file."""
+    from router.catalogue.preset import TRUTHY
+    from router.discovery.hf_preset import PRESET_FILE, fetch_preset
+    from router.discovery.huggingface import HFError
+
+    offline = "--offline" in child_args or os.environ.get("LLAMA_ARG_OFFLINE", "").lower() in TRUTHY
+    models: list[str] = []
+    preset, given = models_preset, f"--models-preset {models_preset}"
+    for ref in refs:
+        try:
+            path = fetch_preset(ref, offline=offline)
+        except HFError as e:
+            raise ConfigError("<command line>", "-hf", str(e)) from None
+        if path is None:
+            models.append(ref)
+            continue
+        if preset is not None:
+            raise ConfigError("<command line>", "-hf", f"{ref} holds a {PRESET_FILE}, and {given} is already "
+                              "the models preset: give one (a --models-preset file or one preset repo)")
+        preset, given = str(path), f"-hf {ref}"
+        logging.getLogger("router").warning("using the %s of the Hugging Face repo %s as the models preset (%s): "
+                                            "use only presets you trust, they choose what the children run",
+                                            PRESET_FILE, ref, path)
+    return models, preset
 
 
 def _is_number(text: str) -> bool:

@@ -21,6 +21,7 @@ import psutil
 import pytest
 import yaml
 
+from tests.support.fakehub import FakeHub
 from tests.support.hfcache import cache_file
 from tests.support.http import call, wait_until
 from tests.support.opskit import SSEReader
@@ -354,3 +355,50 @@ def test_dedup_cache_models_hides_what_a_preset_serves_as_llamacpp_does(tmp_path
             assert ids[ours.url] == ids[cpp.url] == expected, (text, ids)
             status, body = call(ours.url + "/tokenize", {"model": main, "content": "hello"}, timeout=60)
             assert status == 200 and body["tokens"], body  # hidden from the list, still usable by id
+
+
+def test_remote_preset_repo_is_listed_and_loaded_as_llamacpp_does(tmp_path, tiny_dir, llama_server):
+    """llama.cpp's test_router_remote_preset: `-hf user/repo` naming a repo that holds a
+    preset.ini serves that file as the models preset. Its sections are listed as llama.cpp's
+    router lists them, one loads from the Hugging Face cache and answers; keys the router
+    sets (host, port, api-key) never reach the child; offline, the cached copy serves again;
+    a repo the Hub does not know, or one not cached when offline, stops the start with one
+    line and exit code 2."""
+    cache = tmp_path / "hub"
+    cached = cache_file(cache, "acme/Tiny-GGUF", "c" * 40, "Tiny-Q8_0.gguf", tiny_dir / "tiny-c.gguf")
+    ini = ("[*]\nc = 512\nnp = 1\n\n[tiny-preset]\nhf-repo = acme/Tiny-GGUF:Q8_0\nn-predict = 3\n"
+           "host = 0.0.0.0\nport = 1\napi-key = from-the-preset\n\n"
+           f"[local-preset]\nmodel = {tiny_dir / 'tiny-b.gguf'}\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"router": {"port": free_port(), "port_range": [54000, 54999],
+                                              "slot_save_path": str(tmp_path / "slots")}}))
+    with FakeHub() as hub:
+        hub.add_file("acme/presets", "preset.ini", ini.encode())
+        hub.add_file("acme/presets", "README.md", b"# presets\n")
+        env = {"LLAMA_CACHE": str(cache), "HF_HUB_CACHE": str(cache), "HF_ENDPOINT": hub.endpoint,
+               "HF_HUB_OFFLINE": "0", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        with LlamaCppRouter(llama_server, tmp_path / "llamacpp.log", "-hf", "acme/presets", env=env) as cpp, \
+                RouterProcess(cfg, tmp_path / "router.log", "-hf", "acme/presets", env=env) as ours:
+            ids = {url: listed(url) for url in (cpp.url, ours.url)}
+            assert set(ids[ours.url]) == set(ids[cpp.url]) == {"tiny-preset", "local-preset",
+                                                               "acme/Tiny-GGUF:Q8_0"}, ids
+            load_and_wait(ours.url, "tiny-preset")
+            assert call(ours.url + "/v1/chat/completions", {"model": "tiny-preset", **CHAT}, timeout=60)[0] == 200
+            argv = child_argv(ours, "tiny-preset")
+            assert opt(argv, "-m", "--model") == str(cached)
+            assert opt(argv, "-c", "--ctx-size") == "512" and opt(argv, "-n", "--n-predict", "--predict") == "3"
+            assert opt(argv, "--host") == "127.0.0.1" and opt(argv, "--port") != "1", argv
+            assert "--api-key" not in argv and "from-the-preset" not in argv, argv
+        missing = subprocess.run([sys.executable, "-m", "router", "--config", str(cfg), "-hf", "acme/missing"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "acme/missing: repository not found" in missing.stderr
+    offline = {**env, "HF_ENDPOINT": "http://127.0.0.1:9"}  # the Hub is gone: --offline never asks it
+    with RouterProcess(cfg, tmp_path / "offline.log", "-hf", "acme/presets", "--offline", env=offline) as ours:
+        assert {"tiny-preset", "local-preset"} <= set(listed(ours.url))
+    not_cached = subprocess.run([sys.executable, "-m", "router", "--config", str(cfg), "-hf", "acme/other",
+                                 "--offline"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, **offline})
+    assert not_cached.returncode == 2 and not_cached.stderr.count("\n") == 1, not_cached.stderr
+    assert "acme/other: offline" in not_cached.stderr and "not in the cache" in not_cached.stderr
+

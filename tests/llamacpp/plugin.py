@@ -28,10 +28,7 @@ GEMMA_ENV = "LLAMA_ROUTER_SUITE_GEMMA"  # the runner's path to the real Gemma 3 
 AGAINST_ENV = "LLAMA_ROUTER_SUITE_AGAINST"  # the router under test: llama-router or llama.cpp
 # What llama-router does not do yet, as the tests' outcome: strict, so a test that starts passing
 # fails the run until its line here goes.
-KNOWN_GAPS = {
-    "test_router_remote_preset": "llama-router takes no remote preset yet (`-hf user/repo` naming a repo "
-                                 "that holds a preset.ini): it refuses --hf-repo on its command line",
-}
+KNOWN_GAPS: dict[str, str] = {}
 COMMIT = "0" * 39 + "1"
 
 # Repo id -> the snapshot's one file. The quant tag in the file name gives the model id
