@@ -10,8 +10,8 @@ on one machine. What the cluster adds is small:
 - children bind to the node's address instead of loopback, and require the
   cluster's secret (llama-server's `LLAMA_API_KEY`, set in the child's
   environment only: never in argv, so never in `ps` or the logs);
-- a request's lease is held here on the front's behalf (`acquire` returns
-  the child's base URL, `release` ends it): the front streams from the
+- a request's lease is held here on the front's behalf, under its queue terms
+  (`acquire` returns the child's base URL, `release` ends it): the front streams from the
   child over HTTP itself, and nothing but this small dict crosses Ray;
 - `report()` tells the front what placement needs.
 
@@ -44,6 +44,7 @@ from router.backend.launch import LaunchPlan
 from router.backend.logring import LogRing
 from router.catalogue.config import Config
 from router.cluster.nodes import NodeSettings, node_config
+from router.cluster.terms import HostTerms
 from router.core.kv_persistence import KVPersistence
 from router.core.lifecycle import unload_idle
 from router.core.manager import Lease, ModelManager, ModelUnavailable
@@ -171,15 +172,21 @@ class HostAgent:
             return self._manager
 
     # ----- requests --------------------------------------------------------
-    async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None) -> dict[str, Any]:
-        """Wait until `model` is ready here and hold one request's lease on it. A request's
-        `keep_alive` applies here as on one host (0: unload once this request is done)."""
+    async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None,
+                      terms: HostTerms | None = None) -> dict[str, Any]:
+        """Wait until `model` is ready here and hold one request's lease on it, under the
+        request's `terms` (priority, tenant, the seconds it may still wait: cluster/terms.py).
+        The model's `fallbacks` serve it here as on one host: the grant names the model that
+        serves (`model`) and why (`fell_from`, `fallback_reason`). A request's `keep_alive`
+        applies here as on one host (0: unload once this request is done)."""
         self._touch()
+        terms = terms or HostTerms()
         manager = await self._ready()
         try:
-            lease = await manager.acquire(model, light)
+            lease = await manager.acquire(model, light, priority=terms.priority, tenant=terms.tenant,
+                                          deadline=terms.deadline(time.monotonic()))
         except ModelUnavailable as e:
-            return {"error": str(e), "busy": e.busy}
+            return {"error": str(e), "busy": e.busy, "expired": e.expired, "cause": e.cause}
         if keep_alive:
             manager.keep_alive(model, keep_alive)
         lease_id = next(self._ids)
@@ -188,7 +195,8 @@ class HostAgent:
             self._unload_after.add(lease_id)
         child = lease.child
         return {"lease": lease_id, "base_url": child.base_url, "pid": child.pid,
-                "child_id": child.ready_info.get("id") if child.plan.native else None}
+                "child_id": child.ready_info.get("id") if child.plan.native else None,
+                "model": lease.model or model, "fell_from": lease.fell_from, "fallback_reason": lease.fallback_reason}
 
     async def release(self, lease_id: int) -> None:
         self._touch()

@@ -1,8 +1,9 @@
 """The front door in cluster mode: the same API on one port, requests placed on hosts.
 
 A request goes down once: parse it (http/request.py), place it and take a
-lease on the chosen host (`ClusterManager.acquire`, a Ray call that returns
-the child's base URL once it is ready), then relay it to that child over
+lease on the chosen host under its queue terms (`ClusterManager.acquire`, a
+Ray call that returns the child's base URL once it is ready, and which model
+served: a fallback's, docs/scheduling.md), then relay it to that child over
 HTTP with the single-host proxy (`forward`), tokens streamed as they come -
 never through Ray. A child lost before any byte of its reply is sent once
 more (to a new child there, or to another host when its host left); one lost
@@ -20,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from router.api.inference import LIGHT_PATHS, POST_ROUTES, RETRY_AFTER_S, UNKNOWN_MODEL
+from router.api.inference import LIGHT_PATHS, POST_ROUTES, UNKNOWN_MODEL
 from router.api.model_api import relay_model_events, router_props
 from router.catalogue.config import Config, ModelSpec
 from router.cluster.admin import Loader, add_cluster_admin_routes, load_model, unload_model
@@ -33,9 +34,11 @@ from router.http.access import INFERENCE, PUBLIC, READ, Models, admin_app, decla
 from router.http.api_keys import KeyLimits
 from router.http.app_keys import API_KEY, KEY_LIMITS, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
 from router.http.errors import HTTPError, error_response, json_errors
+from router.http.fallback_headers import served_headers
 from router.http.launch_args import load_overrides
 from router.http.outcome import Outcome
 from router.http.proxy import ModelRewriter, UpstreamLost, forward
+from router.http.queue_terms import queue_terms
 from router.http.request import (
     default_reply_cap,
     parse_json_object,
@@ -45,6 +48,7 @@ from router.http.request import (
     take_keep_alive,
 )
 from router.http.request_id import with_request_id
+from router.http.requests_table import unavailable
 from router.http.rewrite import rewrite_body
 from router.ui.dashboard import handle_page as dashboard_page
 from router.ui.webui import add_webui_routes
@@ -129,6 +133,7 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
         with outcome:
             spec = resolve_name(cluster.config, name, request.get(API_KEY))
             label = spec.name
+            queue_terms(request)  # a bad X-Priority or X-Max-Wait is a 400 before anything else
             keep_alive = take_keep_alive(data) if data is not None else None  # the host's agent applies it
             assert isinstance(name, str)
             rewritten = data is not None and rewrite_body(data, spec, name)  # the model's filters, then the cap
@@ -156,17 +161,20 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
 async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec, requested: str,
                  body: bytes | None, stats: dict[str, Any], keep_alive: float | None = None) -> web.StreamResponse:
     light = request.path in LIGHT_PATHS or request.method == "GET"
-    connect_timeout, read_timeout = cluster.config.timeouts(spec)
     lost: Exception | None = None
     for attempt in range(2):
         waiting = time.perf_counter()
-        lease = await _acquire(cluster, spec.name, light, keep_alive)
+        lease = await _acquire(request, cluster, spec.name, light, keep_alive)
         stats["waited"], stats["host"] = time.perf_counter() - waiting, lease.host.name
-        rewriter = ModelRewriter(lease.child_id, requested) if lease.child_id and lease.child_id != requested else None
+        served = cluster.config.models.get(lease.model, spec)  # a fallback's, when one serves
+        named = served.name if lease.fell_from else requested  # the reply's "model"
+        rewriter = ModelRewriter(lease.child_id, named) if lease.child_id and lease.child_id != named else None
+        connect_timeout, read_timeout = cluster.config.timeouts(served)
         try:
             return await forward(request, lease.host.client, lease.base_url, request.path, body, light=light,
                                  replayable=attempt == 0, connect_timeout=connect_timeout,
-                                 read_timeout=read_timeout, rewriter=rewriter, stats=stats)
+                                 read_timeout=read_timeout, rewriter=rewriter, stats=stats,
+                                 reply_headers=served_headers(lease.fell_from, lease.fallback_reason))
         except UpstreamLost as e:  # the child is gone, or its host left and its client was closed
             lost = e
         finally:
@@ -178,13 +186,16 @@ async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
     return error_response(502, f"upstream model server failed: {lost}", "upstream_error")
 
 
-async def _acquire(cluster: ClusterManager, model: str, light: bool, keep_alive: float | None) -> RemoteLease:
+async def _acquire(request: web.Request, cluster: ClusterManager, model: str, light: bool,
+                   keep_alive: float | None) -> RemoteLease:
+    """The lease under the request's queue terms (priority, tenant, deadline: docs/scheduling.md),
+    refused as on one host: 429 (queue full), 503 with Retry-After (deadline passed), 503."""
+    terms = queue_terms(request)
     try:
-        return await cluster.acquire(model, light, keep_alive)
+        return await cluster.acquire(model, light, keep_alive, terms.priority, terms.tenant,
+                                     terms.deadline(time.monotonic()))
     except ModelUnavailable as e:
-        if e.busy:
-            raise HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_S}) from None
-        raise HTTPError(503, str(e), "unavailable_error", "model_unavailable") from None
+        raise unavailable(e, request) from None
 
 
 @declare(READ, Models.FILTERED, when={"reload": (INFERENCE, Models.EVERY)})

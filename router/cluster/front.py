@@ -28,12 +28,15 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from router.catalogue.config import Config
 from router.cluster.agent import HostAgent, agent_name
+from router.cluster.fallbacks import Unplaced, first_that_serves
 from router.cluster.host import Host, RemoteLease, awaitable
 from router.cluster.nodes import NodeLabelError, node_settings
 from router.cluster.placement import HostView, NoPlacement, choose_host, round_robin
 from router.cluster.startup import FirstReports
+from router.cluster.terms import HostTerms
 from router.core.events import EventBus
 from router.core.manager import ModelUnavailable
+from router.core.queue_order import DEFAULT_PRIORITY
 
 log = logging.getLogger("router.cluster")
 
@@ -175,28 +178,46 @@ class ClusterManager:
     def views(self, model: str) -> list[HostView]:
         return [h.view(model) for h in self.hosts.values() if h.report and not h.gone.is_set()]
 
-    async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None) -> RemoteLease:
-        """Place one request for `model` and wait for its lease; a host that leaves
-        meanwhile is forgotten and the request placed again."""
+    async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None,
+                      priority: int = DEFAULT_PRIORITY, tenant: str | None = None,
+                      deadline: float | None = None) -> RemoteLease:
+        """Place one request for `model` and wait for its lease, under its queue terms as on one
+        host: the host's queue orders it by `priority` and `tenant`, and past `deadline` (this
+        process's time.monotonic()) it stops waiting: ModelUnavailable(expired=True). A model
+        no host can take is served by its fallbacks (cluster/fallbacks.py)."""
+        async def one(name: str) -> RemoteLease:
+            return await self._acquire_one(name, light, keep_alive, priority, tenant, deadline)
+
+        return await first_that_serves(self.config, model, one, lambda name: any(
+            h.report.get("models", {}).get(name, {}).get("state") == "loaded" for h in list(self.hosts.values())))
+
+    async def _acquire_one(self, model: str, light: bool, keep_alive: float | None, priority: int,
+                           tenant: str | None, deadline: float | None) -> RemoteLease:
+        """The lease of `model` on the host placement picks; a host that leaves meanwhile is
+        forgotten and the request placed again."""
         for _ in range(PLACEMENTS):
-            host = await self._place(model)
+            host = await self._place(model, deadline)
             host.pending[model] += 1
+            terms = HostTerms.sent(priority, tenant, deadline, time.monotonic())  # the seconds left (terms.py)
             try:
-                grant = await self._call_on(host, host.handle.acquire.remote(model, light, keep_alive))
+                grant = await self._call_on(host, host.handle.acquire.remote(model, light, keep_alive, terms))
             finally:
                 host.pending[model] -= 1
             if grant is None:
                 continue  # the host left while the request waited: place it again
             if "error" in grant:
-                raise ModelUnavailable(grant["error"], grant.get("busy", False))
-            host.granted[model] = time.monotonic()
-            host.note(model, self.config.models[model], "loaded")
-            return RemoteLease(host, model, grant)
+                raise ModelUnavailable(grant["error"], grant.get("busy", False), grant.get("expired", False),
+                                       grant.get("cause"))
+            lease = RemoteLease(host, model, grant)  # lease.model: a fallback's, when the host chose one
+            host.granted[lease.model] = time.monotonic()
+            host.note(lease.model, self.config.models.get(lease.model) or self.config.models[model], "loaded")
+            return lease
         raise ModelUnavailable(f"model {model!r}: hosts kept leaving while it was placed")
 
-    async def _place(self, model: str) -> Host:
-        """The host for the next request for `model`, by `cluster.placement`, once hosts reported (startup.py)."""
-        await self.first_reports.wait()
+    async def _place(self, model: str, deadline: float | None = None) -> Host:
+        """The host for the next request for `model`, by `cluster.placement`, once hosts reported
+        (startup.py; a request waits for them until its deadline at most)."""
+        await self.first_reports.wait(deadline)
         spec, c = self.config.models[model], self.config.cluster
         if c.placement == "round_robin":
             choice = round_robin(model, spec.group_key, self.views(model), self._turn)
@@ -204,7 +225,7 @@ class ClusterManager:
         else:
             choice = choose_host(model, spec.group_key, self.views(model), c.replicas, c.queue_threshold)
         if isinstance(choice, NoPlacement):
-            raise ModelUnavailable(choice.reason)
+            raise Unplaced(choice.reason, cause=choice.cause)
         return next(h for h in self.hosts.values() if h.name == choice.host)
 
     async def load(self, model: str, extra_args: tuple[str, ...] = ()) -> str:
@@ -224,41 +245,12 @@ class ClusterManager:
         return sorted(h.name for h in holding)
 
     async def _call_on(self, host: Host, ref: Any) -> Any:
-        """The result of an agent call, or None when its host left first."""
-        call = asyncio.ensure_future(awaitable(ref))
-        gone = asyncio.ensure_future(host.gone.wait())
+        """The result of an agent call, or None when its host left first (Host.call)."""
         try:
-            done, _ = await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            self._abandon(host, ref, call)  # the client left: the agent drops the ticket
-            raise
-        finally:
-            gone.cancel()
-        if call not in done:
-            self._abandon(host, ref, call)
-            return None
-        try:
-            return call.result()
+            return await host.call(ref)
         except (RayActorError, ActorUnschedulableError) as e:
             self._actor_lost(host, e)
             return None
-
-    def _abandon(self, host: Host, ref: Any, call: asyncio.Future[Any]) -> None:
-        """Cancel an agent call nobody waits for; a lease it got anyway is released."""
-        try:
-            ray.cancel(ref)
-        except Exception:
-            pass
-
-        async def reap() -> None:
-            try:
-                grant = await call
-            except BaseException:
-                return
-            lease = grant.get("lease") if isinstance(grant, dict) else None
-            if lease is not None and not host.gone.is_set():
-                host.handle.release.remote(lease)
-        self._spawn(reap())
 
     async def settle(self, lease: RemoteLease) -> bool:
         """After a connection lost before any byte: may the request be placed again?

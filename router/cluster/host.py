@@ -26,6 +26,7 @@ class Host:
         self.states: dict[str, str] = {}  # model -> state, as its agent last reported it
         self._client: UpstreamPool | None = None
         self._secret: str | None = None
+        self._reaping: set[asyncio.Task[None]] = set()  # abandoned calls, their leases to release
 
     def changes(self, report: dict[str, Any]) -> list[tuple[str, str]]:
         """(model, state) for each model whose state differs from the agent's previous
@@ -59,12 +60,53 @@ class Host:
         elif m["state"] not in ("loaded", "loading"):
             m.update(state=state, noted=True)
 
+    async def call(self, ref: Any) -> Any:
+        """The result of an agent call, or None when this host left first. A call nobody waits
+        for any more (the client left, or the host) is cancelled, and a lease it got anyway is
+        released. Ray's own errors (the agent died) are the caller's."""
+        call = asyncio.ensure_future(awaitable(ref))
+        gone = asyncio.ensure_future(self.gone.wait())
+        try:
+            done, _ = await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self._abandon(ref, call)  # the client left: the agent drops the ticket
+            raise
+        finally:
+            gone.cancel()
+        if call not in done:
+            self._abandon(ref, call)
+            return None
+        return call.result()
+
+    def _abandon(self, ref: Any, call: asyncio.Future[Any]) -> None:
+        import ray  # here: placement and its tests import this module without Ray
+
+        try:
+            ray.cancel(ref)
+        except Exception:
+            pass
+
+        async def reap() -> None:
+            try:
+                grant = await call
+            except BaseException:
+                return
+            lease = grant.get("lease") if isinstance(grant, dict) else None
+            if lease is not None and not self.gone.is_set():
+                self.handle.release.remote(lease)
+        task = asyncio.ensure_future(reap())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
     @property
     def client(self) -> UpstreamPool:
         assert self._client is not None, "a host is used only once its agent answered"
         return self._client
 
     async def close(self) -> None:
+        for task in list(self._reaping):
+            task.cancel()
+        await asyncio.gather(*self._reaping, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
 
@@ -81,10 +123,15 @@ class Host:
 
 
 class RemoteLease:
-    """A request granted on one host: the child's URL, released exactly once."""
+    """A request granted on one host: the child's URL, released exactly once. `model`: the
+    model that serves it; `fell_from` and `fallback_reason` when a fallback of the one asked
+    for does (router/core/fallback.py), as a single host's Lease says."""
 
     def __init__(self, host: Host, model: str, grant: dict[str, Any]):
-        self.host, self.model = host, model
+        self.host = host
+        self.model: str = grant.get("model") or model
+        self.fell_from: str | None = grant.get("fell_from")
+        self.fallback_reason: str | None = grant.get("fallback_reason")
         self.lease_id: int = grant["lease"]
         self.base_url: str = grant["base_url"]
         self.child_id: str | None = grant.get("child_id")

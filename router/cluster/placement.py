@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from router.core.fallback import FILE_MISSING
 from router.core.scheduler import Memory, ModelView, plan_evictions, too_big
 
 LOADED, LOADING = "loaded", "loading"
@@ -72,6 +73,12 @@ class Placement:
 @dataclass(frozen=True)
 class NoPlacement:
     reason: str
+    # Why, as a fallback reads it (router/core/fallback.py): "too_big" (it fits on no host),
+    # "file_missing" (its file is on no host), "unavailable" (no host is up: nothing falls back).
+    cause: str = "unavailable"
+
+
+TOO_BIG = "too_big"
 
 
 def choose_host(model: str, group: str, hosts: Sequence[HostView], replicas: int = 1,
@@ -81,7 +88,7 @@ def choose_host(model: str, group: str, hosts: Sequence[HostView], replicas: int
         return NoPlacement("no host is up in the cluster")
     serving = [h for h in hosts if h.serves]
     if not serving:
-        return NoPlacement(f"no host can serve model {model!r} (its file is on none of them)")
+        return NoPlacement(f"no host can serve model {model!r} (its file is on none of them)", FILE_MISSING)
     copies = [h for h in serving if _state(h, model) in (LOADED, LOADING) or (h.pending and _state(h, model) is None)]
     loaded = [h for h in serving if _state(h, model) == LOADED]
     if loaded:
@@ -98,19 +105,23 @@ def choose_host(model: str, group: str, hosts: Sequence[HostView], replicas: int
     obstacles: list[str] = []
     options = _options(model, group, serving, obstacles)
     if not options:
-        return NoPlacement(f"model {model!r} fits on no host ({'; '.join(obstacles)})")
+        return NoPlacement(f"model {model!r} fits on no host ({'; '.join(obstacles)})", TOO_BIG)
     n, _, _, name, chosen = min(options)
     return Placement(name, "evicts" if n else "fits", chosen)
 
 
 def round_robin(model: str, group: str, hosts: Sequence[HostView], turn: int) -> Placement | NoPlacement:
     """The `turn`-th host in name order among those `model` can fit on at all."""
+    if not hosts:
+        return NoPlacement("no host is up in the cluster")
     serving = [h for h in hosts if h.serves]
+    if not serving:
+        return NoPlacement(f"no host can serve model {model!r} (its file is on none of them)", FILE_MISSING)
     obstacles: list[str] = []
     able = sorted({o[3]: o for o in _options(model, group, serving, obstacles, holding_ok=True)}.values(),
                   key=lambda o: o[3])
     if not able:
-        return NoPlacement(f"model {model!r} fits on no host ({'; '.join(obstacles) or 'no host is up'})")
+        return NoPlacement(f"model {model!r} fits on no host ({'; '.join(obstacles)})", TOO_BIG)
     *_, name, chosen = able[turn % len(able)]
     return Placement(name, "turn", chosen)
 

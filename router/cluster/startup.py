@@ -45,9 +45,13 @@ class FirstReports:
             log.warning("not every host reported within cluster.start_wait (%g s): placing on the %d that did",
                         self._start_wait(), sum(reported))
 
-    async def wait(self) -> None:
-        """Until every host has reported, or start_wait has passed since the front started."""
+    async def wait(self, deadline: float | None = None) -> None:
+        """Until every host has reported, or start_wait has passed since the front started, or
+        the request's `deadline` (time.monotonic()) came first: it is then placed on the hosts
+        that did report, and the host's answer says the deadline passed."""
         left = self._since + self._start_wait() - time.monotonic()
+        if deadline is not None:
+            left = min(left, deadline - time.monotonic())
         if self._done.is_set() or left <= 0:
             return
         with contextlib.suppress(TimeoutError):

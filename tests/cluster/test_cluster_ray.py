@@ -416,6 +416,86 @@ async def test_keep_alive_in_a_request_reaches_the_host(front):
             assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_keep_alive"
 
 
+async def with_models(front: Front, tmp_path: Path, llama_server: Path, tiny_dir: Path,
+                      models: dict[str, Any], router: dict[str, Any] | None = None) -> None:
+    """The test catalogue with `models` added (and `router` settings), handed to every host."""
+    from router.catalogue.parse import parse_config
+
+    data = catalogue_data(tmp_path, llama_server, tiny_dir)
+    data["router"].update(port=front.cluster.config.router.port, **(router or {}))
+    data["models"].update(models)
+    await front.cluster.set_config(parse_config(data, "<cluster test>"))
+
+
+def waiting_on_hosts(front: Front, model: str) -> int:
+    return sum(h.report.get("models", {}).get(model, {}).get("waiting", 0) for h in front.cluster.hosts.values())
+
+
+async def test_priority_and_deadline_reach_the_host_that_queues_the_request(front, tmp_path, llama_server,
+                                                                            tiny_dir):
+    """X-Priority and X-Max-Wait apply through the front as on one host: the host's queue serves
+    a normal request before a low one that came first, and a request that may wait 0.5 s for a
+    model still loading gets a 503 queue_timeout with Retry-After (docs/scheduling.md)."""
+    slow = ["/bin/sh", "-c", f'sleep {SLOW_LOAD_S}; exec "$0" "$@"', str(llama_server), "--model", "$path",
+            "--alias", "$name", "--host", "$host", "--port", "$port", "-np", "1"]
+    one_at_a_time = {"path": str(tiny_dir / "tiny-a.gguf"), "args": ["--ctx-size", "512"],
+                     "spawn": {"command": slow}, "concurrency_limit": 1}
+    await with_models(front, tmp_path, llama_server, tiny_dir, {"queued": one_at_a_time})
+    finished: list[str] = []
+
+    async def send(tag: str, headers: dict[str, str]) -> tuple[int, Any, Any]:
+        body = {"model": "queued", "messages": [{"role": "user", "content": "count"}], "max_tokens": 16,
+                "ignore_eos": True}
+        async with aiohttp.ClientSession() as s, s.post(front.url + "/v1/chat/completions", json=body,
+                                                        headers=headers,
+                                                        timeout=aiohttp.ClientTimeout(total=60)) as r:
+            reply = await r.json()
+        finished.append(tag)
+        return r.status, r.headers, reply
+
+    status, _, bad = await send("bad", {"X-Priority": "urgent"})
+    assert status == 400 and bad["error"]["code"] == "invalid_priority", bad
+    low = asyncio.create_task(send("low", {"X-Priority": "low"}))  # first: it starts the load
+    await until(lambda: waiting_on_hosts(front, "queued") == 1, SLOW_LOAD_S, "the low request queued on its host")
+    normal = asyncio.create_task(send("normal", {}))
+    await until(lambda: waiting_on_hosts(front, "queued") == 2, SLOW_LOAD_S, "the normal one queued behind it")
+    asked = time.monotonic()
+    status, headers, late = await send("late", {"X-Max-Wait": "0.5"})
+    waited = time.monotonic() - asked
+    assert status == 503 and late["error"]["code"] == "queue_timeout", late
+    assert int(headers["Retry-After"]) >= 1 and 0.45 <= waited < SLOW_LOAD_S, (headers, waited)
+    assert [(await t)[0] for t in (low, normal)] == [200, 200]
+    assert finished == ["bad", "late", "normal", "low"], "the host served the higher priority first"
+
+
+async def test_a_fallback_serves_when_no_host_can_take_the_model_or_its_load_fails(front, tmp_path, llama_server,
+                                                                                  tiny_dir):
+    """A model too big for every host: the front places its fallback; a model whose load fails
+    on its host: that host's manager serves its fallback. Either way the reply names the model
+    that served it and says why (X-Fallback-From, X-Fallback-Reason), as on one host."""
+    await with_models(front, tmp_path, llama_server, tiny_dir, {
+        "huge": {"path": str(tiny_dir / "tiny-c.gguf"), "args": ["--ctx-size", "262144"], "fallbacks": ["tiny-a"]},
+        "broken": {"path": str(tiny_dir / "tiny-b.gguf"), "spawn": {"command": ["/bin/sh", "-c", "exit 3"]},
+                   "fallbacks": ["tiny-b"]}})
+    for asked, served, reason in (("huge", "tiny-a", "too_big"), ("broken", "tiny-b", "load_failed")):
+        async with aiohttp.ClientSession() as s:
+            body = {"model": asked, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            async with s.post(front.url + "/v1/chat/completions", json=body,
+                              timeout=aiohttp.ClientTimeout(total=60)) as r:
+                reply = await r.json()
+                assert r.status == 200, reply
+                assert reply["model"] == served and reply["choices"][0]["message"]["content"] is not None
+                assert (r.headers["X-Fallback-From"], r.headers["X-Fallback-Reason"]) == (asked, reason)
+            async with s.post(front.url + "/v1/chat/completions", json={**body, "stream": True},
+                              timeout=aiohttp.ClientTimeout(total=60)) as r:
+                chunks = [json.loads(line[6:]) for line in (await r.text()).splitlines()
+                          if line.startswith("data: {")]
+                assert r.status == 200 and r.headers["X-Fallback-From"] == asked
+                assert chunks and {c["model"] for c in chunks} == {served}
+    await until(lambda: front.reported("tiny-a") and front.reported("tiny-b"), 5, "the fallbacks loaded")
+    assert not front.where("huge") and not front.where("broken")
+
+
 async def test_a_request_waits_for_the_first_reports_at_most_start_wait(tmp_path):
     """No host ever reports (no node table followed here): a request waits `cluster.start_wait`,
     then gets the 503 it would get with no host, and /health stops saying `starting`."""

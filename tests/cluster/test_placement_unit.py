@@ -137,3 +137,12 @@ def test_round_robin_skips_hosts_the_model_cannot_fit_on():
     assert [round_robin("m", "pool", hosts, turn).host for turn in range(3)] == ["b", "c", "b"]
     refused = round_robin("m", "pool", [host("a", 40, 100)], 0)
     assert isinstance(refused, NoPlacement) and "a: needs 100 MiB" in refused.reason
+
+
+# ----- why no host can take a model: the cause a fallback follows (router/cluster/fallbacks.py) ---------
+def test_a_refusal_says_why_so_that_the_models_fallbacks_may_serve():
+    for place in (lambda hosts: choose_host("m", "pool", hosts), lambda hosts: round_robin("m", "pool", hosts, 0)):
+        assert place([host("a", 40, 100), host("b", 50, 100)]).cause == "too_big"
+        assert place([host("a", budget_mib=40, models={"p": loaded(30, pinned=True)})]).cause == "too_big"
+        assert place([host("a", serves=False), host("b", serves=False)]).cause == "file_missing"
+        assert place([]) == NoPlacement("no host is up in the cluster", "unavailable")  # nothing falls back
