@@ -20,6 +20,7 @@ from router.api.model_api import add_model_api_routes
 from router.api.ollama import add_ollama_routes
 from router.api.openapi import add_openapi_route
 from router.api.peers import PEERS
+from router.api.profiles import add_profile_routes
 from router.api.responses import add_response_routes
 from router.backend.launch import server_build_info
 from router.catalogue.config import Config
@@ -122,6 +123,7 @@ def create_app(config: Config, router_port: int | None = None, loader: Loader | 
     add_capture_routes(admin)
     add_response_routes(app, admin)  # the stateful Responses API (docs/conversations.md)
     add_request_routes(admin)  # the requests waiting and in flight; cancel one
+    add_profile_routes(admin, app)  # the profile in force (and llama-swap's /api/profiles)
     app.add_subapp("/admin", admin)
     add_log_routes(app)
     add_model_api_routes(app)

@@ -23,9 +23,18 @@ from router.http.access import INFERENCE, READ, Models, declare
 from router.http.api_keys import has_role, may_use
 from router.http.app_keys import API_KEY, BUILD, CONVERSATIONS, MANAGER, REQUEST_ID, UPSTREAM
 from router.http.errors import HTTPError, error_response
+from router.http.fallback_headers import served_headers
 from router.http.outcome import Outcome
 from router.http.proxy import ModelRewriter, UpstreamLost, forward
-from router.http.request import default_reply_cap, read_body, read_request, servable_model, take_keep_alive
+from router.http.request import (
+    default_reply_cap,
+    pinned_request,
+    pinned_upstream,
+    read_body,
+    read_request,
+    servable_model,
+    take_keep_alive,
+)
 from router.http.requests_table import acquire, serve_tracked, unavailable
 from router.http.rewrite import rewrite_body
 from router.http.swap_progress import wants_progress, with_progress
@@ -70,7 +79,9 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                 child = lease.child
                 child_id = child.ready_info.get("id") if child.plan.native else None
                 served = manager.config.models.get(lease.model, spec)  # a fallback's, when one serves
-                named = served.name if lease.fell_from else requested  # the reply's "model"
+                if stats is not None and lease.selector:
+                    stats["served_by"] = lease.model  # the metrics' model: the selector's choice
+                named = served.name if lease.fell_from or lease.selector else requested  # the reply's "model"
                 rewriter = ModelRewriter(child_id, named) if child_id and child_id != named else None
                 connect_timeout, read_timeout = manager.config.timeouts(served)
                 try:
@@ -89,17 +100,17 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                 break
             log.warning("[%s] child lost before replying (%s): replaying the request once", spec.name, lost)
             try:
-                lease = await acquire(request, spec, light=light)
+                lease = await acquire(request, spec, light=light, name=requested)
             except ModelUnavailable as e:
                 raise unavailable(e, request) from None
         return error_response(502, f"upstream model server failed: {lost}", "upstream_error")
 
-    light = path in LIGHT_PATHS or request.method == "GET"
+    light = is_light(request, path)
     if wants_progress(manager, request, spec, body):
         return await with_progress(request, manager, spec, requested, relay, stats)
     waiting = time.perf_counter()
     try:
-        lease = await acquire(request, spec, light=light)  # under the request's priority and deadline
+        lease = await acquire(request, spec, light=light, name=requested)  # under the request's terms
         if stats is not None:
             stats["waited"] = time.perf_counter() - waiting
     except ModelUnavailable as e:
@@ -110,11 +121,14 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
     return await relay(lease)
 
 
+def is_light(request: web.Request, path: str | None = None) -> bool:
+    """Whether the request takes none of its child's slots (LIGHT_PATHS, and every GET)."""
+    return (request.path if path is None else path) in LIGHT_PATHS or request.method == "GET"
+
+
 def fallback_headers(lease: Lease) -> dict[str, str]:
-    """Which model the request asked for, and why another served it."""
-    if lease.fell_from is None:
-        return {}
-    return {"X-Fallback-From": lease.fell_from, "X-Fallback-Reason": lease.fallback_reason or ""}
+    """Which model the request asked for, and why another served it; the selector it named."""
+    return served_headers(lease.fell_from, lease.fallback_reason, lease.selector)
 
 
 @declare(INFERENCE, Models.NAMED)
@@ -133,6 +147,10 @@ async def handle_inference(request: web.Request, body: bytes | None = None,
     outcome = Outcome(stats)
     try:
         with outcome:
+            if manager.profile.spec is not None:  # the active profile's pin comes first (core/profiles.py)
+                name, repinned = pinned_request(manager, name, data)
+                if repinned:
+                    body = json.dumps(data).encode()
             route = await peer_route(request, name)  # a peer's model (api/peers.py); None for the catalogue's
             if route is not None:
                 label = route.fqn
@@ -150,9 +168,13 @@ async def handle_inference(request: web.Request, body: bytes | None = None,
             if keep_alive is not None:
                 manager.keep_alive(spec.name, keep_alive)
             request.app[CONVERSATIONS].remember_request(request, spec.name)
+            if is_light(request) and manager.state(spec.name) is State.READY:
+                # Answered at once (it takes no slot, waits for nothing): not worth listing.
+                return outcome.served(await proxy_to_model(request, spec, name, request.path, body or None, stats))
             return outcome.served(await serve_tracked(request, spec.name, lambda: proxy_to_model(  # listed in
                 request, spec, name, request.path, body or None, stats), stats))  # GET /admin/requests
     finally:
+        label = stats.get("served_by", label)
         request.app[METRICS].observe(label, request.path, outcome.status, started, stats.get("first_byte"),
                                      stats.get("waited"), stats.get("head", b""), stats.get("tail", b""),
                                      stats.get("streamed", False), request.get(REQUEST_ID, ""))
@@ -197,10 +219,14 @@ async def handle_props(request: web.Request) -> web.StreamResponse:
 @declare(INFERENCE, Models.NAMED)
 async def handle_upstream(request: web.Request) -> web.StreamResponse:
     """/upstream/{model}/{path}: talk to one child directly (its own web UI, debugging)."""
-    name = request.match_info["model"]
+    # The active profile's pin first (core/profiles.py): it may also change the path.
+    name, path = pinned_upstream(request.app[MANAGER], request.match_info["model"], "/" + request.match_info["path"])
+    if name in request.app[MANAGER].config.selectors:  # as llama-swap: one child, named as it is
+        raise HTTPError(404, f"model '{name}' is a selector: /upstream/ talks to one model by its name",
+                        "invalid_request_error", "model_not_found")
     spec = servable_model(request.app[MANAGER], name, request.get(API_KEY))
     body = await read_body(request)
-    return await proxy_to_model(request, spec, name, "/" + request.match_info["path"], body or None)
+    return await proxy_to_model(request, spec, name, path, body or None)
 
 
 def add_inference_routes(app: web.Application) -> None:

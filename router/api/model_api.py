@@ -14,16 +14,18 @@ from aiohttp import web
 
 from router import __version__
 from router.api.peers import peer_entries
-from router.catalogue.config import Config, ModelSpec
+from router.api.profiles import profile_entries
+from router.catalogue.config import ApiKey, Config, ModelSpec, SelectorSpec
 from router.catalogue.sources import model_card
 from router.core.events import EventBus
 from router.core.model_files import cache_removal, prune_hf_repo, remove_model
 from router.core.reload import reload_models
 from router.core.scheduler import State
+from router.core.selector import SPILLOVER, order
 from router.core.snapshot import ModelSnapshot, listed_status, snapshots
 from router.discovery.huggingface import parse_hf_ref
 from router.http.access import INFERENCE, PUBLIC, READ, Models, declare
-from router.http.api_keys import may_see, may_use
+from router.http.api_keys import may_see, may_use, may_use_selector
 from router.http.app_keys import API_KEY, DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.errors import HTTPError
 from router.http.launch_args import load_overrides
@@ -87,6 +89,30 @@ def with_virtual_ids(entry: dict[str, Any], spec: ModelSpec) -> list[dict[str, A
     return [entry, *({**entry, "id": i, "aliases": [], "virtual_of": spec.name} for i in ids)]
 
 
+def selector_entry(selector: SelectorSpec, states: dict[str, State], now: int) -> dict[str, Any]:
+    """A selector as /v1/models lists it (llama-swap's api.go): its name and description, the
+    status of the target it would choose now, and `metadata` telling it is a selector, its
+    strategy and targets (and spillover's `spillover`), over its own `metadata`."""
+    about: dict[str, Any] = {"type": "selector", "strategy": selector.strategy, "targets": list(selector.targets)}
+    if selector.strategy == SPILLOVER:
+        about["spillover"] = selector.spillover
+    entry: dict[str, Any] = {
+        "id": selector.id, "aliases": [], "tags": [], "object": "model", "owned_by": "llama-router",
+        "created": now, "status": {"value": listed_status(states.get(order(selector, states)[0], State.STOPPED))},
+        "name": selector.display_name or selector.id, "metadata": {**selector.metadata, **about},
+    }
+    if selector.description:
+        entry["description"] = selector.description
+    return entry
+
+
+def selector_entries(config: Config, states: dict[str, State], key: ApiKey | None, now: int) -> list[dict[str, Any]]:
+    """The listed selectors `key` may use: its patterns match the id and one of the targets."""
+    return [selector_entry(s, states, now) for s in config.selectors.values()
+            if not s.unlisted and may_use_selector(key, s.id)
+            and any(may_use(key, config.models[t]) for t in s.targets if t in config.models)]
+
+
 @declare(READ, Models.FILTERED, when={"reload": (INFERENCE, Models.EVERY)})
 async def handle_models(request: web.Request) -> web.Response:
     if request.query.get("reload"):  # llama.cpp: any non-empty value re-reads the sources first
@@ -98,8 +124,12 @@ async def handle_models(request: web.Request) -> web.Response:
     data = [entry for s in snapshots(request.app[MANAGER])
             if s.spec and not s.spec.unlisted and not s.missing and may_use(key, s.spec)
             for entry in with_virtual_ids(model_entry(s, now), s.spec)]
-    data += [e for e in request.app[DOWNLOADS].entries(now) if may_see(key, e["id"], request.app[MANAGER].config)]
+    manager = request.app[MANAGER]
+    if manager.config.selectors:
+        data += selector_entries(manager.config, {n: manager.state(n) for n in manager.config.models}, key, now)
+    data += [e for e in request.app[DOWNLOADS].entries(now) if may_see(key, e["id"], manager.config)]
     data += peer_entries(request, now)  # the peers' models (api/peers.py)
+    data += profile_entries(manager, key, data, now)  # the active profile's pins
     return web.json_response({"object": "list", "data": data})
 
 

@@ -41,7 +41,7 @@ from router.core.snapshot import snapshots
 from router.http.access import INFERENCE, PUBLIC, READ, Models, declare
 from router.http.api_keys import may_use
 from router.http.app_keys import API_KEY, MANAGER, ROUTER_SETTINGS, state
-from router.http.request import default_reply_cap, take_keep_alive
+from router.http.request import default_reply_cap, pinned, take_keep_alive
 from router.upstream.pool import Reply as ChildReply
 
 OLLAMA_VERSION = "0.12.0"  # the Ollama API this follows (tools, thinking, structured outputs)
@@ -113,7 +113,7 @@ async def _generation(request: web.Request, chat: bool) -> web.StreamResponse:
     generate (no messages, no prompt), a load, or with keep_alive 0 an unload."""
     started = time.perf_counter()
     data = await read_json(request)
-    requested = data.get("model")
+    requested = pinned(request.app[MANAGER], data.get("model"))  # the active profile's pin first
     spec = resolve(request, requested)
     assert isinstance(requested, str)  # resolve() took it
     streamed = wants_stream(data)
@@ -144,7 +144,7 @@ async def _embedding(request: web.Request, legacy: bool) -> web.StreamResponse:
     """/api/embed (`input`: one text or a list) and the legacy /api/embeddings (`prompt`)."""
     started = time.perf_counter()
     data = await read_json(request)
-    requested = data.get("model")
+    requested = pinned(request.app[MANAGER], data.get("model"))  # the active profile's pin first
     spec = resolve(request, requested)
     keep = take_keep_alive(data)
     inputs, dims = embed_inputs(data, legacy), None if legacy else dimensions(data)

@@ -167,7 +167,11 @@ def _schemas() -> dict[str, Schema]:
                                       "description": {"type": "string"}, "metadata": {"type": "object"},
                                       "capabilities": {"type": "object"},
                                       "virtual_of": {"type": "string", "description": "A virtual id "
-                                                     "(set_params_by_id): the model that serves it"}}},
+                                                     "(set_params_by_id): the model that serves it"},
+                                      "profile": {"type": "string", "description": "A pin of the active "
+                                                  "profile (docs/api.md#profiles): the profile's name"},
+                                      "pinned_to": {"type": "string", "description": "A pin: the model (or "
+                                                    "alias, virtual id, selector) that serves it"}}},
         "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
             "object": {"const": "list"}, "data": {"type": "array", "items": _ref("ModelEntry")}}},
         "RouterProps": {"type": "object", "required": ["role"], "properties": {
@@ -327,6 +331,10 @@ def _admin_paths() -> dict[str, Any]:
                       **_content(_ref("ReloadResult"))}}
     acted = {"type": "object", "required": ["success", "model"], "properties": {
         "success": {"const": True}, "model": {"type": "string"}, "state": {"type": "string"}}}
+    active = {"type": ["string", "null"], "description": "A profile's name; null: none."}
+    profile = {"type": "object", "required": ["id", "description", "pins"], "properties": {
+        "id": {"type": "string"}, "description": {"type": "string"},
+        "pins": {"type": "object", "additionalProperties": {"type": ["string", "null"]}}}}
     return {
         "/admin/status": {"get": admin("Every model's process, load history and KV cache",
                                        _ok("The status.", _ref("AdminStatus")))},
@@ -395,6 +403,14 @@ def _admin_paths() -> dict[str, Any]:
                                          "application/yaml": {"schema": {"type": ["object", "null"]}},
                                          "text/plain": {"schema": {"type": "string"}}}}),
         },
+        **{path: {"get": admin("The catalogue's profiles and the active one (llama-swap's path too; docs/api.md)",
+                               _ok("Them.", {"type": "object", "required": ["active", "profiles"], "properties": {
+                                   "active": active, "profiles": {"type": "array", "items": profile}}}))}
+           for path in ("/admin/profiles", "/api/profiles")},
+        **{path: {"put": admin("Switch a profile on, or none (`{\"name\": null}`)", {
+            **_ok("The active profile.", {"type": "object", "required": ["active"], "properties": {"active": active}}),
+            **_err(400, 404)}, **_body({"type": "object", "required": ["name"], "properties": {"name": active}}))}
+           for path in ("/admin/profiles/active", "/api/profiles/active")},
     }
 
 

@@ -34,7 +34,7 @@ from router.core.response_store import NO_KEY, STORE_NAME, ResponseStore, Stored
 from router.http.access import ADMIN, INFERENCE, Models, declare
 from router.http.app_keys import API_KEY, MANAGER
 from router.http.errors import HTTPError
-from router.http.request import read_body, read_request
+from router.http.request import pinned, read_body, read_request
 from router.http.responses_chain import expand, input_items, with_ids
 
 RESPONSES = web.AppKey("responses", ResponseStore)
@@ -69,7 +69,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if truncation not in TRUNCATIONS:
         raise HTTPError(400, "'truncation' must be \"auto\" or \"disabled\"", code="invalid_value")
     store = store and settings.responses_store
-    if (previous is None and not store) or await peer_route(request, name) is not None:
+    target = pinned(request.app[MANAGER], name)  # the model it goes to (handle_inference pins the body)
+    if (previous is None and not store) or await peer_route(request, target) is not None:
         # Nothing to expand, nothing to keep; or a peer's model (another server, which keeps its
         # own responses: OpenAI's does): the request goes as it came.
         return await handle_inference(request)
@@ -85,8 +86,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             raise HTTPError(400, f"Previous response with id '{previous[:80]}' not found.",
                             code="previous_response_not_found")
         sent = expand(chain, new)
-    if isinstance(name, str) and (previous is not None or truncation == "auto"):
-        sent = await fit_to_model(request, name, data, sent, truncation)
+    if isinstance(target, str) and (previous is not None or truncation == "auto"):
+        sent = await fit_to_model(request, target, data, sent, truncation)
     data["input"] = sent
     stats: dict[str, Any] = {"reply": []} if store else {}
     try:

@@ -195,6 +195,12 @@ class ModelSpec:
         "argument. The server may outlive its command (`docker run -d`): it counts as running while its port "
         "answers. After the command the router waits up to the stop timeout for the port to be free, and "
         "ends the command's own process if it still runs.")
+    priority: int = key(
+        0, "Added to the priority of each request while it waits for this model (llama-swap's "
+        "`routing.scheduler.settings.fifo.priority`): a request for a model with a higher priority is served "
+        "before one for a lower, when both wait (a load, `models_max`, the concurrency limit). See "
+        "[scheduling.md](scheduling.md#model-priority).", minimum=-1000, maximum=1000,
+        expect="a whole number from -1000 to 1000")
     health_endpoint: str | None = key(
         None, "This model's readiness check, polled until it answers 200 (over its spawn's "
         "`health_endpoint`); a `url` model's health check, `/v1/models` when none.", pattern="^/",
@@ -453,6 +459,48 @@ class PeerSpec:
     timeouts: Timeouts | None = key(None, "This peer's own `connect` and `read` timeouts.")
 
 
+SELECTOR_STRATEGIES = ("warm", "pin", "spillover")
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    """A virtual model id served by one of its targets, chosen per request (llama-swap's
+    `selectors`; router/core/selector.py chooses)."""
+
+    id: str  # the key of its entry in `selectors:`
+    strategy: str = key(
+        "", "How a request's target is chosen: `warm` (the first target that is loaded, else the first that is "
+        "loading, else the first), `pin` (always the first), `spillover` (loaded targets up to `spillover` "
+        "requests in flight each, the least busy first, then the next target is loaded). Required.",
+        choices=SELECTOR_STRATEGIES, expect="one of warm, pin, spillover")
+    targets: tuple[str, ...] = key(
+        (), "Models (names or aliases of this catalogue, never another selector) that may serve the id, in order. "
+        "The ones after the chosen one, and each one's `fallbacks`, serve a request the chosen one cannot.",
+        kind="name", min_items=1, expect="at least one model name or alias")
+    spillover: int = key(1, "`spillover` only: requests in flight on each loaded target before the next one is "
+                         "loaded (llama-swap's `settings.spillover`).", minimum=1)
+    display_name: str | None = key(None, "The name clients show for the id (`/v1/models`' `name`).", name="name")
+    description: str | None = key(None, "A description `/v1/models` shows.")
+    unlisted: bool = key(False, "`true` hides the id from `/v1/models`; it can still be used.")
+    metadata: dict[str, Any] = key(doc="Any values `/v1/models` shows in the entry's `metadata`, next to the "
+                                   "selector's `type`, `strategy` and `targets`.", factory=dict, kind="json")
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """A named set of model-id pins switched on at runtime (llama-swap's `profiles`;
+    router/core/profiles.py): while it is active, a request for a pinned id is served by its target."""
+
+    name: str  # the key of its entry in `profiles:`
+    description: str | None = key(None, "What the profile is for (`GET /admin/profiles` shows it).")
+    pins: dict[str, str | None] = key(
+        doc="Model ids to the model that serves them while the profile is active: a model's name, an alias, a "
+        "`set_params_by_id` id, a selector's id or a peer's model (never another pin: pins do not chain). A pin "
+        "may be an id no model has (listed in `/v1/models` while the profile is active) or a model's own name "
+        "(served by the target instead). `null` or `\"\"`: the id answers 404 while the profile is active. At "
+        "least one.", factory=dict, kind="name", items="The model that serves the id, or null (404).")
+
+
 @dataclass(frozen=True)
 class SourcesSpec:
     """Where models are discovered besides the `models:` list."""
@@ -527,6 +575,15 @@ class Config:
         "is named `PEER/MODEL`, or `MODEL` alone when no model of this catalogue and no other peer has that "
         "name. See [api.md](api.md#external-models-and-peers).", factory=dict, kind="name",
         items="One peer: its URL, its key and which of its models to serve.")
+    selectors: dict[str, SelectorSpec] = key(
+        doc="Virtual model ids served by one of their target models, chosen per request (llama-swap's "
+        "`selectors`); an id may not be a model's name or alias. See [scheduling.md](scheduling.md#selectors).",
+        factory=dict, kind="name", items="One selector: its strategy and its targets.")
+    profiles: dict[str, ProfileSpec] = key(
+        doc="Named sets of model-id pins, one of which may be switched on at runtime (`PUT /admin/profiles/active`; "
+        "llama-swap's `profiles`): none is active at start-up, and a reload keeps the active one while the file "
+        "still has it. See [api.md](api.md#profiles).", factory=dict, kind="name",
+        items="One profile: its description and its pins.")
     # Not keys of the file (RUNTIME_FIELDS): where it was read from, models whose file is gone
     # (hidden, 404), and what discovery saw.
     source: str = "<defaults>"

@@ -41,8 +41,15 @@ own loader would refuse it) is left out with its reason while the rest converts:
   `persistent` ones join the one group they run beside (its limit raised by
   their number), persistent members `pinned`: pinned models of another group
   would refuse every load outside it. Beside several groups, that is lost.
-- the matrix engine is replaced by memory placement; `routing.scheduler`,
-  `profiles` and `selectors` land with the fair-scheduling issue (#27).
+- the matrix engine is replaced by memory placement.
+- `profiles` keep their names, descriptions and pins (a pin's target renamed
+  with its model; a pin to a model left out is reported and dropped; null or
+  "" still turns the id off). llama-swap's older list syntax is reported.
+- `selectors` keep their ids, strategies and targets (`settings.spillover` is
+  `spillover`); a target that is a peer's model is left out (a selector's targets
+  are models of the catalogue). `routing.scheduler.settings.fifo.priority` is each
+  model's `priority`; a `hooks.on_startup.preload` entry naming a selector
+  preloads its first target.
 - model names llama-router refuses (config.NAME_RE) are renamed; the old name
   cannot be an alias, as aliases follow the same rule.
 """
@@ -55,6 +62,7 @@ import re
 import shlex
 from collections import Counter
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from os import PathLike
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -76,10 +84,9 @@ PORT = "${PORT}"
 _ENTRY_KEYS = ("name", "description", "path", "url", "port", "mmproj", "aliases", "group", "args", "env", "spawn",
                "health_endpoint", "stop_command", "ttl", "unlisted", "concurrency_limit", "pinned", "use_model_name",
                "strip_params", "set_params", "set_params_by_id", "metadata", "capabilities", "timeouts",
-               "stop_timeout", "swap_progress")
+               "stop_timeout", "swap_progress", "priority")
 DEFAULT_PROXY = "http://localhost:${PORT}"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-FAIR_SCHEDULING = "lands with the fair-scheduling issue (#27)"
 MEMORY_PLACEMENT = (
     "replaced by memory placement: which models run together follows each one's memory figure against the "
     "RAM/GPU budgets (router.memory, docs/memory.md), its group and router.models_max, and evictions take idle, "
@@ -94,8 +101,6 @@ _TOP_SKIPPED = {
     "ui": "the dashboard's activity list (/dashboard) shows no session IDs",
     "performance": "system statistics are not polled; GET /metrics has the router's and each model server's own",
     "upstream": "/upstream/<model>/... always loads its model; no path is exempt (ignorePaths)",
-    "profiles": FAIR_SCHEDULING,
-    "selectors": FAIR_SCHEDULING,
     "matrix": MEMORY_PLACEMENT,
 }
 _COMPAT = "llama-router relays no websocket (the Upgrade header never reaches a model's server), so none can load " \
@@ -356,6 +361,8 @@ class _Converter:
         top = {k: v if k in ("models", "macros") else _expand(v, glob) for k, v in data.items()}
         self.selectors = {str(s) for s in (top.get("selectors") or {})} if isinstance(top.get("selectors"), dict) \
             else set()
+        raw = top.get("selectors")
+        self.raw_selectors: dict[Any, Any] = raw if isinstance(raw, dict) else {}
         self.name_models([str(m) for m in models])
         for mid, raw in models.items():
             try:
@@ -388,6 +395,12 @@ class _Converter:
         out["models"] = {name: {k: entry[k] for k in _ENTRY_KEYS
                                 if _given(entry.get(k)) or (k == "swap_progress" and entry.get(k) is False)}
                          for name, entry in self.models.items()}
+        selectors = self.selector_entries(top.get("selectors"))
+        if selectors:
+            out["selectors"] = selectors
+        profiles = self.profile_entries(top.get("profiles"), out)
+        if profiles:
+            out["profiles"] = profiles
         return Conversion(out, tuple(self.report))
 
     # ---------------------------------------------------------------- models
@@ -661,7 +674,7 @@ class _Converter:
     def settings(self, top: dict[str, Any]) -> dict[str, Any]:
         router: dict[str, Any] = {}
         for key, value in top.items():
-            if key in ("models", "macros", "groups", "routing", "peers") or value is None:
+            if key in ("models", "macros", "groups", "routing", "peers", "selectors", "profiles") or value is None:
                 continue  # read elsewhere, or nothing said
             numeric = key in ("globalTTL", "healthCheckTimeout", "metricsMaxInMemory", "unloadTimeout", "startPort",
                               "captureBuffer")
@@ -727,14 +740,136 @@ class _Converter:
                     key, mid = f"hooks.on_startup.preload[{i}]", self.text(mid, f"hooks.on_startup.preload[{i}]")
                     name = self.names.get(mid.strip())
                     if name is None and mid.strip() in self.selectors:
-                        self.skip(key, f"{mid!r} is a selector, which {FAIR_SCHEDULING}")
-                    elif name is None or name not in self.models:
+                        name = self.selector_first(mid.strip())
+                        if name is None:
+                            self.skip(key, f"{mid!r} is a selector none of whose targets is a model of the "
+                                      "converted catalogue")
+                            continue
+                        self.skip(key, f"{mid!r} is a selector: its first target, {name!r}, is preloaded")
+                    if name is None or name not in self.models:
                         self.skip(key, f"{mid!r} is not a model of the converted catalogue")
                     elif self.models[name].get("url"):
                         self.skip(key, f"{mid!r} is served at its url, which the router never starts")
                     elif name not in out.setdefault("preload", []):
                         out["preload"].append(name)  # loaded once the port is open, as llama-swap does
         return out
+
+    def selector_entries(self, value: Any) -> dict[str, Any]:
+        """llama-swap's `selectors`: id, strategy, targets (models of the converted catalogue, by
+        their names), `settings.spillover` as `spillover`, name, description, unlisted, metadata."""
+        out: dict[str, Any] = {}
+        for sid, raw in self.want(value or {}, dict, "selectors", "a mapping of selector ID: settings").items():
+            key, sid = f"selectors.{sid}", str(sid)
+            self.want(raw, dict, key, "a mapping with strategy and targets")
+            if not NAME_RE.match(sid) or sid in self.taken:
+                self.skip(key, f"{sid!r} is " + ("already a model's name or alias" if NAME_RE.match(sid)
+                                                 else f"not a valid llama-router name ({NAME_RULE})"))
+                continue
+            entry: dict[str, Any] = {}
+            for k, v in raw.items():
+                if k in ("strategy", "name", "description"):
+                    entry[k] = self.text(v, f"{key}.{k}")
+                elif k == "targets":
+                    entry["targets"] = self.selector_targets(key, v)
+                elif k == "settings":
+                    for sk, sv in self.want(v or {}, dict, f"{key}.settings", "a mapping").items():
+                        if sk == "spillover":
+                            entry["spillover"] = self.want(sv, int, f"{key}.settings.spillover", "a whole number")
+                        else:
+                            self.skip(f"{key}.settings.{sk}", "unknown llama-swap key")
+                elif k == "unlisted":
+                    entry["unlisted"] = self.want(v, bool, f"{key}.unlisted", "true or false")
+                elif k == "metadata":
+                    entry["metadata"] = self.metadata(f"{key}.metadata", v)
+                else:
+                    self.skip(f"{key}.{k}", "unknown llama-swap key")
+            if not entry.get("targets"):
+                self.skip(key, "left out: none of its targets is a model of the converted catalogue")
+                continue
+            out[sid] = {k: v for k, v in entry.items() if _given(v) or k == "unlisted"}
+        return out
+
+    def selector_targets(self, key: str, value: Any) -> list[str]:
+        targets = []
+        for i, t in enumerate(self.want(value or [], list, f"{key}.targets", "a list of model IDs")):
+            target = self.text(t, f"{key}.targets[{i}]")
+            name = self.names.get(target.strip())
+            if name is not None and name in self.models:
+                if name not in targets:
+                    targets.append(name)
+            elif target.strip() in self.selectors:
+                raise self.fail(f"{key}.targets[{i}]", f"{target!r} is a selector; selectors do not chain")
+            else:
+                self.skip(f"{key}.targets[{i}]", f"{target!r} is " + (
+                    "a peer's model; a selector's targets are models of this catalogue" if "/" in target
+                    else "not a model of the converted catalogue"))
+        return targets
+
+    def selector_first(self, sid: str) -> str | None:
+        """The model a selector's first usable target became (a preload of the selector loads it)."""
+        raw = self.raw_selectors.get(sid)
+        targets = raw.get("targets") if isinstance(raw, dict) else None
+        for t in targets if isinstance(targets, list) else []:
+            name = self.names.get(str(t).strip())
+            if name is not None and name in self.models:
+                return name
+        return None
+
+    def profile_entries(self, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+        """llama-swap's `profiles`: name, description and pins, each pin's target a model (renamed
+        with it), alias, virtual id, selector or peer model of the converted catalogue, or null."""
+        profiles: dict[str, Any] = {}
+        for pid, raw in self.want(value or {}, dict, "profiles", "a mapping of profile name: settings").items():
+            key, pid = f"profiles.{pid}", str(pid)
+            if not NAME_RE.match(pid):
+                self.skip(key, f"{pid!r} is not a valid llama-router name ({NAME_RULE})")
+                continue
+            if not isinstance(raw, dict):
+                self.skip(key, "left out: not a mapping with description and pins (llama-swap's older list syntax, "
+                          "which llama-swap refuses too)")
+                continue
+            entry: dict[str, Any] = {}
+            for k, v in raw.items():
+                if k == "description":
+                    entry[k] = self.text(v, f"{key}.{k}")
+                elif k == "pins":
+                    entry["pins"] = self.profile_pins(f"{key}.pins", v, out)
+                else:
+                    self.skip(f"{key}.{k}", "unknown llama-swap key")
+            if not entry.get("pins"):
+                self.skip(key, "left out: none of its pins names a model of the converted catalogue")
+                continue
+            profiles[pid] = {k: v for k, v in entry.items() if _given(v)}
+        return profiles
+
+    def profile_pins(self, key: str, value: Any, out: dict[str, Any]) -> dict[str, str | None]:
+        known = set(out.get("selectors", {}))
+        for name, m in out["models"].items():
+            known.update((name, *m.get("aliases", ()), *m.get("set_params_by_id", {})))
+        pins: dict[str, str | None] = {}
+        for pin, target in self.want(value or {}, dict, key, "a mapping of model ID: model ID").items():
+            where, pin = f"{key}.{pin}", str(pin)
+            if not NAME_RE.match(pin):
+                self.skip(where, f"{pin!r} is not a valid llama-router name ({NAME_RULE})")
+                continue
+            if target is None or target == "":
+                pins[pin] = None
+                continue
+            target = self.text(target, where).strip()
+            name = target if target in known else self.names.get(target, target)  # a virtual id stays one
+            if name in known or self.peer_model(name, out.get("peers", {})):
+                pins[pin] = name
+            else:
+                self.skip(where, f"{target!r} is not a model of the converted catalogue")
+        return pins
+
+    @staticmethod
+    def peer_model(name: str, peers: dict[str, Any]) -> bool:
+        """`PEER/MODEL` of a converted peer, or a model a peer names (parse.py checks the same)."""
+        peer, _, model = name.partition("/")
+        if peer in peers and model:
+            return not peers[peer].get("models") or any(fnmatchcase(model, p) for p in peers[peer]["models"])
+        return any(fnmatchcase(name, p) for spec in peers.values() for p in spec.get("models", ()))
 
     def peers(self, value: Any) -> dict[str, Any]:
         """Other endpoints whose models are served here: `url`, `api_key`, `models`."""
@@ -775,8 +910,7 @@ class _Converter:
         groups = top.get("groups")
         for key, value in self.want(top.get("routing") or {}, dict, "routing", "a mapping").items():
             if key == "scheduler":
-                self.skip("routing.scheduler", f"priorities {FAIR_SCHEDULING}; until then requests wait first "
-                          "come first served")
+                self.scheduler(value)
             elif key != "router":
                 self.skip(f"routing.{key}", "unknown llama-swap key")
             else:
@@ -789,6 +923,35 @@ class _Converter:
                 elif groups is None:
                     groups = settings.get("groups")
         return self.want(groups or {}, dict, "groups", "a mapping of group ID: settings")
+
+    def scheduler(self, value: Any) -> None:
+        """`routing.scheduler`: fifo's priorities become each model's `priority` (a request for a
+        model of higher priority is served first, as llama-swap's fifo); no other scheduler exists."""
+        scheduler = self.want(value or {}, dict, "routing.scheduler", "a mapping")
+        use = scheduler.get("use", "fifo")
+        if use != "fifo":
+            self.skip("routing.scheduler.use", f"{use!r}: llama-swap's only scheduler is fifo, which is what "
+                      "the router does (with model priorities)")
+        settings = self.want(scheduler.get("settings") or {}, dict, "routing.scheduler.settings", "a mapping")
+        for name, s in settings.items():
+            if name != "fifo":
+                self.skip(f"routing.scheduler.settings.{name}", "unknown llama-swap scheduler")
+                continue
+            fifo = self.want(s or {}, dict, "routing.scheduler.settings.fifo", "a mapping")
+            for k, v in fifo.items():
+                if k != "priority":
+                    self.skip(f"routing.scheduler.settings.fifo.{k}", "unknown llama-swap key")
+                    continue
+                where = "routing.scheduler.settings.fifo.priority"
+                for mid, n in self.want(v or {}, dict, where, "a mapping of model ID: priority").items():
+                    n = self.want(n, int, f"{where}.{mid}", "a whole number")
+                    model = self.names.get(str(mid).strip())
+                    if model is None or model not in self.models:
+                        self.skip(f"{where}.{mid}", f"{mid!r} is not a model of the converted catalogue")
+                    elif not -1000 <= n <= 1000:
+                        self.skip(f"{where}.{mid}", f"{n}: a model's priority is -1000 to 1000")
+                    elif n:
+                        self.models[model]["priority"] = n
 
     def groups(self, top: dict[str, Any], ids: list[str]) -> int | None:
         """Set each model's group and pinned; the router.models_max the groups need (None: any)."""

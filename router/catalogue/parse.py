@@ -21,6 +21,7 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,8 +40,10 @@ from router.catalogue.config import (
     MemorySettings,
     ModelSpec,
     PeerSpec,
+    ProfileSpec,
     Rate,
     RouterSettings,
+    SelectorSpec,
     SourcesSpec,
     SpawnSpec,
 )
@@ -57,6 +60,8 @@ _CLUSTER_KEYS = file_keys(ClusterSettings)
 _MEMORY_KEYS = file_keys(MemorySettings)
 _API_KEY_KEYS = file_keys(ApiKey)
 _PEER_KEYS = file_keys(PeerSpec)
+_PROFILE_KEYS = file_keys(ProfileSpec)
+_SELECTOR_KEYS = file_keys(SelectorSpec)
 _TOP_KEYS = file_keys(Config)
 
 
@@ -466,10 +471,12 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
             seen[n] = spec.name
         models[spec.name] = spec
     _check_fallbacks(models, seen, source)
-    return Config(router=router, spawn=spawn, models=models,
+    selectors = _parse_selectors(top.data.get("selectors"), seen, source)
+    peers = _parse_peers(top.data.get("peers"), source)
+    profiles = _parse_profiles(top.data.get("profiles"), {*seen, *selectors}, peers, source)
+    return Config(router=router, spawn=spawn, models=models, selectors=selectors, profiles=profiles,
                   sources=_parse_sources(top.data.get("sources"), source),
-                  cluster=_parse_cluster(top.data.get("cluster"), source),
-                  peers=_parse_peers(top.data.get("peers"), source), source=source)
+                  cluster=_parse_cluster(top.data.get("cluster"), source), peers=peers, source=source)
 
 
 def _check_fallbacks(models: dict[str, ModelSpec], names: dict[str, str], source: str) -> None:
@@ -496,6 +503,96 @@ def _no_cycle(models: dict[str, ModelSpec], path: list[str], source: str) -> Non
             loop = " -> ".join([*path[path.index(f):], f])
             raise ConfigError(source, f"models.{path[0]}.fallbacks", f"fallbacks go round in a cycle: {loop}")
         _no_cycle(models, [*path, f], source)
+
+
+def _parse_selectors(data: Any, names: dict[str, str], source: str) -> dict[str, SelectorSpec]:
+    """llama-swap's rules (internal/config/selectors.go): a strategy, at least one target, each a
+    model of this catalogue by name or alias (kept as its name), never a selector; an id that is
+    no model's name or alias; a spillover selector's targets each a different model."""
+    if not data:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "selectors", f"expected a mapping of id: selector, got {_kind(data)}")
+    selectors = {}
+    for sid, entry in data.items():
+        key = f"selectors.{sid}"
+        if not isinstance(sid, str) or not NAME_RE.match(sid):
+            raise ConfigError(source, key, f"expected a selector id of {NAME_RULE}")
+        if sid in names:
+            what = "name" if names[sid] == sid else "alias"
+            raise ConfigError(source, key, f"the id is already the {what} of model {names[sid]!r}")
+        r = _Reader(entry, source, key, _SELECTOR_KEYS)
+        if not r.data.get("strategy"):
+            raise r.fail("strategy", "is required: one of warm, pin, spillover")
+        v = r.section(SelectorSpec)
+        resolved = []
+        for i, t in enumerate(v["targets"]):
+            if t in data:
+                raise ConfigError(source, f"{key}.targets[{i}]", f"{t!r} is a selector; a selector's targets are "
+                                  "models (selectors do not chain)")
+            if t not in names:
+                raise ConfigError(source, f"{key}.targets[{i}]", f"{t!r} is not a model of this catalogue")
+            resolved.append(names[t])
+        if v["strategy"] == "spillover":
+            twice = next((n for i, n in enumerate(resolved) if n in resolved[:i]), None)
+            if twice is not None:
+                raise r.fail("targets", f"model {twice!r} is named twice (a spillover selector's targets are each "
+                             "a different model)")
+        selectors[sid] = SelectorSpec(id=sid, **{**v, "targets": tuple(dict.fromkeys(resolved))})
+    return selectors
+
+
+def _parse_profiles(data: Any, names: set[str], peers: dict[str, PeerSpec], source: str) -> dict[str, ProfileSpec]:
+    """llama-swap's rules (internal/config/load.go validateProfiles): at least one pin each; a pin's
+    target is a model's name, alias or virtual id, a selector or a peer's model, never another pin
+    (pins do not chain); null or "" turns the id off (kept as None)."""
+    if not data:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "profiles", f"expected a mapping of name: profile, got {_kind(data)}")
+    return {name: _parse_profile(name, entry, names, peers, source) for name, entry in data.items()}
+
+
+def _parse_profile(name: Any, entry: Any, names: set[str], peers: dict[str, PeerSpec], source: str) -> ProfileSpec:
+    key = f"profiles.{name}"
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(source, key, f"expected a profile name of {NAME_RULE}")
+    if isinstance(entry, list):
+        raise ConfigError(source, key, "expected a mapping with `description` and `pins` (llama-swap's older "
+                          "list of models is not a profile)")
+    r = _Reader(entry, source, key, _PROFILE_KEYS)
+    return ProfileSpec(name=name, **r.section(ProfileSpec, pins=lambda: _profile_pins(r, names, peers)))
+
+
+def _profile_pins(r: _Reader, names: set[str], peers: dict[str, PeerSpec]) -> dict[str, str | None]:
+    data = r.data.get("pins")
+    if not isinstance(data, dict) or not data:
+        got = "an empty one" if isinstance(data, dict) else _kind(data)
+        raise r.fail("pins", f"expected a mapping of model id: model (at least one), got {got}")
+    pins: dict[str, str | None] = {}
+    for pin, target in data.items():
+        where = f"{r.key('pins')}.{pin}"
+        if not isinstance(pin, str) or not NAME_RE.match(pin):
+            raise ConfigError(r.source, where, f"expected a model id of {NAME_RULE}")
+        if target is None or target == "":
+            pins[pin] = None
+            continue
+        if isinstance(target, bool) or not isinstance(target, (str, int, float)):
+            raise ConfigError(r.source, where, f"expected a model name or null, got {_kind(target)}")
+        target = expand_env(str(target), r.source, where)
+        if target not in names and not _peer_model(target, peers):
+            raise ConfigError(r.source, where, f"{target!r} is not a model, alias, virtual id, selector or peer "
+                              "model of this catalogue (pins do not chain)")
+        pins[pin] = target
+    return pins
+
+
+def _peer_model(name: str, peers: dict[str, PeerSpec]) -> bool:
+    """`PEER/MODEL` of a peer (its `models`, when it names some), or a model a peer names."""
+    peer, _, model = name.partition("/")
+    if peer in peers and model:
+        return not peers[peer].models or any(fnmatchcase(model, p) for p in peers[peer].models)
+    return any(fnmatchcase(name, p) for spec in peers.values() for p in spec.models)
 
 
 def _parse_peers(data: Any, source: str) -> dict[str, PeerSpec]:

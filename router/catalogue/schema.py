@@ -149,7 +149,10 @@ class _Drawer:
             return {"anyOf": [each, {"$ref": "#/$defs/empty"}]}
         if get_origin(tp) is dict:
             names = {"type": "string", "pattern": NAME_RE.pattern}
-            entries = self.entry(get_args(tp)[1], key.items)
+            value = get_args(tp)[1]
+            # A mapping of sections (models:), or of names to a name or none (a profile's pins).
+            entries = self.entry(value, key.items) if is_section(value) else {
+                "description": plain(key.items or ""), "type": ["string", "null"]}
             return {"anyOf": [{"type": "object", "propertyNames": names, "additionalProperties": entries},
                               {"$ref": "#/$defs/empty"}]}
         if list_items(tp) == tuple[str, str]:  # NAME: value

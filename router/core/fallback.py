@@ -27,6 +27,9 @@ FALLS_BACK = frozenset({FILE_MISSING, "too_big", "load_failed", "queue_full", DE
 
 def chain(config: Config, model: str) -> list[str]:
     """`model`, then its fallbacks and theirs, depth first, each once."""
+    spec = config.models.get(model)
+    if spec is None or not spec.fallbacks:
+        return [model]  # the usual case, on every request
     out: list[str] = []
 
     def visit(name: str) -> None:

@@ -28,8 +28,10 @@ from router.core import fallback
 from router.core.events import EventBus
 from router.core.external import ExternalModels
 from router.core.memory_book import MemoryBook
+from router.core.profiles import ActiveProfile
 from router.core.queue_order import DEFAULT_PRIORITY
 from router.core.scheduler import Effect, Grant, Reject, Scheduler, Start, State, Stop
+from router.core.selector import Reservations
 from router.core.status import ModelStatus
 from router.upstream.client import ChildClient
 from router.upstream.pool import UpstreamError
@@ -55,18 +57,23 @@ class ModelUnavailable(RuntimeError):
 class Lease:
     """A granted request: the child to talk to, released exactly once. `model`: the model
     that serves it; `fell_from` and `fallback_reason` when a fallback of the one asked for
-    does (router/core/fallback.py)."""
+    does (router/core/fallback.py); `selector` when the request named a selector
+    (router/core/selector.py)."""
 
     def __init__(self, manager: ModelManager, ticket: int, child: ChildProcess, model: str = ""):
         self.manager, self.ticket, self.child, self.model = manager, ticket, child, model
         self.fell_from: str | None = None
         self.fallback_reason: str | None = None
+        self.selector: str | None = None
+        self.on_release: Callable[[], None] | None = None  # a spillover reservation given back
         self._released = False
 
     def release(self) -> None:
         if not self._released:
             self._released = True
             self.manager._release(self.ticket)
+            if self.on_release is not None:
+                self.on_release()
 
     async def __aenter__(self) -> Lease:
         return self
@@ -98,6 +105,7 @@ class ModelManager:
         self.after_ready: list[Hook] = []
         self.before_stop: list[Hook] = []
         self.last_spawned: str | None = None
+        self.profile = ActiveProfile()  # the catalogue's profile switched on now, if any (core/profiles.py)
         # Each model's output outlives its child (a crash's last words stay readable).
         self.logs: dict[str, LogRing] = {}
         self.log_events = EventBus()
@@ -106,6 +114,7 @@ class ModelManager:
         self._closing = False
         self._extra_args: dict[str, tuple[str, ...]] = {}
         self._announce: dict[str, float] = {}  # ready children not READY yet: their load time
+        self.reservations = Reservations()  # spillover selectors' requests in flight
 
     @staticmethod
     def _groups(config: Config) -> dict[str, str]:
@@ -115,22 +124,55 @@ class ModelManager:
     # ----- requests --------------------------------------------------------
     async def acquire(self, model: str, light: bool = False, priority: int = DEFAULT_PRIORITY,
                       tenant: str | None = None, deadline: float | None = None,
-                      queued: Callable[[int], None] | None = None) -> Lease:
+                      queued: Callable[[int], None] | None = None,
+                      may_serve: Callable[[str], bool] | None = None) -> Lease:
         """Wait until `model` is ready for one more request; the lease must be released.
         A `light` request (tokenize, props...) takes none of the child's slots. `priority`
         and `tenant` (the API key's identity) place it in the queue (router/core/queue_order);
         past `deadline` (time.monotonic()) it stops waiting: ModelUnavailable(expired=True).
         `queued` is told the request's ticket once it is submitted (for scheduler.queue_position).
         When `model` cannot serve it, the first of its fallbacks that can does (the lease
-        says which, and why); when none can, the error is the one `model` gave."""
+        says which, and why); when none can, the error is the one `model` gave.
+        `model` may be a selector: its targets, in the order its strategy chooses, are tried
+        the same way, each followed by its fallbacks; `may_serve` (the API key's) skips those
+        the request may not use."""
+        selector = self.config.selectors.get(model)
+        if selector is None:
+            return await self._acquire_chain(model, fallback.chain(self.config, model), light, priority, tenant,
+                                             deadline, queued)
+        targets, reserved = self.reservations.choose(selector, {t: self.state(t) for t in selector.targets})
+        tried = [n for n in dict.fromkeys(n for t in targets for n in fallback.chain(self.config, t))
+                 if may_serve is None or may_serve(n)]
+        try:
+            if not tried:
+                raise ModelUnavailable(f"selector {model!r}: none of its targets may be used")
+            lease = await self._acquire_chain(tried[0], tried, light, priority, tenant, deadline, queued,
+                                              selector=True)
+        except BaseException:
+            if reserved is not None:
+                self.reservations.release(model, reserved)
+            raise
+        lease.selector = model
+        if reserved is not None:
+            target = lease.model if lease.model in selector.targets else reserved
+            if target != reserved:
+                self.reservations.move(model, reserved, target)
+            lease.on_release = lambda: self.reservations.release(model, target)
+        return lease
+
+    async def _acquire_chain(self, model: str, tried: list[str], light: bool, priority: int, tenant: str | None,
+                             deadline: float | None, queued: Callable[[int], None] | None,
+                             selector: bool = False) -> Lease:
+        """The first of `tried` that serves the request (`model`: the one asked for, tried first)."""
         first: ModelUnavailable | None = None
-        tried = fallback.chain(self.config, model)
         for name in tried:
             if first is not None and first.cause == fallback.DEADLINE and self.state(name) is not State.READY:
                 continue  # past its deadline: only a model that serves without a load
             try:
-                # Without fallbacks a missing file is the routes' 404 (http/request.servable_model).
-                if len(tried) > 1 and fallback.file_missing(self.config, name, self.state(name) is not State.STOPPED):
+                # Without fallbacks (or a selector) a missing file is the routes' 404
+                # (http/request.servable_model).
+                running = self.state(name) is not State.STOPPED
+                if (len(tried) > 1 or selector) and fallback.file_missing(self.config, name, running):
                     spec = self.config.models[name]
                     raise ModelUnavailable(f"model {name!r} is missing: its file {spec.path} was moved or deleted",
                                            cause=fallback.FILE_MISSING)
@@ -155,6 +197,9 @@ class ModelManager:
             return Lease(self, *self.external.enter(model), model=model)
         if model not in self._figured and self.memory.budget is not None:
             self.place(model)
+        spec = self.config.models.get(model)
+        if spec is not None:
+            priority += spec.priority  # the model's own (models.<m>.priority)
         ticket = self.scheduler.new_ticket()
         fut: asyncio.Future[ChildProcess] = asyncio.get_running_loop().create_future()
         self._futures[ticket] = fut
@@ -264,6 +309,7 @@ class ModelManager:
         models appear, removed ones stop once idle, and `restart` ones stop
         once idle and load again (requests meanwhile wait for the new child)."""
         self.config = config
+        self.profile.follow(config, self.events)  # kept while the catalogue has it, else none
         self.external.update(config)
         self.scheduler.swap_patience = config.router.swap_patience
         self.memory.set_settings(config.router.memory)

@@ -91,6 +91,15 @@ def may_use(key: ApiKey | None, spec: ModelSpec) -> bool:
     return any(fnmatchcase(name, pattern) for pattern in key.models for name in (spec.name, *spec.aliases))
 
 
+def may_use_selector(key: ApiKey | None, selector_id: str) -> bool:
+    """The key's patterns match a selector's id (no key, or no patterns: every selector). The
+    target that serves must be one the key may use as well (may_use): a key reaches through a
+    selector no model it could not name itself."""
+    if key is None or not key.models:
+        return True
+    return any(fnmatchcase(selector_id, pattern) for pattern in key.models)
+
+
 def may_see(key: ApiKey | None, name: str, config: Config) -> bool:
     """An event or list entry about `name`: a catalogue model by may_use, anything else
     (a download in progress, a model just removed) by the name itself; "*" is for all."""

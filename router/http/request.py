@@ -19,10 +19,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, Config, ModelSpec, RouterSettings
+from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, Config, ModelSpec, RouterSettings, SelectorSpec
 from router.core.manager import ModelManager
+from router.core.profiles import pin, pin_upstream
 from router.core.scheduler import State
-from router.http.api_keys import may_use
+from router.core.selector import order
+from router.http.api_keys import may_use, may_use_selector
 from router.http.app_keys import MANAGER, state
 from router.http.errors import HTTPError, short
 from router.http.launch_args import refuse_launch_keys
@@ -170,14 +172,73 @@ def default_reply_cap(path: str, data: dict[str, Any], cap: int) -> bool:
     return True
 
 
+def pinned(manager: ModelManager, name: Any) -> Any:
+    """The model a request for `name` goes to under the active profile (core/profiles.py): the
+    pin's target, else `name` as it came; a 404 for an id the profile turns off. Pins come first:
+    before aliases, selectors and fallbacks (llama-swap's order). Routes that serve a request
+    call it (inference, Ollama's generation, /upstream); those that manage a model do not."""
+    profile = manager.profile.spec
+    if profile is None or not isinstance(name, str):
+        return name
+    target = pin(profile, name)
+    if target is None:
+        raise HTTPError(404, f"model '{short(name)}' not found (profile '{profile.name}' turns it off)",
+                        "invalid_request_error", "model_not_found")
+    return target
+
+
+def pinned_request(manager: ModelManager, name: Any, data: dict[str, Any] | None) -> tuple[Any, bool]:
+    """`pinned`, and the JSON body's `model` set to the target (as llama-swap rewrites it);
+    True when the body changed."""
+    target = pinned(manager, name)
+    if target == name or data is None or data.get("model") != name:
+        return target, False
+    data["model"] = target
+    return target, True
+
+
+def pinned_upstream(manager: ModelManager, name: str, path: str) -> tuple[str, str]:
+    """/upstream/<name><path> under the active profile: the model and the path the request goes
+    to. A pin may hold '/' (the longest that starts the whole path wins, as llama-swap's)."""
+    profile = manager.profile.spec
+    if profile is None:
+        return name, path
+    whole = name + path
+    found = pin_upstream(profile.pins, whole)
+    if found is None:
+        return name, path
+    if found[1] is None:
+        raise HTTPError(404, f"model '{short(found[0])}' not found (profile '{profile.name}' turns it off)",
+                        "invalid_request_error", "model_not_found")
+    return found[1], whole[len(found[0]):] or "/"
+
+
 def resolve_model(manager: ModelManager, name: Any, key: ApiKey | None = None) -> ModelSpec:
     """The catalogue entry a request names (by name or alias), or a 400/404; a model
     the request's API key may not use is a 404 exactly like one that does not exist.
-    router.active_model names whichever model is loaded (docs/conversations.md)."""
-    active = manager.config.router.active_model
-    if active is not None and name == active and manager.config.resolve(active) is None:
+    router.active_model names whichever model is loaded (docs/conversations.md). A selector
+    is the target its strategy would try first (ModelManager.acquire chooses again, and tries
+    the others when that one cannot serve)."""
+    config = manager.config
+    active = config.router.active_model
+    if active is not None and name == active and config.resolve(active) is None:
         name = _loaded_model(manager, key) or name
-    return resolve_name(manager.config, name, key)
+    selector = config.selectors.get(name) if isinstance(name, str) else None
+    if selector is not None:
+        return _selector_target(config, selector, key, {t: manager.state(t) for t in selector.targets})
+    return resolve_name(config, name, key)
+
+
+def _selector_target(config: Config, selector: SelectorSpec, key: ApiKey | None,
+                     states: dict[str, State]) -> ModelSpec:
+    """The first target in the strategy's order that `key` may use; a 404 when the key may
+    not use the selector's id, or none of its targets (docs/scheduling.md#selectors)."""
+    if may_use_selector(key, selector.id):
+        for target in order(selector, states):
+            spec = config.models.get(target)
+            if spec is not None and may_use(key, spec):
+                return spec
+    raise HTTPError(404, f"model '{short(selector.id)}' not found", "invalid_request_error", "model_not_found")
 
 
 def _loaded_model(manager: ModelManager, key: ApiKey | None) -> str | None:
@@ -200,6 +261,9 @@ def resolve_name(config: Config, name: Any, key: ApiKey | None = None) -> ModelS
     if not NAME_RE.match(name):
         # Never echoed, never looked up on disk: '..', '//', NUL and control characters stop here.
         raise HTTPError(400, f"invalid model name: use {NAME_RULE}", code="invalid_model")
+    selector = config.selectors.get(name)
+    if selector is not None:  # the cluster front: no states here, the strategy's first without them
+        return _selector_target(config, selector, key, {})
     spec = config.resolve(name)
     if spec is None or not may_use(key, spec):
         raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")
@@ -212,9 +276,9 @@ def servable_model(manager: ModelManager, name: Any, key: ApiKey | None = None) 
     The catalogue marks such models at each rescan; a model that is not
     running is also checked now, so a file deleted since is never handed to
     llama-server (a running child keeps its open file and goes on serving). A model
-    with `fallbacks` is left to them (ModelManager.acquire)."""
+    with `fallbacks`, or named through a selector, is left to them (ModelManager.acquire)."""
     spec = resolve_model(manager, name, key)
-    if spec.fallbacks:
+    if spec.fallbacks or name in manager.config.selectors:
         return spec
     gone = spec.name in manager.config.missing or (
         spec.model_file is not None and manager.state(spec.name) is State.STOPPED

@@ -25,7 +25,7 @@ from aiohttp import web
 from router.catalogue.config import ApiKey, ModelSpec
 from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.scheduler import State
-from router.http.api_keys import as_key
+from router.http.api_keys import as_key, may_use
 from router.http.app_keys import API_KEY, MANAGER, REQUEST_ID, state, state_or_none
 from router.http.errors import HTTPError, error_body
 from router.http.queue_terms import queue_terms
@@ -196,9 +196,10 @@ async def _end_stream(resp: web.StreamResponse, message: str, ollama: bool) -> N
         pass  # the client left too
 
 
-async def acquire(request: web.Request, spec: ModelSpec, light: bool = False) -> Lease:
+async def acquire(request: web.Request, spec: ModelSpec, light: bool = False, name: str | None = None) -> Lease:
     """Wait for `spec`'s child under the request's queue terms (priority, tenant, deadline);
-    ModelUnavailable as the manager raises it."""
+    ModelUnavailable as the manager raises it. `name`: what the request named; a selector
+    is chosen again here, among the targets its API key may use (router/core/selector.py)."""
     manager = state(request, MANAGER)
     terms = queue_terms(request)
     entry = entry_of(request)
@@ -213,8 +214,14 @@ async def acquire(request: web.Request, spec: ModelSpec, light: bool = False) ->
         if at is not None:
             entry.last_estimate = table.estimate(manager, spec.name, at.position)
 
-    lease = await manager.acquire(spec.name, light=light, priority=terms.priority, tenant=terms.tenant,
-                                  deadline=terms.deadline(time.monotonic()), queued=queued)
+    asked, may_serve = spec.name, None
+    if name is not None and name in manager.config.selectors:
+        asked, key, models = name, request.get(API_KEY), manager.config.models
+        if key is not None and key.models:
+            def may_serve(model: str) -> bool:  # the key's own models only (docs/scheduling.md#selectors)
+                return model in models and may_use(key, models[model])
+    lease = await manager.acquire(asked, light=light, priority=terms.priority, tenant=terms.tenant,
+                                  deadline=terms.deadline(time.monotonic()), queued=queued, may_serve=may_serve)
     if entry is not None:
         entry.state = "in_flight"
         if not light:  # a model's typical request time counts the requests that take a slot

@@ -90,7 +90,8 @@ async def with_progress(request: web.Request, manager: ModelManager, spec: Model
     """`stats`: receives "status" 503 when the load fails (the stream began as a 200)."""
     resp = event_stream()
     q = manager.events.subscribe()
-    acquire = asyncio.ensure_future(acquire_lease(request, spec))  # under the request's priority and deadline
+    # Under the request's priority and deadline; a selector (`requested`) is chosen again there.
+    acquire = asyncio.ensure_future(acquire_lease(request, spec, name=requested))
     try:
         await asyncio.sleep(0)  # the request joins its queue: its place goes in X-Queue-Position
         await resp.prepare(request)

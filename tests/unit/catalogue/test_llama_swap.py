@@ -13,7 +13,7 @@ import pytest
 
 from router.catalogue.config import NAME_RE, ConfigError
 from router.catalogue.importer import CatalogueWriteError
-from router.catalogue.llama_swap import FAIR_SCHEDULING, MEMORY_PLACEMENT, convert_llama_swap, import_llama_swap
+from router.catalogue.llama_swap import MEMORY_PLACEMENT, convert_llama_swap, import_llama_swap
 from router.catalogue.parse import load_config, parse_config
 from router.catalogue.yamlio import read_yaml
 from router.cli import main as cli
@@ -151,7 +151,22 @@ CARRIED: dict[str, tuple[str | None, Any]] = {
     "models.gpt-oss-120b.capabilities.context": ("models.gpt-oss-120b.capabilities.context", 32000),
     "models.docker-llama.proxy": (None, "http://127.0.0.1:${PORT}"),  # the router's port, as in cmd
     "models.docker-llama.cmdStop": ("models.docker-llama.stop_command", ["docker", "stop", "docker-llama"]),
-    "hooks.on_startup.preload": (None, ["llama"]),  # a selector: reported as hooks.on_startup.preload[0]
+    "hooks.on_startup.preload": ("router.preload", ["docker-llama"]),  # selector llama's first target
+    "selectors.coding-model.strategy": ("selectors.coding-model.strategy", "warm"),
+    "selectors.coding-model.targets": ("selectors.coding-model.targets", ["gpt-oss-120b"]),  # qwen-unlisted: none
+    "selectors.coding-model.name": ("selectors.coding-model.name", "Coding Model"),
+    "selectors.coding-model.description": ("selectors.coding-model.description", "Best currently loaded coding model"),
+    "selectors.coding-model.metadata.purpose": ("selectors.coding-model.metadata.purpose", "coding"),
+    "selectors.llm-plan.strategy": ("selectors.llm-plan.strategy", "pin"),
+    "selectors.llm-plan.targets": ("selectors.llm-plan.targets", ["gpt-oss-120b"]),  # z-ai/glm-4.7: a peer's
+    "selectors.llama.strategy": ("selectors.llama.strategy", "spillover"),
+    "selectors.llama.targets": ("selectors.llama.targets", ["docker-llama"]),
+    "selectors.llama.settings.spillover": ("selectors.llama.spillover", 4),
+    "profiles.coding.description": ("profiles.coding.description", "Coding-focused model routing"),
+    "profiles.coding.pins.llm-code": ("profiles.coding.pins.llm-code", "gpt-oss-120b"),
+    "profiles.coding.pins.image-gen": ("profiles.coding.pins.image-gen", None),  # ~: turned off
+    "routing.scheduler.use": (None, "fifo"),
+    "routing.scheduler.settings.fifo": (None, ...),  # priorities of models not in this file: reported one by one
     "routing.router.use": (None, "group"),
     "routing.router.settings.groups": (None, ...),  # members that are no models: reported one by one
     "peers.llama-swap-peer.proxy": ("peers.llama-swap-peer.url", "http://192.168.1.23"),
@@ -174,11 +189,17 @@ NOT_CARRIED = {
     "ui": "shows no session IDs",
     "performance": "system statistics are not polled",
     "upstream": "always loads its model; no path is exempt (ignorePaths)",
-    "profiles": FAIR_SCHEDULING,
-    "selectors": FAIR_SCHEDULING,
-    "routing.scheduler": FAIR_SCHEDULING,
+    "profiles.coding.pins.llm-plan": "'qwen-unlisted' is not a model of the converted catalogue",
+    "selectors.coding-model.targets[1]": "'qwen-unlisted' is not a model of the converted catalogue",
+    "selectors.llm-plan.targets[1]": "'z-ai/glm-4.7' is a peer's model",
+    "selectors.llama.targets[1]": "'modelA' is not a model of the converted catalogue",
+    "selectors.llama.targets[2]": "'modelB' is not a model of the converted catalogue",
+    "routing.scheduler.settings.fifo.priority.A": "'A' is not a model of the converted catalogue",
+    "routing.scheduler.settings.fifo.priority.B": "'B' is not a model of the converted catalogue",
+    "routing.scheduler.settings.fifo.priority.C": "'C' is not a model of the converted catalogue",
+    "routing.scheduler.settings.fifo.priority.D": "'D' is not a model of the converted catalogue",
     "routing.router.settings.matrix": MEMORY_PLACEMENT,
-    "hooks.on_startup.preload[0]": "'llama' is a selector, which " + FAIR_SCHEDULING,
+    "hooks.on_startup.preload[0]": "'llama' is a selector: its first target, 'docker-llama', is preloaded",
     "models.gpt-oss-120b.proxy": "the router starts llama-server on a port it chooses (--port) and sends requests "
                                  "there, not to 8999",
     "models.gpt-oss-120b.metadata.port": "${PORT}: the port of the model's own server",
@@ -606,7 +627,7 @@ def test_a_persistent_group_beside_two_others_is_not_pinned_and_says_why():
     assert _evictions(conv.catalogue, "a", ["embed"]) == ["embed"]
 
 
-def test_groups_under_routing_are_read_and_the_scheduler_is_reported():
+def test_groups_under_routing_are_read_and_fifo_priorities_become_model_priorities():
     conv = convert(tiny("a", "b", routing="""\
         router:
           use: group
@@ -618,7 +639,73 @@ def test_groups_under_routing_are_read_and_the_scheduler_is_reported():
           settings: {fifo: {priority: {a: 10}}}
         """))
     assert conv.catalogue["models"]["a"]["group"] == "pair" and conv.catalogue["router"] == {"models_max": 2}
-    assert FAIR_SCHEDULING in reported(conv)["routing.scheduler"]
+    assert conv.catalogue["models"]["a"]["priority"] == 10 and "priority" not in conv.catalogue["models"]["b"]
+    assert not any(k.startswith("routing.scheduler") for k in reported(conv))
+    assert parse_config(conv.catalogue).models["a"].priority == 10
+
+
+def test_a_scheduler_other_than_fifo_is_reported():
+    conv = convert(tiny("a", routing="""\
+        scheduler:
+          use: fair
+        """))
+    assert "llama-swap's only scheduler is fifo" in reported(conv)["routing.scheduler.use"]
+
+
+def test_selectors_convert_with_spillover_flattened_and_load():
+    conv = convert(tiny("a", "b", selectors="""\
+        pool:
+          strategy: spillover
+          targets: [a, b, peer/x]
+          settings: {spillover: 3}
+          unlisted: true
+        none-left:
+          strategy: pin
+          targets: [gone]
+        """, hooks="""\
+        on_startup: {preload: [pool]}
+        """))
+    assert conv.catalogue["selectors"] == {"pool": {"strategy": "spillover", "targets": ["a", "b"], "spillover": 3,
+                                                    "unlisted": True}}
+    assert "left out" in reported(conv)["selectors.none-left"]
+    assert "a peer's model" in reported(conv)["selectors.pool.targets[2]"]
+    assert conv.catalogue["router"]["preload"] == ["a"]
+    config = parse_config(conv.catalogue)
+    assert config.selectors["pool"].spillover == 3 and config.selectors["pool"].targets == ("a", "b")
+
+
+def test_profiles_convert_with_their_pins_renamed_with_their_models_and_load():
+    conv = convert(tiny("a", "b", "Odd Name", profiles="""\
+        coding:
+          description: code
+          pins:
+            chat: Odd Name
+            fast: a-fast
+            hot: a:hot
+            either: pool
+            cloud: remote/gpt-4o
+            off: ~
+            empty: ""
+            gone: missing
+        old: [a, b]
+        nothing-left:
+          pins: {x: missing}
+        """, selectors="""\
+        pool: {strategy: warm, targets: [a, b]}
+        """, peers="""\
+        remote: {proxy: "http://127.0.0.1:9", models: [gpt-4o]}
+        """).replace(
+        "-m /m/a.gguf",
+        "-m /m/a.gguf\n    aliases: [a-fast]\n    filters: {setParamsByID: {'a:hot': {temperature: 1.5}}}"))
+    odd = next(n for n in conv.catalogue["models"] if n not in ("a", "b"))
+    assert conv.catalogue["profiles"] == {"coding": {"description": "code", "pins": {
+        "chat": odd, "fast": "a-fast", "hot": "a:hot", "either": "pool", "cloud": "remote/gpt-4o", "off": None,
+        "empty": None}}}
+    report = reported(conv)
+    assert "'missing' is not a model" in report["profiles.coding.pins.gone"]
+    assert "older list syntax" in report["profiles.old"] and "left out" in report["profiles.nothing-left"]
+    config = parse_config(conv.catalogue)
+    assert config.profiles["coding"].pins["chat"] == odd and config.profiles["coding"].pins["off"] is None
 
 
 def test_the_matrix_engine_is_reported():

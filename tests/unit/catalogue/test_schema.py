@@ -88,8 +88,9 @@ def test_schema_file_is_drawn_from_the_keys():
 
 def test_docs_key_tables_are_drawn_from_the_keys():
     text = DOCS_FILE.read_text(encoding="utf-8")
-    assert re.findall(r"<!-- keys:start (\w+) ", text) == ["router", "sources", "cluster", "spawn", "models", "peers"]
-    assert text.count("<!-- keys:end -->") == 6
+    assert re.findall(r"<!-- keys:start (\w+) ", text) == ["router", "sources", "cluster", "spawn", "models",
+                                                            "selectors", "profiles", "peers"]
+    assert text.count("<!-- keys:end -->") == 8
     assert text == with_key_tables(text), f"the key tables of {DOCS_FILE.relative_to(ROOT)} are stale: run " \
         f"`{MAKE_TARGET}`"
 

@@ -256,7 +256,7 @@ def test_a_light_request_passes_a_full_queue_but_not_a_swap_away_from_its_model(
     assert s.submit(light, "a", light=True) == [Grant(light, "a")]
     assert s.waiting("a") == 5 and [s.queue_position(t).position for t in waiting] == [1, 2, 3, 4, 5]
     assert s.release(light) == []
-    _, eff = ticket(s, "b")  # a swap away from a, once a's queue is served
+    ticket(s, "b")  # a swap away from a, once a's queue is served
     late = s.new_ticket()
     assert s.submit(late, "a", light=True) == []  # arrived after the swap: it waits for a's return
 

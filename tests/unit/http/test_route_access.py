@@ -86,7 +86,8 @@ def test_every_route_is_declared_and_admin_is_its_own_application(tmp_path, fron
         where = f"{route.method} {route.resource.canonical if route.resource else '?'}"
         access = declared(route)
         assert access is not None, f"{where} has no declaration"
-        under_admin = where.split(" ")[1].startswith("/admin/")
+        # /admin, and llama-swap's admin paths (its UI API's profiles) in an admin application of their own
+        under_admin = where.split(" ")[1].startswith(("/admin/", "/api/profiles"))
         assert (owner is not app) == under_admin == (access.role == ADMIN), where
         if under_admin:
             assert require_admin in owner.middlewares, where
@@ -212,6 +213,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("GET", "/admin/config", "admin"), ("PUT", "/admin/config", "admin"),
     ("GET", "/admin/captures", "admin"), ("GET", "/admin/captures/1", "admin"),
     ("GET", "/admin/requests", "admin"), ("DELETE", "/admin/requests/r1", "admin"),
+    ("GET", "/admin/profiles", "admin"), ("PUT", "/admin/profiles/active", "admin"),
+    ("GET", "/api/profiles", "admin"), ("PUT", "/api/profiles/active", "admin"),  # llama-swap's paths
     *((m, f"{p}/resp_0{tail}", "inference") for p in ("/v1/responses", "/responses")  # stored responses
       for m, tail in (("GET", ""), ("DELETE", ""), ("GET", "/input_items"))),
     ("GET", "/admin/responses", "admin"), ("DELETE", "/admin/responses?key=none", "admin"),
