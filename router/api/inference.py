@@ -35,7 +35,7 @@ from router.http.request import (
     servable_model,
     take_keep_alive,
 )
-from router.http.requests_table import acquire, serve_tracked, unavailable
+from router.http.requests_table import acquire, lease_at_once, serve_tracked, unavailable
 from router.http.rewrite import rewrite_body
 from router.http.swap_progress import wants_progress, with_progress
 
@@ -108,6 +108,10 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
     light = is_light(request, path)
     if wants_progress(manager, request, spec, body):
         return await with_progress(request, manager, spec, requested, relay, stats)
+    if light and (lease_now := lease_at_once(request, spec, requested)) is not None:
+        if stats is not None:
+            stats["waited"] = 0.0  # its model serves it now: no queue, nothing to wait for
+        return await relay(lease_now)
     waiting = time.perf_counter()
     try:
         lease = await acquire(request, spec, light=light, name=requested)  # under the request's terms

@@ -223,6 +223,17 @@ class ModelManager:
                 timer.cancel()
         return Lease(self, ticket, child, model)
 
+    def lease_now(self, model: str) -> Lease | None:
+        """A light request's lease when `model` (a catalogue model, not a selector) serves it
+        at once (Scheduler.take_light): no queue, no wait. None: acquire it as usual."""
+        child = self.children.get(model)
+        if child is None or self._closing:
+            return None
+        ticket = self.scheduler.new_ticket()
+        if not self.scheduler.take_light(ticket, model, time.monotonic()):
+            return None
+        return Lease(self, ticket, child, model)
+
     def _expire(self, deadline: float) -> None:
         # Never earlier than the deadline the timer was set for, whatever the loop's clock resolution.
         self._apply(self.scheduler.expire(max(time.monotonic(), deadline)))

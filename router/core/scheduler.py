@@ -322,14 +322,10 @@ class Scheduler:
         of the child, so no concurrency limit holds it back. `priority` and `tenant`
         (the API key's identity; None: unauthenticated) place it in the queue
         (`queue_order`); past `deadline` (the caller's monotonic clock) `expire` refuses it."""
+        if light and self.take_light(ticket, model, now):
+            return [Grant(ticket, model)]
         self._tick(now)
         m = self._models.get(model)
-        if light and m is not None and m.state is State.READY and self._swap is None and m.unload_reason is None:
-            # Its model serves it now whatever waits (a light request takes no slot, and no swap
-            # or unload holds the model back): granted without joining the queue.
-            m.inflight.add(ticket)
-            self._granted[ticket] = model
-            return [Grant(ticket, model)]
         if light:
             self._light.add(ticket)
         device = too_big(m.memory, self.budget) if m is not None and m.state is State.STOPPED else None
@@ -343,6 +339,18 @@ class Scheduler:
         if swap is not None and m is not None and model in swap.victims and self._rides_along(m, swap, w):
             swap.owed.add(ticket)  # its model serves this one before stopping
         return self._pump()
+
+    def take_light(self, ticket: int, model: str, now: float | None = None) -> bool:
+        """Grant a light request at once when its model serves it now whatever waits: it is
+        ready, and no swap or unload holds it back (a light request takes no slot). True when
+        granted (the ticket is in flight, released as any); False: submit it as usual."""
+        m = self._models.get(model)
+        if m is None or m.state is not State.READY or self._swap is not None or m.unload_reason is not None:
+            return False
+        self._tick(now)
+        m.inflight.add(ticket)
+        self._granted[ticket] = model
+        return True
 
     def _rides_along(self, m: _Model, swap: _Swap, w: Waiter) -> bool:
         """Does a victim of `swap` serve a request that arrives now before it stops? Within

@@ -50,10 +50,10 @@ def state(request: web.Request, key: web.AppKey[T]) -> T:
     """The application state under `key`: the request's own application's, else the main
     one's (an /admin request's application is the sub-application). `request.config_dict`
     alone builds a chain of the applications on every call: too slow for the request path."""
-    app = request.app
-    return app[key] if key in app else request.config_dict[key]
+    value = request.app.get(key)  # not `key in app`: that costs a KeyError when absent
+    return request.config_dict[key] if value is None else value
 
 
 def state_or_none(request: web.Request, key: web.AppKey[T]) -> T | None:
-    app = request.app
-    return app[key] if key in app else request.config_dict.get(key)
+    value = request.app.get(key)
+    return request.config_dict.get(key) if value is None else value

@@ -28,7 +28,7 @@ from router.core.scheduler import State
 from router.http.api_keys import as_key, may_use
 from router.http.app_keys import API_KEY, MANAGER, REQUEST_ID, state, state_or_none
 from router.http.errors import HTTPError, error_body
-from router.http.queue_terms import queue_terms
+from router.http.queue_terms import MAX_WAIT_HEADER, PRIORITY_HEADER, queue_terms
 
 POSITION_HEADER = "X-Queue-Position"
 CANCELLED = 499  # the status of a request an operator cancelled (nginx's "client closed request")
@@ -227,6 +227,17 @@ async def acquire(request: web.Request, spec: ModelSpec, light: bool = False, na
         if not light:  # a model's typical request time counts the requests that take a slot
             entry.granted = time.monotonic()
     return lease
+
+
+def lease_at_once(request: web.Request, spec: ModelSpec, requested: str) -> Lease | None:
+    """A light request's lease when its model serves it now (ModelManager.lease_now): its queue
+    terms do not matter (checked all the same when it sends any); None for a selector's."""
+    if PRIORITY_HEADER in request.headers or MAX_WAIT_HEADER in request.headers:
+        queue_terms(request)  # a bad one is a 400 all the same
+    manager = state(request, MANAGER)
+    if requested in manager.config.selectors:
+        return None
+    return manager.lease_now(spec.name)
 
 
 def unavailable(e: ModelUnavailable, request: web.Request) -> HTTPError:

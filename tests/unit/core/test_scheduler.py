@@ -261,6 +261,20 @@ def test_a_light_request_passes_a_full_queue_but_not_a_swap_away_from_its_model(
     assert s.submit(late, "a", light=True) == []  # arrived after the swap: it waits for a's return
 
 
+def test_take_light_grants_only_what_its_model_serves_at_once():
+    """The router's fast path for /tokenize and the like: granted without a queue only when
+    the model is ready and nothing is leaving it; released like any request."""
+    s = make()
+    assert not s.take_light(s.new_ticket(), "a")  # not loaded: it waits for the load as usual
+    load(s, "a")
+    t = s.new_ticket()
+    assert s.take_light(t, "a") and s.inflight("a") == 1 and s.waiting("a") == 0
+    _, eff = ticket(s, "b")
+    assert eff == []  # a serves t: the swap to b waits for it
+    assert not s.take_light(s.new_ticket(), "a")  # a swap is leaving a
+    assert s.release(t) == [Stop("a", "swap")]
+
+
 def test_a_waiter_that_leaves_before_the_swap_starts_causes_no_swap():
     """llama.cpp's test_router_queue_client_disconnect_keeps_model: b's client gives up
     while a is busy; once a is idle it stays loaded and b is never started."""
