@@ -16,8 +16,7 @@ import os
 from pathlib import Path
 
 from router.discovery.hf_progress import fetch_file
-from router.discovery.huggingface import HFError, parse_hf_ref
-from router.discovery.naming import default_hf_cache_dir
+from router.discovery.huggingface import HFError, hub_target
 
 __all__ = ["PRESET_FILE", "fetch_preset"]
 
@@ -35,15 +34,10 @@ def fetch_preset(ref: str, *, offline: bool = False, cache_dir: str | os.PathLik
     else None for a repo the cache holds without one; a repo the cache does not hold
     at all is an HFError, as is a repo the Hub does not know."""
     import httpx2
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
     from huggingface_hub import errors as hfe
 
-    try:
-        repo_id, _ = parse_hf_ref(ref)
-    except ValueError as e:
-        raise HFError(str(e)) from None
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    cache = Path(os.path.abspath(os.path.expanduser(cache_dir))) if cache_dir is not None else default_hf_cache_dir()
+    repo_id, _, endpoint, cache = hub_target(ref, endpoint, cache_dir)
 
     def from_cache(why: str) -> Path | None:
         held, preset = _cached(cache, repo_id)

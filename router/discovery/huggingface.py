@@ -87,6 +87,22 @@ class _Candidate:
         return self.label or self.stem
 
 
+def hub_target(ref: str, endpoint: str | None, cache_dir: str | os.PathLike[str] | None,
+               ) -> tuple[str, str | None, str, Path]:
+    """What a `user/repo[:QUANT]` reference asks of which Hub, into which cache: the repo,
+    the quant, the endpoint (the argument, else HF_ENDPOINT, else huggingface_hub's) and
+    the cache (the argument, else discovery/naming's default); a bad reference is an HFError."""
+    from huggingface_hub import constants
+
+    try:
+        repo_id, quant = parse_hf_ref(ref)
+    except ValueError as e:
+        raise HFError(str(e)) from None
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    cache = Path(os.path.abspath(os.path.expanduser(cache_dir))) if cache_dir is not None else default_hf_cache_dir()
+    return repo_id, quant, endpoint, cache
+
+
 def _candidates(siblings: list[tuple[str, int | None]]) -> tuple[list[_Candidate], list[str]]:
     """Model file sets and projector files among a repo's files."""
     projectors: list[str] = []
@@ -216,15 +232,10 @@ def download_gguf(
     the cache is returned instead. `progress_cb`: see discovery/hf_progress.py.
     """
     import httpx2
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
     from huggingface_hub import errors as hfe
 
-    try:
-        repo_id, quant = parse_hf_ref(ref)
-    except ValueError as e:
-        raise HFError(str(e)) from None
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    cache = Path(os.path.abspath(os.path.expanduser(cache_dir))) if cache_dir is not None else default_hf_cache_dir()
+    repo_id, quant, endpoint, cache = hub_target(ref, endpoint, cache_dir)
     revision = revision or "main"
 
     def unreachable(e: BaseException) -> DiscoveredModel:

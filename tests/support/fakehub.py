@@ -263,3 +263,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body[:cut])
         self.wfile.flush()
         self.close_connection = True
+
+
+def talk_to_fake_hubs(monkeypatch: Any, unset: tuple[str, ...] = ()) -> None:
+    """huggingface_hub in this process, ready for a FakeHub on 127.0.0.1: online, no token,
+    no proxy, none of the cache variables in `unset` (plus the hub's own), a fresh HTTP client."""
+    import huggingface_hub
+    from huggingface_hub.utils import close_session
+
+    for var in (*unset, "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at import time
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    close_session()  # the shared HTTP client reads proxy settings when created
+
+
+def dead_endpoint() -> str:
+    """A Hub address on 127.0.0.1 where nothing listens (the port was free a moment ago)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from router.catalogue.config import ConfigError
-from router.catalogue.parse import parse_config
 from router.core import fallback
-from router.core.manager import ModelManager, ModelUnavailable
+from router.core.manager import ModelUnavailable
 from router.core.scheduler import State
-from router.upstream.client import ChildClient
-from router.upstream.pool import UpstreamPool
 from tests.support.waiting import until
-from tests.unit.core.fakechild import Behaviour, FakeFactory
+from tests.unit.core.conftest import MakeManager, fake_catalogue
+from tests.unit.core.fakechild import Behaviour
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -30,18 +25,8 @@ def _kept_files(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
-def catalogue(tmp_path: Path, models: dict[str, dict[str, Any]], **router: Any) -> Any:
-    for n in models:
-        (tmp_path / f"{n}.gguf").write_bytes(b"GGUF")
-    return parse_config({
-        "router": {"models_max": 1, "kv_persistence": False, "swap_patience": 0,
-                   "memory": {"ram": "off", "gpu": "off"}, **router},
-        "spawn": {"command": ["/bin/sh", "$path", "$port"]},
-        "models": {n: {"path": str(tmp_path / f"{n}.gguf"), **m} for n, m in models.items()}})
-
-
 def test_fallbacks_are_kept_as_model_names_and_followed_depth_first(tmp_path):
-    config = catalogue(tmp_path, {"a": {"fallbacks": ["bee", "c"]}, "b": {"aliases": ["bee"], "fallbacks": ["d"]},
+    config = fake_catalogue(tmp_path, {"a": {"fallbacks": ["bee", "c"]}, "b": {"aliases": ["bee"], "fallbacks": ["d"]},
                                   "c": {}, "d": {}})
     assert config.models["a"].fallbacks == ("b", "c")
     assert fallback.chain(config, "a") == ["a", "b", "d", "c"]
@@ -56,27 +41,13 @@ def test_fallbacks_are_kept_as_model_names_and_followed_depth_first(tmp_path):
 ])
 def test_a_fallback_that_cannot_be_followed_is_a_clear_config_error(tmp_path, models, where, says):
     with pytest.raises(ConfigError) as e:
-        catalogue(tmp_path, models)
+        fake_catalogue(tmp_path, models)
     assert f"{where}: {says}" in str(e.value)
 
 
 @pytest.fixture
-async def make(tmp_path) -> AsyncIterator[Any]:
-    made: list[tuple[ModelManager, UpstreamPool]] = []
-
-    def _make(models: dict[str, dict[str, Any]], router: dict[str, Any] | None = None,
-              **behaviours: Behaviour) -> tuple[ModelManager, FakeFactory]:
-        factory = FakeFactory()
-        factory.behaviours.update(behaviours)
-        pool = UpstreamPool()
-        m = ModelManager(catalogue(tmp_path, models, **(router or {})), ChildClient(pool), 8082, child_factory=factory)
-        made.append((m, pool))
-        return m, factory
-
-    yield _make
-    for m, pool in made:
-        await m.shutdown()
-        await pool.close()
+def make(fake_managers: MakeManager) -> MakeManager:
+    return fake_managers
 
 
 async def test_a_model_whose_load_fails_is_served_by_its_fallback(make):
@@ -130,7 +101,7 @@ async def test_past_its_deadline_only_a_loaded_fallback_serves(make):
 
 
 async def test_past_its_deadline_a_loaded_fallback_serves(make):
-    manager, _ = make({"a": {"fallbacks": ["b"], "concurrency_limit": 1}, "b": {}}, {"models_max": 2})
+    manager, _ = make({"a": {"fallbacks": ["b"], "concurrency_limit": 1}, "b": {}}, router={"models_max": 2})
     (await manager.acquire("b")).release()
     held = await manager.acquire("a")
     assert manager.state("b") is State.READY

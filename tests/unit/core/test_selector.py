@@ -7,24 +7,19 @@ llama-servers is tests/e2e/test_selectors.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from router.api.model_api import selector_entries
 from router.catalogue.config import ApiKey, ConfigError, SelectorSpec
-from router.catalogue.parse import parse_config
-from router.core.manager import ModelManager, ModelUnavailable
+from router.core.manager import ModelUnavailable
 from router.core.scheduler import State
 from router.core.selector import Reservations, order
 from router.http.errors import HTTPError
 from router.http.request import resolve_model
-from router.upstream.client import ChildClient
-from router.upstream.pool import UpstreamPool
 from tests.support.waiting import until
-from tests.unit.core.fakechild import Behaviour, FakeFactory
+from tests.unit.core.conftest import MakeManager, fake_catalogue
+from tests.unit.core.fakechild import Behaviour
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -36,17 +31,6 @@ def _kept_files(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
-def catalogue(tmp_path: Path, models: dict[str, dict[str, Any]], selectors: Any = None, **router: Any) -> Any:
-    for n in models:
-        (tmp_path / f"{n}.gguf").write_bytes(b"GGUF")
-    return parse_config({
-        "router": {"models_max": 1, "kv_persistence": False, "swap_patience": 0,
-                   "memory": {"ram": "off", "gpu": "off"}, **router},
-        "spawn": {"command": ["/bin/sh", "$path", "$port"]},
-        "models": {n: {"path": str(tmp_path / f"{n}.gguf"), **m} for n, m in models.items()},
-        **({"selectors": selectors} if selectors is not None else {})})
-
-
 def sel(strategy: str, *targets: str, spillover: int = 1) -> SelectorSpec:
     return SelectorSpec(id="s", strategy=strategy, targets=targets, spillover=spillover)
 
@@ -54,7 +38,7 @@ def sel(strategy: str, *targets: str, spillover: int = 1) -> SelectorSpec:
 # ----- the catalogue -------------------------------------------------------------
 
 def test_targets_are_kept_as_model_names_and_the_keys_are_read(tmp_path):
-    config = catalogue(tmp_path, {"a": {"aliases": ["aa"]}, "b": {}}, {
+    config = fake_catalogue(tmp_path, {"a": {"aliases": ["aa"]}, "b": {}}, {
         "pick": {"strategy": "warm", "targets": ["aa", "b"], "name": "Pick", "description": "d",
                  "unlisted": True, "metadata": {"purpose": "x"}},
         "pool": {"strategy": "spillover", "targets": ["a", "b"], "spillover": 3}})
@@ -86,21 +70,21 @@ def test_targets_are_kept_as_model_names_and_the_keys_are_read(tmp_path):
 ])
 def test_a_selector_that_cannot_work_is_a_clear_config_error(tmp_path, selectors, where, says):
     with pytest.raises(ConfigError) as e:
-        catalogue(tmp_path, {"a": {"aliases": ["aa"]}, "b": {}}, selectors)
+        fake_catalogue(tmp_path, {"a": {"aliases": ["aa"]}, "b": {}}, selectors)
     assert f"{where}: {says}" in str(e.value)
 
 
 def test_duplicate_targets_are_allowed_where_order_is_all_that_matters(tmp_path):
-    config = catalogue(tmp_path, {"a": {"aliases": ["aa"]}, "b": {}},
+    config = fake_catalogue(tmp_path, {"a": {"aliases": ["aa"]}, "b": {}},
                        {"s": {"strategy": "warm", "targets": ["a", "aa", "b"]}})
     assert config.selectors["s"].targets == ("a", "b")
 
 
 def test_a_models_priority_is_a_whole_number_of_a_range(tmp_path):
-    assert catalogue(tmp_path, {"a": {"priority": -5}, "b": {}}).models["a"].priority == -5
-    assert catalogue(tmp_path, {"a": {}}).models["a"].priority == 0
+    assert fake_catalogue(tmp_path, {"a": {"priority": -5}, "b": {}}).models["a"].priority == -5
+    assert fake_catalogue(tmp_path, {"a": {}}).models["a"].priority == 0
     with pytest.raises(ConfigError, match=r"models\.a\.priority: expected a whole number from -1000 to 1000"):
-        catalogue(tmp_path, {"a": {"priority": 5000}})
+        fake_catalogue(tmp_path, {"a": {"priority": 5000}})
 
 
 # ----- the choice (llama-swap's selector_test.go) ------------------------------
@@ -149,23 +133,8 @@ def test_spillover_past_every_count_with_none_cold_takes_the_least_busy():
 # ----- the manager: targets tried like fallbacks ------------------------------
 
 @pytest.fixture
-async def make(tmp_path) -> AsyncIterator[Any]:
-    made: list[tuple[ModelManager, UpstreamPool]] = []
-
-    def _make(models: dict[str, dict[str, Any]], selectors: dict[str, Any], router: dict[str, Any] | None = None,
-              **behaviours: Behaviour) -> tuple[ModelManager, FakeFactory]:
-        factory = FakeFactory()
-        factory.behaviours.update(behaviours)
-        pool = UpstreamPool()
-        m = ModelManager(catalogue(tmp_path, models, selectors, **(router or {})), ChildClient(pool), 8082,
-                         child_factory=factory)
-        made.append((m, pool))
-        return m, factory
-
-    yield _make
-    for m, pool in made:
-        await m.shutdown()
-        await pool.close()
+def make(fake_managers: MakeManager) -> MakeManager:
+    return fake_managers
 
 
 WARM = {"pick": {"strategy": "warm", "targets": ["a", "b"]}}

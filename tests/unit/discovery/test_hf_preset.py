@@ -3,10 +3,8 @@ resolved for real by huggingface_hub against `tests/support/fakehub.py`."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
-import huggingface_hub
 import pytest
 from huggingface_hub.utils import close_session
 
@@ -14,7 +12,7 @@ from router.catalogue.config import ConfigError
 from router.catalogue.router_mode import remote_preset
 from router.discovery.hf_preset import fetch_preset
 from router.discovery.huggingface import HFError
-from tests.support.fakehub import FakeHub
+from tests.support.fakehub import FakeHub, dead_endpoint, talk_to_fake_hubs
 
 PRESET = b"[tiny-preset]\nhf-repo = acme/Tiny-GGUF:Q8_0\n"
 
@@ -22,14 +20,8 @@ PRESET = b"[tiny-preset]\nhf-repo = acme/Tiny-GGUF:Q8_0\n"
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A Hub with a preset repo and a model repo; the cache is $LLAMA_CACHE, as llama.cpp's."""
+    talk_to_fake_hubs(monkeypatch, unset=("LLAMA_ARG_OFFLINE",))
     monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama-cache"))
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "LLAMA_ARG_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at import time
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    close_session()  # the shared HTTP client reads proxy settings when created
     with FakeHub() as h:
         h.add_file("acme/presets", "preset.ini", PRESET)
         h.add_file("acme/presets", "README.md", b"# presets\n")
@@ -39,11 +31,6 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield h
     close_session()
 
-
-def _dead_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_a_preset_repo_gives_its_preset_ini_fetched_into_llama_cache(hub, tmp_path):
@@ -82,7 +69,7 @@ def test_offline_a_cached_model_repo_keeps_its_meaning(hub, tmp_path):
 
 def test_an_unreachable_hub_falls_back_to_the_cache(hub, monkeypatch):
     cached = fetch_preset("acme/presets")
-    monkeypatch.setenv("HF_ENDPOINT", _dead_endpoint())
+    monkeypatch.setenv("HF_ENDPOINT", dead_endpoint())
     assert fetch_preset("acme/presets") == cached
     with pytest.raises(HFError, match=r"^acme/other: cannot reach the Hub at .* not in the cache"):
         fetch_preset("acme/other")

@@ -8,7 +8,6 @@ cache location differ from production.
 from __future__ import annotations
 
 import hashlib
-import socket
 from pathlib import Path
 
 import huggingface_hub
@@ -17,7 +16,7 @@ from huggingface_hub.utils import close_session
 
 from router.discovery.huggingface import HFError, download_gguf, parse_hf_ref
 from router.discovery.scan import scan_hf_cache
-from tests.support.fakehub import FakeHub
+from tests.support.fakehub import FakeHub, dead_endpoint, talk_to_fake_hubs
 from tests.support.ggufwriter import by_name, write_gguf, write_projector
 
 
@@ -32,14 +31,8 @@ def _bytes(tmp: Path, name: str, *, blocks: int = 1, shards: int = 1, projector:
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A populated fake Hub; HF_ENDPOINT and HF_HOME point at it and a temp dir."""
+    talk_to_fake_hubs(monkeypatch, unset=("LLAMA_CACHE",))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    for var in ("LLAMA_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at import time
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    close_session()  # the shared HTTP client reads proxy settings when created
     src = tmp_path / "src"
     with FakeHub() as h:
         for q in ("Q4_K_M", "Q8_0", "F16"):
@@ -62,11 +55,6 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield h
     close_session()
 
-
-def _dead_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 # -------------------------------------------------------------- references
@@ -179,7 +167,7 @@ def test_downloaded_model_shows_up_in_scan_hf_cache(hub):
 
 
 def test_explicit_cache_dir_and_endpoint_win_over_the_environment(hub, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", _dead_endpoint())
+    monkeypatch.setenv("HF_ENDPOINT", dead_endpoint())
     m = download_gguf("acme/Tiny-GGUF", cache_dir=tmp_path / "own-cache", endpoint=hub.endpoint, progress=False)
     assert m.path.is_relative_to((tmp_path / "own-cache").resolve())
     assert [x.name for x in scan_hf_cache(tmp_path / "own-cache").models] == ["acme/Tiny-GGUF:Q4_K_M"]
@@ -199,7 +187,7 @@ def test_interrupted_download_resumes_with_a_range_request(hub, tmp_path):
 
 def test_unreachable_hub_falls_back_to_a_cached_model(hub, monkeypatch):
     cached = download_gguf("acme/Tiny-GGUF:Q8_0", progress=False)
-    monkeypatch.setenv("HF_ENDPOINT", _dead_endpoint())
+    monkeypatch.setenv("HF_ENDPOINT", dead_endpoint())
     assert download_gguf("acme/Tiny-GGUF:q8_0", progress=False) == cached
     with pytest.raises(HFError, match=r"cannot reach the Hub .* no matching model is in the cache"):
         download_gguf("acme/Tiny-GGUF:F16", progress=False)
