@@ -11,11 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import cold_swap, conversation_turn, ollama, placement, report, suite
+from . import cold_swap, conversation_turn, fairness, ollama, placement, report, suite
 from .targets import ROOT, make_setup, server_version, start_all, stop_all
 
 CHILD_ARGS = ("--ctx-size", "4096", "--parallel", "1")
-GROUPS = ("proxy", "swap", "swapback", "burst", "coldswap", "scaling", "placement", "ollama", "conversation")
+GROUPS = ("proxy", "swap", "swapback", "burst", "coldswap", "scaling", "placement", "ollama", "conversation",
+          "fairness")
 GEMMA_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
 
 TEMPLATE = """# Performance: llama-router next to llama-server and llama.cpp's router mode
@@ -105,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
             suite.log("a stored conversation's next turn after a swap away and back (bench/conversation_turn.py)")
             res.extra["conversation"], _ = conversation_turn.run(binary, work / "conversation", mode.rounds,
                                                                  log=suite.log)
+        if "fairness" in only:
+            res.extra["fairness"] = _fairness_group(args, binary, mode, work / "fairness")
     elapsed = time.perf_counter() - t0
     command = args.command or "python -m bench" + (" --full" if args.full else "") + (
         f" --only {args.only}" if args.only else "")
@@ -128,6 +131,21 @@ async def _gemma_rows(setup, targets, mode, res, only) -> None:
         await suite.swapback_rows(targets, mode, res)
 
 
+def _fairness_group(args: argparse.Namespace, binary: str, mode: suite.Mode, work: Path) -> str:
+    """Issue #27's scenario (bench/fairness.py) on the tests' tiny model, sized for the mode."""
+    from tests.support.tinygguf import write_tiny_model
+    plan = fairness.plan_for(mode)
+    suite.log(f"fair share: key X's burst of {plan.x_requests} chats to A, key Y's {plan.y_requests} chats to B "
+              "(bench/fairness.py)")
+    work.mkdir()
+    tiny = write_tiny_model(work / "tiny.gguf", name="tiny", seed=0)
+    try:
+        outcomes, swap_s = fairness.measure(binary, tiny, work, plan, log=suite.log)
+    finally:
+        _keep_logs(args, work)
+    return fairness.section(outcomes, swap_s, plan, tiny.name)
+
+
 def _keep_logs(args: argparse.Namespace, d: Path) -> None:
     if not args.logs:
         return
@@ -145,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logs", metavar="DIR", help="copy the servers' logs here")
     p.add_argument("--command", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    unknown = sorted(set(args.only.split(",")) - set(GROUPS)) if args.only else []
+    if unknown:
+        p.error(f"--only: no group {', '.join(unknown)} (groups: {','.join(GROUPS)})")
     try:
         return run(args)
     except KeyboardInterrupt:

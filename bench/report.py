@@ -169,7 +169,7 @@ all three servers running side by side in one run on the same machine.
 real llama-server with the same arguments, because Gemma 270M on 2 cores cannot stream to 128 clients
 in a bounded time. The stand-in keeps llama.cpp's router comparable (it can only spawn llama-server).
 {notes}
-{_placement(res)}{_ollama(res)}{_conversation(res)}
+{_placement(res)}{_ollama(res)}{_conversation(res)}{_fairness(res)}
 {END}"""
 
 
@@ -188,6 +188,12 @@ def _conversation(res: Results) -> str:
     text = res.extra.get("conversation")
     return ("\n### 12. A stored conversation's next turn after a swap away and back, against a never-swapped "
             f"llama-server (bench/conversation_turn.py)\n\n{text}\n" if text else "")
+
+
+def _fairness(res: Results) -> str:
+    text = res.extra.get("fairness")
+    return ("\n### 13. Fair share between API keys: one key's burst to model A while another key chats with model B, "
+            f"room for one model (bench/fairness.py)\n\n{text}\n" if text else "")
 
 
 def write_doc(path: Path, block: str, template: str) -> None:
