@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router.api.inference import LIGHT_PATHS, POST_ROUTES, UNKNOWN_MODEL
 from router.api.model_api import relay_model_events, router_props
+from router.api.profiles import add_profile_routes
 from router.catalogue.config import Config, ModelSpec
 from router.cluster.admin import Loader, add_cluster_admin_routes, load_model, unload_model
 from router.cluster.front import ClusterManager, RemoteLease
@@ -31,7 +32,7 @@ from router.cluster.metrics import ClusterMetrics
 from router.cluster.views import dashboard_rows, model_entries
 from router.core.manager import ModelUnavailable
 from router.http.access import INFERENCE, PUBLIC, READ, Models, admin_app, declare, deny_undeclared, require_auth
-from router.http.api_keys import KeyLimits
+from router.http.api_keys import KeyLimits, may_use
 from router.http.app_keys import API_KEY, KEY_LIMITS, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
 from router.http.errors import HTTPError, error_response, json_errors
 from router.http.fallback_headers import served_headers
@@ -42,6 +43,7 @@ from router.http.queue_terms import queue_terms
 from router.http.request import (
     default_reply_cap,
     parse_json_object,
+    pinned_request,
     read_body,
     read_request,
     resolve_name,
@@ -105,6 +107,7 @@ def create_cluster_app(config: Config, secret: str, loader: Loader | None = None
     r.add_get("/v1/health", handle_health)
     admin = admin_app()  # /admin: its own middleware, as on one host (router/http/access.py)
     add_cluster_admin_routes(admin, cluster, loader)
+    add_profile_routes(admin, app, cluster)  # the front's own active profile (and llama-swap's /api/profiles)
     app.add_subapp("/admin", admin)
     add_cluster_log_routes(app, cluster)
     add_webui_routes(app, config)  # last: its catch-all takes only what no API route took
@@ -131,7 +134,13 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     outcome = Outcome(stats)
     try:
         with outcome:
-            spec = resolve_name(cluster.config, name, request.get(API_KEY))
+            if cluster.profile.spec is not None:  # the active profile's pin comes first (core/profiles.py)
+                name, repinned = pinned_request(cluster, name, data)
+                if repinned:
+                    body = json.dumps(data).encode()
+            selector = cluster.config.selectors.get(name) if isinstance(name, str) else None
+            states = cluster.states(selector.targets) if selector is not None else None
+            spec = resolve_name(cluster.config, name, request.get(API_KEY), states)  # a selector's likely target
             label = spec.name
             queue_terms(request)  # a bad X-Priority or X-Max-Wait is a 400 before anything else
             keep_alive = take_keep_alive(data) if data is not None else None  # the host's agent applies it
@@ -142,8 +151,9 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
                 body = json.dumps(data).encode()
             return outcome.served(await _relay(request, cluster, spec, name, body or None, stats, keep_alive))
     finally:
-        request.app[CLUSTER_METRICS].observe(label, request.path, outcome.status, stats.get("host", "-"), started,
-                                             stats.get("first_byte"), stats.get("waited"))
+        request.app[CLUSTER_METRICS].observe(stats.get("served_by", label), request.path, outcome.status,
+                                             stats.get("host", "-"), started, stats.get("first_byte"),
+                                             stats.get("waited"))
 
 
 @declare(READ, Models.NONE, when={"model": (READ, Models.NAMED)})
@@ -164,17 +174,21 @@ async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
     lost: Exception | None = None
     for attempt in range(2):
         waiting = time.perf_counter()
-        lease = await _acquire(request, cluster, spec.name, light, keep_alive)
+        asked = requested if requested in cluster.config.selectors else spec.name
+        lease = await _acquire(request, cluster, asked, light, keep_alive)
         stats["waited"], stats["host"] = time.perf_counter() - waiting, lease.host.name
-        served = cluster.config.models.get(lease.model, spec)  # a fallback's, when one serves
-        named = served.name if lease.fell_from else requested  # the reply's "model"
+        served = cluster.config.models.get(lease.model, spec)  # a fallback's or a selector's choice
+        if lease.selector:
+            stats["served_by"] = lease.model  # the metrics' model: the selector's choice
+        named = served.name if lease.fell_from or lease.selector else requested  # the reply's "model"
         rewriter = ModelRewriter(lease.child_id, named) if lease.child_id and lease.child_id != named else None
         connect_timeout, read_timeout = cluster.config.timeouts(served)
         try:
             return await forward(request, lease.host.client, lease.base_url, request.path, body, light=light,
                                  replayable=attempt == 0, connect_timeout=connect_timeout,
                                  read_timeout=read_timeout, rewriter=rewriter, stats=stats,
-                                 reply_headers=served_headers(lease.fell_from, lease.fallback_reason))
+                                 reply_headers=served_headers(lease.fell_from, lease.fallback_reason,
+                                                              lease.selector))
         except UpstreamLost as e:  # the child is gone, or its host left and its client was closed
             lost = e
         finally:
@@ -189,11 +203,18 @@ async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
 async def _acquire(request: web.Request, cluster: ClusterManager, model: str, light: bool,
                    keep_alive: float | None) -> RemoteLease:
     """The lease under the request's queue terms (priority, tenant, deadline: docs/scheduling.md),
-    refused as on one host: 429 (queue full), 503 with Retry-After (deadline passed), 503."""
+    refused as on one host: 429 (queue full), 503 with Retry-After (deadline passed), 503.
+    A selector's targets are those the request's API key may use (docs/scheduling.md#selectors)."""
     terms = queue_terms(request)
+    key, models = request.get(API_KEY), cluster.config.models
+
+    def may_serve(name: str) -> bool:
+        return name in models and may_use(key, models[name])
+
     try:
         return await cluster.acquire(model, light, keep_alive, terms.priority, terms.tenant,
-                                     terms.deadline(time.monotonic()))
+                                     terms.deadline(time.monotonic()),
+                                     may_serve if key is not None and key.models else None)
     except ModelUnavailable as e:
         raise unavailable(e, request) from None
 
@@ -225,7 +246,8 @@ async def handle_models_load(request: web.Request) -> web.Response:
     (where it is loaded or loading already: nothing to do); `host` names it."""
     cluster = request.app[CLUSTER]
     data = parse_json_object(await read_body(request, cluster.config.router))
-    spec = resolve_name(cluster.config, data.get("model"), request.get(API_KEY))
+    spec = resolve_name(cluster.config, data.get("model"), request.get(API_KEY),
+                        cluster.states(cluster.config.models))  # a selector: the target it would choose
     return web.json_response({"success": True, "host": await load_model(cluster, spec, load_overrides(spec, data))})
 
 

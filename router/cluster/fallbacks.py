@@ -31,14 +31,16 @@ class Unplaced(ModelUnavailable):
 
 
 async def first_that_serves(config: Config, model: str, acquire: Callable[[str], Awaitable[RemoteLease]],
-                            loaded: Callable[[str], bool]) -> RemoteLease:
+                            loaded: Callable[[str], bool], names: list[str] | None = None) -> RemoteLease:
     """The lease of the first of `model` and its fallbacks that serves the request: `acquire`
     places one model and waits for its lease, `loaded` says whether a model is loaded on some
-    host. When none serves, the error is the one `model` gave."""
+    host. `names`: the models to try, in order (default: `model`'s chain; a selector's targets,
+    each followed by its fallbacks: cluster/selectors.py). When none serves, the error is the
+    one the first gave."""
     first: ModelUnavailable | None = None
     sent: set[str] = set()  # the models some host or the placement already refused
     late = False  # the request's deadline passed while it waited for one of them
-    for name in chain(config, model):
+    for name in chain(config, model) if names is None else names:
         if name in sent or (late and not loaded(name)):
             continue
         try:

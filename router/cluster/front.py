@@ -12,6 +12,9 @@ reply itself comes from the child over HTTP (cluster/app.py).
 An agent that already runs on a node (a front before this one started it) is
 adopted, not replaced: its loaded models stay loaded and the first reports
 rebuild the placement view, so a restarted front causes no reload storm.
+
+Longer than 300 lines because the hosts, their reports and every request's
+placement are one object's state, read and changed together on the front's loop.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ray
@@ -32,11 +36,15 @@ from router.cluster.fallbacks import Unplaced, first_that_serves
 from router.cluster.host import Host, RemoteLease, awaitable
 from router.cluster.nodes import NodeLabelError, node_settings
 from router.cluster.placement import HostView, NoPlacement, choose_host, round_robin
+from router.cluster.selectors import cluster_states, through_selector
 from router.cluster.startup import FirstReports
 from router.cluster.terms import HostTerms
 from router.core.events import EventBus
 from router.core.manager import ModelUnavailable
+from router.core.profiles import ActiveProfile
 from router.core.queue_order import DEFAULT_PRIORITY
+from router.core.scheduler import State
+from router.core.selector import Reservations
 
 log = logging.getLogger("router.cluster")
 
@@ -61,6 +69,8 @@ class ClusterManager:
         self.events = EventBus()
         self._turn = 0  # cluster.placement: round_robin
         self.first_reports = FirstReports(lambda: self.config.cluster.start_wait)  # until then, requests wait
+        self.profile = ActiveProfile()  # the catalogue's profile switched on now, if any (core/profiles.py)
+        self.reservations = Reservations()  # spillover selectors' requests in flight through the front
 
     async def set_config(self, config: Config) -> None:
         """A reloaded catalogue: every agent gets it (its unchanged models keep running
@@ -68,6 +78,7 @@ class ClusterManager:
         hosts = list(self.hosts.values())
         await asyncio.gather(*(self._greet(h, config) for h in hosts), return_exceptions=True)
         self.config = config
+        self.profile.follow(config, self.events)  # kept while the catalogue has it, else none
         await asyncio.gather(*(self._refresh(h) for h in hosts))
         log.info("reload: %d model(s), handed to %d host(s)", len(config.models), len(hosts))
 
@@ -178,18 +189,32 @@ class ClusterManager:
     def views(self, model: str) -> list[HostView]:
         return [h.view(model) for h in self.hosts.values() if h.report and not h.gone.is_set()]
 
+    def states(self, names: Iterable[str]) -> dict[str, State]:
+        """Each model's state across the hosts, as a selector reads it (cluster/selectors.py)."""
+        return cluster_states([h.report for h in self.hosts.values() if not h.gone.is_set()], names)
+
     async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None,
                       priority: int = DEFAULT_PRIORITY, tenant: str | None = None,
-                      deadline: float | None = None) -> RemoteLease:
+                      deadline: float | None = None, may_serve: Callable[[str], bool] | None = None) -> RemoteLease:
         """Place one request for `model` and wait for its lease, under its queue terms as on one
         host: the host's queue orders it by `priority` and `tenant`, and past `deadline` (this
         process's time.monotonic()) it stops waiting: ModelUnavailable(expired=True). A model
-        no host can take is served by its fallbacks (cluster/fallbacks.py)."""
+        no host can take is served by its fallbacks (cluster/fallbacks.py); a selector by its
+        targets, those `may_serve` (the API key's) allows (cluster/selectors.py)."""
         async def one(name: str) -> RemoteLease:
             return await self._acquire_one(name, light, keep_alive, priority, tenant, deadline)
 
-        return await first_that_serves(self.config, model, one, lambda name: any(
-            h.report.get("models", {}).get(name, {}).get("state") == "loaded" for h in list(self.hosts.values())))
+        def loaded(name: str) -> bool:
+            return any(h.report.get("models", {}).get(name, {}).get("state") == "loaded"
+                       for h in list(self.hosts.values()))
+
+        selector = self.config.selectors.get(model)
+        if selector is None:
+            return await first_that_serves(self.config, model, one, loaded)
+        await self.first_reports.wait(deadline)  # the states it chooses by come from the reports
+        return await through_selector(self.config, self.reservations, selector, self.states(selector.targets),
+                                      lambda names: first_that_serves(self.config, names[0], one, loaded, names),
+                                      may_serve)
 
     async def _acquire_one(self, model: str, light: bool, keep_alive: float | None, priority: int,
                            tenant: str | None, deadline: float | None) -> RemoteLease:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from router.catalogue.config import ModelSpec
@@ -125,7 +126,8 @@ class Host:
 class RemoteLease:
     """A request granted on one host: the child's URL, released exactly once. `model`: the
     model that serves it; `fell_from` and `fallback_reason` when a fallback of the one asked
-    for does (router/core/fallback.py), as a single host's Lease says."""
+    for does (router/core/fallback.py), and `selector` when the request named a selector
+    (cluster/selectors.py), as a single host's Lease says."""
 
     def __init__(self, host: Host, model: str, grant: dict[str, Any]):
         self.host = host
@@ -136,11 +138,15 @@ class RemoteLease:
         self.base_url: str = grant["base_url"]
         self.child_id: str | None = grant.get("child_id")
         self.pid: int | None = grant.get("pid")
+        self.selector: str | None = None
+        self.on_release: Callable[[], None] | None = None  # a spillover selector's reservation
         self._released = False
 
     def release(self) -> None:
         if not self._released:
             self._released = True
+            if self.on_release is not None:
+                self.on_release()
             if not self.host.gone.is_set():
                 self.host.handle.release.remote(self.lease_id)
 

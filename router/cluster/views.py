@@ -1,6 +1,7 @@
 """What the front shows of the cluster: each model with the hosts that hold it
-(`/v1/models`, `/models`) and the dashboard's rows, built from the agents' last
-reports. Pure reads of `ClusterManager.hosts`; no Ray call."""
+(`/v1/models`, `/models`; then the selectors and the active profile's pins, as one
+host lists them) and the dashboard's rows, built from the agents' last reports.
+Pure reads of `ClusterManager.hosts`; no Ray call."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from router.api.model_api import selector_entries
+from router.api.profiles import profile_entries
 from router.catalogue.config import ApiKey
 from router.cluster.front import ClusterManager
 from router.core.scheduler import State
@@ -19,7 +22,8 @@ HELD = ("loaded", "loading", "unloading")
 
 def model_entries(cluster: ClusterManager, key: ApiKey | None) -> list[dict[str, Any]]:
     """Each model once, with where it runs: `host` (where it is loaded, else loading)
-    and `hosts` (every host that holds it, with its state there)."""
+    and `hosts` (every host that holds it, with its state there); each selector, with the
+    status of the target it would choose now; the active profile's pins."""
     now = int(time.time())
     out = []
     for name, spec in cluster.config.models.items():
@@ -33,7 +37,9 @@ def model_entries(cluster: ClusterManager, key: ApiKey | None) -> list[dict[str,
         out.append({"id": name, "name": spec.display_name or name, "aliases": list(spec.aliases),
                     "object": "model", "owned_by": "llama-router", "created": now,
                     "status": {"value": value, "args": list(spec.args)}, "host": host, "hosts": held})
-    return out
+    if cluster.config.selectors:
+        out += selector_entries(cluster.config, cluster.states(cluster.config.models), key, now)
+    return out + profile_entries(cluster, key, out, now)
 
 
 def dashboard_rows(cluster: ClusterManager) -> list[dict[str, Any]]:

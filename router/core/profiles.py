@@ -14,6 +14,7 @@ of state, read by the HTTP layer before it resolves a request's model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 from router.catalogue.config import Config, ProfileSpec
 from router.core.events import EventBus
@@ -77,3 +78,12 @@ def pin_upstream(pins: Mapping[str, str | None], path: str) -> tuple[str, str | 
         if (path == pinned or path.startswith(pinned + "/")) and (found is None or len(pinned) > len(found[0])):
             found = (pinned, target)
     return found
+
+
+class HoldsProfile(Protocol):
+    """What holds an ActiveProfile beside its catalogue and events: one host's ModelManager,
+    the cluster front's ClusterManager (the HTTP layer pins and switches through either)."""
+
+    config: Config
+    profile: ActiveProfile
+    events: EventBus

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from router.catalogue.config import NAME_RE, NAME_RULE, ApiKey, Config, ModelSpec, RouterSettings, SelectorSpec
 from router.core.manager import ModelManager
-from router.core.profiles import pin, pin_upstream
+from router.core.profiles import HoldsProfile, pin, pin_upstream
 from router.core.scheduler import State
 from router.core.selector import order
 from router.http.api_keys import may_use, may_use_selector
@@ -172,11 +173,12 @@ def default_reply_cap(path: str, data: dict[str, Any], cap: int) -> bool:
     return True
 
 
-def pinned(manager: ModelManager, name: Any) -> Any:
+def pinned(manager: HoldsProfile, name: Any) -> Any:
     """The model a request for `name` goes to under the active profile (core/profiles.py): the
     pin's target, else `name` as it came; a 404 for an id the profile turns off. Pins come first:
     before aliases, selectors and fallbacks (llama-swap's order). Routes that serve a request
-    call it (inference, Ollama's generation, /upstream); those that manage a model do not."""
+    call it (inference, Ollama's generation, /upstream); those that manage a model do not.
+    `manager`: one host's ModelManager, or the cluster front's ClusterManager."""
     profile = manager.profile.spec
     if profile is None or not isinstance(name, str):
         return name
@@ -187,7 +189,7 @@ def pinned(manager: ModelManager, name: Any) -> Any:
     return target
 
 
-def pinned_request(manager: ModelManager, name: Any, data: dict[str, Any] | None) -> tuple[Any, bool]:
+def pinned_request(manager: HoldsProfile, name: Any, data: dict[str, Any] | None) -> tuple[Any, bool]:
     """`pinned`, and the JSON body's `model` set to the target (as llama-swap rewrites it);
     True when the body changed."""
     target = pinned(manager, name)
@@ -197,7 +199,7 @@ def pinned_request(manager: ModelManager, name: Any, data: dict[str, Any] | None
     return target, True
 
 
-def pinned_upstream(manager: ModelManager, name: str, path: str) -> tuple[str, str]:
+def pinned_upstream(manager: HoldsProfile, name: str, path: str) -> tuple[str, str]:
     """/upstream/<name><path> under the active profile: the model and the path the request goes
     to. A pin may hold '/' (the longest that starts the whole path wins, as llama-swap's)."""
     profile = manager.profile.spec
@@ -230,7 +232,7 @@ def resolve_model(manager: ModelManager, name: Any, key: ApiKey | None = None) -
 
 
 def _selector_target(config: Config, selector: SelectorSpec, key: ApiKey | None,
-                     states: dict[str, State]) -> ModelSpec:
+                     states: Mapping[str, State]) -> ModelSpec:
     """The first target in the strategy's order that `key` may use; a 404 when the key may
     not use the selector's id, or none of its targets (docs/scheduling.md#selectors)."""
     if may_use_selector(key, selector.id):
@@ -252,8 +254,11 @@ def _loaded_model(manager: ModelManager, key: ApiKey | None) -> str | None:
     return ready[0] if ready else None
 
 
-def resolve_name(config: Config, name: Any, key: ApiKey | None = None) -> ModelSpec:
-    """`resolve_model` in a catalogue (the cluster front has no manager of its own)."""
+def resolve_name(config: Config, name: Any, key: ApiKey | None = None,
+                 states: Mapping[str, State] | None = None) -> ModelSpec:
+    """`resolve_model` in a catalogue (the cluster front has no manager of its own): a selector
+    is the target its strategy would try first by `states` (the models' across the hosts;
+    ClusterManager.acquire chooses again, and tries the others when that one cannot serve)."""
     if name is None or name == "":
         raise HTTPError(400, "missing 'model': name the model to use", code="model_required")
     if not isinstance(name, str):
@@ -262,8 +267,8 @@ def resolve_name(config: Config, name: Any, key: ApiKey | None = None) -> ModelS
         # Never echoed, never looked up on disk: '..', '//', NUL and control characters stop here.
         raise HTTPError(400, f"invalid model name: use {NAME_RULE}", code="invalid_model")
     selector = config.selectors.get(name)
-    if selector is not None:  # the cluster front: no states here, the strategy's first without them
-        return _selector_target(config, selector, key, {})
+    if selector is not None:
+        return _selector_target(config, selector, key, states or {})
     spec = config.resolve(name)
     if spec is None or not may_use(key, spec):
         raise HTTPError(404, f"model '{short(name)}' not found", "invalid_request_error", "model_not_found")

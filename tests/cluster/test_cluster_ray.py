@@ -417,13 +417,15 @@ async def test_keep_alive_in_a_request_reaches_the_host(front):
 
 
 async def with_models(front: Front, tmp_path: Path, llama_server: Path, tiny_dir: Path,
-                      models: dict[str, Any], router: dict[str, Any] | None = None) -> None:
-    """The test catalogue with `models` added (and `router` settings), handed to every host."""
+                      models: dict[str, Any], router: dict[str, Any] | None = None, **sections: Any) -> None:
+    """The test catalogue with `models` added (and `router` settings, and other top-level
+    `sections`: selectors, profiles), handed to every host."""
     from router.catalogue.parse import parse_config
 
     data = catalogue_data(tmp_path, llama_server, tiny_dir)
     data["router"].update(port=front.cluster.config.router.port, **(router or {}))
     data["models"].update(models)
+    data.update(sections)
     await front.cluster.set_config(parse_config(data, "<cluster test>"))
 
 
@@ -494,6 +496,43 @@ async def test_a_fallback_serves_when_no_host_can_take_the_model_or_its_load_fai
                 assert chunks and {c["model"] for c in chunks} == {served}
     await until(lambda: front.reported("tiny-a") and front.reported("tiny-b"), 5, "the fallbacks loaded")
     assert not front.where("huge") and not front.where("broken")
+
+
+async def test_selectors_and_profiles_at_the_front(front, tmp_path, llama_server, tiny_dir):
+    """A warm selector is served by its target loaded on one host, without loading the other
+    (the reply names it, X-Selector says which selector); /v1/models lists the selector. A
+    profile switched on through the front serves its pinned id by the pin's target and turns
+    off the id it pins to nothing; switched off, the pinned id is a 404 again."""
+    token = "cluster-admin-token-2"
+    await with_models(front, tmp_path, llama_server, tiny_dir, {}, {"admin_token": token},
+                      selectors={"coder": {"strategy": "warm", "targets": ["tiny-a", "tiny-b"]}},
+                      profiles={"work": {"pins": {"assistant": "tiny-b", "tiny-c": None}}})
+    assert (await chat(front.url, "tiny-b"))[0] == 200
+    await until(lambda: front.reported("tiny-b"), 10, "tiny-b loaded")
+    body = {"model": "coder", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    async with aiohttp.ClientSession() as s, s.post(front.url + "/v1/chat/completions", json=body,
+                                                    timeout=aiohttp.ClientTimeout(total=60)) as r:
+        reply = await r.json()
+        assert r.status == 200, reply
+        assert reply["model"] == "tiny-b" and r.headers.get("X-Selector") == "coder"
+    assert not front.where("tiny-a") and not front.where("tiny-a", "loading"), "the cold target stayed unloaded"
+    status, listed = await request(front.url, "GET", "/v1/models")
+    (coder,) = [m for m in listed["data"] if m["id"] == "coder"]
+    assert coder["metadata"]["type"] == "selector" and coder["status"]["value"] == "loaded", coder
+
+    assert (await chat(front.url, "assistant"))[0] == 404
+    status, switched = await request(front.url, "PUT", "/admin/profiles/active", token, {"name": "work"})
+    assert status == 200 and switched == {"active": "work"}, switched
+    status, reply = await chat(front.url, "assistant")
+    assert status == 200 and reply["model"] == "tiny-b", reply
+    status, off = await chat(front.url, "tiny-c")
+    assert status == 404 and "profile 'work' turns it off" in off["error"]["message"], off
+    status, listed = await request(front.url, "GET", "/api/profiles", token)
+    assert status == 200 and listed["active"] == "work"
+    status, switched = await request(front.url, "PUT", "/api/profiles/active", token, {"name": None})
+    assert status == 200 and switched == {"active": None}
+    assert (await chat(front.url, "assistant"))[0] == 404
+    assert not front.where("tiny-a") and not front.where("tiny-c"), "no request loaded another model"
 
 
 async def test_a_request_waits_for_the_first_reports_at_most_start_wait(tmp_path):

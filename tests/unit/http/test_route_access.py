@@ -160,6 +160,9 @@ async def test_the_cluster_front_declares_its_routes_as_one_host_does(tmp_path):
             if (mine.role, mine.models, mine.holds) != (theirs.role, theirs.models, theirs.holds):
                 differ.append(f"{route.method} {path} {query}: {mine} != {theirs}")
     assert not differ
+    served = {f"{r.method} {r.resource.canonical}" for _, r in routes(front) if r.resource}
+    assert {"GET /admin/profiles", "PUT /admin/profiles/active", "GET /api/profiles",
+            "PUT /api/profiles/active"} <= served, "the front switches its own profile"
     cluster = access_for(await front.router.resolve(make_mocked_request("GET", "/cluster")), {})
     assert (cluster.role, cluster.models) == (INFERENCE, Models.EVERY), "every host's models: not for a scoped key"
 
