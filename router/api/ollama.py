@@ -5,7 +5,8 @@ management routes (/api/pull, /api/delete...) are api/ollama_store.py's.
 
 Each module holds one part: the requests' translation (api/ollama_translate.py)
 and the replies' (api/ollama_reply.py), both pure; the models as Ollama
-describes them (api/ollama_models.py); the way to a child (api/ollama_relay.py).
+describes them (api/ollama_models.py); the way to a child (api/ollama_relay.py);
+which model served, a selector's target or a fallback (api/ollama_served.py).
 
 Errors on these paths are Ollama's `{"error": "..."}`: the router's OpenAI-shaped
 error answers, those of the access middleware included, are rewritten as they
@@ -23,8 +24,9 @@ from typing import Any
 from aiohttp import web
 
 from router.api.ollama_models import context_length, expires_at, facts, ps_entry, show
-from router.api.ollama_relay import load_or_unload, read_json, read_whole, resolve, serve, stream, whole
+from router.api.ollama_relay import load_or_unload, named, read_json, read_whole, resolve, serve, stream, whole
 from router.api.ollama_reply import Reply, durations, embeddings
+from router.api.ollama_served import Served
 from router.api.ollama_store import add_store_routes
 from router.api.ollama_translate import (
     CHAT_PATH,
@@ -42,6 +44,7 @@ from router.http.access import INFERENCE, PUBLIC, READ, Models, declare
 from router.http.api_keys import may_use
 from router.http.app_keys import API_KEY, MANAGER, ROUTER_SETTINGS, state
 from router.http.request import default_reply_cap, pinned, take_keep_alive
+from router.http.rewrite import rewrite_body
 from router.upstream.pool import Reply as ChildReply
 
 OLLAMA_VERSION = "0.12.0"  # the Ollama API this follows (tools, thinking, structured outputs)
@@ -110,60 +113,62 @@ async def handle_embeddings(request: web.Request) -> web.StreamResponse:
 
 async def _generation(request: web.Request, chat: bool) -> web.StreamResponse:
     """/api/chat and /api/generate: streamed unless `stream: false`; with nothing to
-    generate (no messages, no prompt), a load, or with keep_alive 0 an unload."""
+    generate (no messages, no prompt), a load, or with keep_alive 0 an unload. Every
+    object names the model that served (a selector's target, a fallback) as /v1 replies do.
+    The body is written for the model resolved on arrival (its vision, its reply cap)."""
     started = time.perf_counter()
     data = await read_json(request)
-    requested = pinned(request.app[MANAGER], data.get("model"))  # the active profile's pin first
-    spec = resolve(request, requested)
-    assert isinstance(requested, str)  # resolve() took it
+    model = named(request, pinned(request.app[MANAGER], data.get("model")))  # the active profile's pin first
+    spec, requested = model.spec, model.requested
     streamed = wants_stream(data)
     keep = take_keep_alive(data)
     if not (data.get("messages") if chat else (data.get("prompt") or data.get("suffix") or data.get("images"))):
         empty = {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
-        return await load_or_unload(request, spec, keep, {"model": requested, **empty, "done": True})
+        return await load_or_unload(request, model, keep, {"model": requested, **empty, "done": True})
     if chat:
         path = CHAT_PATH
         body, launch = chat_request(data, bool(spec.mmproj), requested)
     else:
         path, body, launch = generate_request(data, bool(spec.mmproj), requested)
+    rewrite_body(body, spec, requested)  # the model's filters (set_params, strip_params...), then the cap
     default_reply_cap(path, body, request.app[MANAGER].config.max_tokens_default(spec))
     body["stream"] = streamed
     if streamed and path == CHAT_PATH:
         body["stream_options"] = {"include_usage": True}  # the counts, in the last chunk
-    reply = Reply(requested, chat, native=path != CHAT_PATH, thinking=data.get("think") is not False)
 
-    async def answer(up: ChildReply, stats: dict[str, Any]) -> web.StreamResponse:
+    async def answer(up: ChildReply, who: Served, stats: dict[str, Any]) -> web.StreamResponse:
+        reply = Reply(who.model, chat, native=path != CHAT_PATH, thinking=data.get("think") is not False)
         if streamed:
-            return await stream(request, up, reply, started, stats)
-        return await whole(up, reply, started, stats)
+            return await stream(request, up, reply, who.headers, started, stats)
+        return await whole(up, reply, who.headers, started, stats)
 
-    return await serve(request, spec, keep, launch, path, body, started, answer)
+    return await serve(request, model, keep, launch, path, body, started, answer)
 
 
 async def _embedding(request: web.Request, legacy: bool) -> web.StreamResponse:
     """/api/embed (`input`: one text or a list) and the legacy /api/embeddings (`prompt`)."""
     started = time.perf_counter()
     data = await read_json(request)
-    requested = pinned(request.app[MANAGER], data.get("model"))  # the active profile's pin first
-    spec = resolve(request, requested)
+    model = named(request, pinned(request.app[MANAGER], data.get("model")))  # the active profile's pin first
     keep = take_keep_alive(data)
     inputs, dims = embed_inputs(data, legacy), None if legacy else dimensions(data)
     if not inputs:
-        return await load_or_unload(request, spec, keep, {"embedding": []} if legacy else {
-            "model": requested, "embeddings": []})
+        return await load_or_unload(request, model, keep, {"embedding": []} if legacy else {
+            "model": model.requested, "embeddings": []})
 
-    async def answer(up: ChildReply, stats: dict[str, Any]) -> web.StreamResponse:
+    async def answer(up: ChildReply, who: Served, stats: dict[str, Any]) -> web.StreamResponse:
         reply = await read_whole(up, stats)
         vectors = embeddings(reply, dims)
         if legacy:
-            return web.json_response({"embedding": vectors[0] if vectors else []})
-        out = {"model": requested, "embeddings": vectors,
+            return web.json_response({"embedding": vectors[0] if vectors else []}, headers=who.headers)
+        out = {"model": who.model, "embeddings": vectors,
                **durations(None, reply.get("usage"), time.perf_counter() - started, stats.get("waited", 0.0))}
         out.pop("eval_count", None)
-        return web.json_response(out)
+        return web.json_response(out, headers=who.headers)
 
-    return await serve(request, spec, keep, {}, EMBED_PATH, {"input": inputs, "encoding_format": "float"},
-                       started, answer)
+    body: dict[str, Any] = {"input": inputs, "encoding_format": "float"}
+    rewrite_body(body, model.spec, model.requested)  # the model's filters
+    return await serve(request, model, keep, {}, EMBED_PATH, body, started, answer)
 
 
 def is_ollama_port(request: web.Request) -> bool:

@@ -7,7 +7,11 @@ recorded (metrics, activity) and its keep_alive applied.
 It goes the way an OpenAI request does in api/inference.py: a model the API key
 may not use is a 404 like one that does not exist, a full queue is a 429 with
 Retry-After, a model that cannot load a 503; the wait for the lease (a load, a
-swap) is Ollama's load_duration.
+swap) is Ollama's load_duration. A selector or a model with fallbacks is leased
+by its name (ModelManager.acquire tries the targets, the fallbacks); the model
+that serves is named in the reply (api/ollama_served.py) and takes keep_alive.
+The child's body is written for the model resolved on arrival, as api/inference.py
+writes it (the selector's first choice, or the model named: its reply cap).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from aiohttp import web
 from router.api.metrics import METRICS
 from router.api.ollama_models import name_candidates
 from router.api.ollama_reply import ChildError, Reply, line
+from router.api.ollama_served import Named, Served, selector_headers, served
 from router.api.ollama_translate import now_iso
 from router.catalogue.config import ModelSpec
+from router.core.fallback import FILE_MISSING
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.api_keys import may_use
@@ -46,7 +52,7 @@ NDJSON = "application/x-ndjson"
 TAIL_BYTES = 4096  # the child's reply's first and last bytes, where the activity log finds its token counts
 _UPSTREAM_ERRORS = (UpstreamError, TimeoutError, ConnectionError)
 _told: set[tuple[str, str]] = set()  # (model, option): launch options ignored, logged once each
-Answer = Callable[[ChildReply, dict[str, Any]], Awaitable[web.StreamResponse]]
+Answer = Callable[[ChildReply, Served, dict[str, Any]], Awaitable[web.StreamResponse]]
 
 
 class _ClientGone(Exception):
@@ -58,59 +64,77 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 
 def resolve(request: web.Request, requested: Any) -> ModelSpec:
+    """The catalogue's entry of the model an Ollama client names (`named`)."""
+    return named(request, requested).spec
+
+
+def named(request: web.Request, requested: Any) -> Named:
     """The model an Ollama client names: as sent, without `hf.co/`, without `:latest`, or
-    the one name that matches ignoring case; else 400/404 as any request (http/request.py)."""
+    the one name that matches ignoring case; a selector's id; else 400/404 as any request
+    (http/request.py)."""
     manager, key = request.app[MANAGER], request.get(API_KEY)
     if isinstance(requested, str) and requested:
         config = manager.config
         for name in name_candidates(requested):
+            if name in config.selectors:
+                return Named(servable_model(manager, name, key), name, requested)
             spec = config.resolve(name)
             if spec is None:
                 folded = [s for s in config.models.values()
                           if any(n.lower() == name.lower() for n in (s.name, *s.aliases))]
                 spec = folded[0] if len(folded) == 1 else None
             if spec is not None and may_use(key, spec):
-                return servable_model(manager, spec.name, key)
-    return servable_model(manager, requested, key)
+                return Named(servable_model(manager, spec.name, key), spec.name, requested)
+    spec = servable_model(manager, requested, key)  # a 400 or a 404, or router.active_model's
+    assert isinstance(requested, str)  # servable_model took it
+    return Named(spec, spec.name, requested)
 
 
-async def lease(request: web.Request, spec: ModelSpec, light: bool = False) -> Lease:
-    """The model's child, under the request's priority and deadline (http/queue_terms.py);
-    a full queue is a 429, a deadline passed a 503, both with Retry-After."""
+async def lease(request: web.Request, named: Named, light: bool = False) -> Lease:
+    """The child of the model named (a selector's target, a fallback), under the request's
+    priority and deadline (http/queue_terms.py); a full queue is a 429, a deadline passed a
+    503, both with Retry-After; a model whose file and fallbacks' files are gone a 404."""
     try:
-        return await acquire(request, spec, light=light)
+        return await acquire(request, named.spec, light=light, name=named.asked)
     except ModelUnavailable as e:
+        if e.cause == FILE_MISSING:  # it and every fallback: as a model without fallbacks
+            raise HTTPError(404, f"{e}; it is served again once the file is back", "invalid_request_error",
+                            "model_missing") from None
         raise unavailable(e, request) from None
 
 
-async def load_or_unload(request: web.Request, spec: ModelSpec, keep: float | None,
+async def load_or_unload(request: web.Request, named: Named, keep: float | None,
                          reply: dict[str, Any]) -> web.Response:
-    """A request with nothing to generate: load the model and wait until it is ready,
-    or with keep_alive 0 unload it (waited for, within router.stop_timeout), as Ollama
-    does; `reply` is what to answer, with `done_reason` when it has `done`."""
-    manager = request.app[MANAGER]
-    if keep == 0:
+    """A request with nothing to generate: load the model and wait until it is ready (a
+    selector's: the target its strategy picks, else the next that can load), or with
+    keep_alive 0 unload it (waited for, within router.stop_timeout), as Ollama does; `reply`
+    is what to answer, with `done_reason` when it has `done`, its `model` the one loaded."""
+    manager, spec = request.app[MANAGER], named.spec
+    if keep == 0:  # a selector's: the target it would choose now (warm: the one loaded)
         manager.unload(spec.name, "keep_alive")
         await manager.wait_state(spec.name, {State.STOPPED}, manager.config.router.stop_timeout + 1)
+        selector = named.asked if named.asked in manager.config.selectors else None
+        who = Served(spec.name if selector else named.requested, selector_headers(selector))
     else:
-        if keep is not None:
-            manager.keep_alive(spec.name, keep)
-        async with await lease(request, spec, light=True):
-            pass
+        async with await lease(request, named, light=True) as held:
+            who = served(held, named)
+            if keep is not None:
+                manager.keep_alive(held.model, keep)
+    if "model" in reply:
+        reply = {**reply, "model": who.model}
     if "done" in reply:
         reply = {**reply, "created_at": now_iso(), "done_reason": "unload" if keep == 0 else "load"}
-    return web.json_response(reply)
+    return web.json_response(reply, headers=who.headers)
 
 
-async def serve(request: web.Request, spec: ModelSpec, keep: float | None, launch: dict[str, Any], path: str,
+async def serve(request: web.Request, named: Named, keep: float | None, launch: dict[str, Any], path: str,
                 body: dict[str, Any], started: float, answer: Answer) -> web.StreamResponse:
-    """Lease `spec`, send `body` to its child's `path`, let `answer` translate the reply;
-    record the request (metrics, activity) and apply its keep_alive."""
-    manager = request.app[MANAGER]
+    """Lease the model named, send `body` to its child's `path`, let `answer` translate the
+    reply; record the request (metrics, activity) and apply its keep_alive to the model that
+    served it."""
+    manager, spec = request.app[MANAGER], named.spec
     if not manager.config.router.models_autoload and manager.state(spec.name) is State.STOPPED:
         raise HTTPError(400, f"model '{spec.name}' is not loaded", code="model_not_loaded")
-    if keep is not None:
-        manager.keep_alive(spec.name, keep)
     _launch_options(request, spec, launch)
     request.app[CONVERSATIONS].remember_request(request, spec.name)
     stats: dict[str, Any] = {}
@@ -118,13 +142,14 @@ async def serve(request: web.Request, spec: ModelSpec, keep: float | None, launc
     try:
         with outcome:
             return outcome.served(await serve_tracked(  # listed in GET /admin/requests
-                request, spec.name, lambda: _answer(request, spec, path, body, stats, answer), stats, ollama=True))
+                request, spec.name, lambda: _answer(request, named, keep, path, body, stats, answer), stats,
+                ollama=True))
     finally:
-        request.app[METRICS].observe(spec.name, request.path, outcome.status, started, stats.get("first_byte"),
-                                     stats.get("waited"), stats.get("head", b""), stats.get("tail", b""),
-                                     stats.get("streamed", False), request.get(REQUEST_ID, ""))
-        if keep == 0:
-            manager.unload(spec.name, "keep_alive")  # once idle, after this reply
+        request.app[METRICS].observe(stats.get("served_by", spec.name), request.path, outcome.status, started,
+                                     stats.get("first_byte"), stats.get("waited"), stats.get("head", b""),
+                                     stats.get("tail", b""), stats.get("streamed", False), request.get(REQUEST_ID, ""))
+        if keep == 0 and "served_model" in stats:
+            manager.unload(stats["served_model"], "keep_alive")  # once idle, after this reply
 
 
 def _launch_options(request: web.Request, spec: ModelSpec, launch: dict[str, Any]) -> None:
@@ -149,20 +174,27 @@ def _launch_options(request: web.Request, spec: ModelSpec, launch: dict[str, Any
                      option, " (num_ctx applies when its allow_args lists --ctx-size)" if option == "num_ctx" else "")
 
 
-async def _answer(request: web.Request, spec: ModelSpec, path: str, body: dict[str, Any],
+async def _answer(request: web.Request, named: Named, keep: float | None, path: str, body: dict[str, Any],
                   stats: dict[str, Any], answer: Answer) -> web.StreamResponse:
-    async with _child_reply(request, spec, path, body, stats) as up:
-        return await answer(up, stats)
+    async with _child_reply(request, named, keep, path, body, stats) as (up, who):
+        return await answer(up, who, stats)
 
 
 @asynccontextmanager
-async def _child_reply(request: web.Request, spec: ModelSpec, path: str, body: dict[str, Any],
-                       stats: dict[str, Any]) -> AsyncIterator[ChildReply]:
-    """The child's reply to `body`, under a lease of `spec` (held until the reply is read)."""
+async def _child_reply(request: web.Request, named: Named, keep: float | None, path: str, body: dict[str, Any],
+                       stats: dict[str, Any]) -> AsyncIterator[tuple[ChildReply, Served]]:
+    """The child's reply to `body`, under a lease of the model named (held until the reply is
+    read), and who served it; `keep` (keep_alive) is that model's from now on."""
+    manager = request.app[MANAGER]
     waiting = time.perf_counter()
-    held = await lease(request, spec)
+    held = await lease(request, named)
     stats["waited"] = time.perf_counter() - waiting
-    r = request.app[MANAGER].config.router
+    stats["served_model"] = held.model  # keep_alive 0 unloads it
+    if held.selector:
+        stats["served_by"] = held.model  # the metrics' model: the selector's choice (as api/inference.py)
+    if keep is not None and keep != 0:
+        manager.keep_alive(held.model, keep)
+    r = manager.config.router
     headers = {"Content-Type": "application/json"}
     if request.get(REQUEST_ID):
         headers["X-Request-Id"] = request[REQUEST_ID]
@@ -177,7 +209,7 @@ async def _child_reply(request: web.Request, spec: ModelSpec, path: str, body: d
         except _UPSTREAM_ERRORS as e:
             raise _failed(e) from None
         async with up:
-            yield up
+            yield up, served(held, named)
 
 
 def _failed(e: BaseException) -> HTTPError:
@@ -206,19 +238,21 @@ async def read_whole(up: ChildReply, stats: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-async def whole(up: ChildReply, reply: Reply, started: float, stats: dict[str, Any]) -> web.Response:
+async def whole(up: ChildReply, reply: Reply, headers: dict[str, str], started: float,
+                stats: dict[str, Any]) -> web.Response:
     data = await read_whole(up, stats)
-    return web.json_response(reply.whole(data, time.perf_counter() - started, stats.get("waited", 0.0)))
+    return web.json_response(reply.whole(data, time.perf_counter() - started, stats.get("waited", 0.0)),
+                             headers=headers)
 
 
-async def stream(request: web.Request, up: ChildReply, reply: Reply, started: float,
+async def stream(request: web.Request, up: ChildReply, reply: Reply, headers: dict[str, str], started: float,
                  stats: dict[str, Any]) -> web.StreamResponse:
     """The child's events, each as Ollama's NDJSON lines as it arrives, then the last object;
     a failure once the reply began is one `{"error": ...}` line, as Ollama ends a stream."""
     if up.status != 200 or not up.headers.get("Content-Type", "").startswith("text/event-stream"):
         await read_whole(up, stats)  # raises the child's error
         raise HTTPError(502, "the model server did not stream its reply", code="upstream_error")
-    resp = web.StreamResponse(headers={"Content-Type": NDJSON})
+    resp = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
     await resp.prepare(request)
     stats["streamed"] = True
     head = tail = pending = b""

@@ -287,6 +287,106 @@ def test_pull_with_progress_then_use_and_delete(tmp_path, llama_server):
             assert e.value.status_code == 500 and "Q4_K_M" in e.value.error  # says what the repo has
 
 
+# ----- fallbacks and selectors (issue #27): the reply names the model that served
+
+
+@pytest.fixture(scope="module")
+def served_router(tmp_path_factory: pytest.TempPathFactory, llama_server: Path,
+                  tiny_dir: Path) -> Iterator[RouterProcess]:
+    """`gone`'s and `gone-e`'s files are missing (they fall back to tiny-b, to the embedding
+    model tiny-e), `lost`'s too (no fallbacks); `coding` is warm over tiny-a and tiny-b, `first`
+    pins lost, then tiny-a. No group: one model runs at a time."""
+    tmp = tmp_path_factory.mktemp("ollama-served")
+    models = {**tiny_catalogue(tiny_dir, "tiny-a", "tiny-b"),
+              "tiny-e": {"path": str(tiny_dir / "tiny-c.gguf"), "args": ["--embeddings", "--pooling", "mean"]},
+              "gone": {"path": str(tmp / "deleted.gguf"), "fallbacks": ["tiny-b"]},
+              "gone-e": {"path": str(tmp / "deleted-e.gguf"), "fallbacks": ["tiny-e"]},
+              "lost": {"path": str(tmp / "lost.gguf")}}
+    selectors = {"coding": {"strategy": "warm", "targets": ["tiny-a", "tiny-b"]},
+                 "first": {"strategy": "pin", "targets": ["lost", "tiny-a"]}}
+    cfg = write_config(tmp / "config.yaml", models, spawn={"command": child_command(llama_server)},
+                       router={"watch_config": False}, selectors=selectors)
+    with RouterProcess(cfg, tmp / "router.log") as r:
+        yield r
+        log = r.log()
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
+
+
+def lines_of(resp: requests.Response) -> list[dict[str, Any]]:
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/x-ndjson", resp.text
+    lines = [json.loads(ln) for ln in resp.text.splitlines()]
+    assert len(lines) >= 2 and lines[-1]["done"] and "error" not in lines[-1], lines
+    return lines
+
+
+def test_a_warm_selector_is_served_by_its_loaded_target_which_every_line_names(served_router):
+    r, c = served_router, client(served_router, None)
+    assert c.generate("tiny-b").done_reason == "load"
+    parts = list(c.chat("coding", messages=HI, options=SHORT, stream=True))  # the official client
+    assert len(parts) >= 2 and parts[-1].done and {p.model for p in parts} == {"tiny-b"}
+    whole = post(r, "/api/chat", {"model": "coding", "messages": HI, "options": SHORT, "stream": False}, None)
+    assert whole.status_code == 200 and whole.json()["model"] == "tiny-b", whole.text
+    assert whole.headers["X-Selector"] == "coding" and "X-Fallback-From" not in whole.headers
+    streamed = post(r, "/api/generate", {"model": "coding", "prompt": "hello", "options": SHORT}, None)
+    assert {ln["model"] for ln in lines_of(streamed)} == {"tiny-b"} and streamed.headers["X-Selector"] == "coding"
+    assert loaded(c) == ["tiny-b:latest"]  # tiny-a was never loaded for it
+
+
+def test_a_selector_falls_through_to_its_next_target_and_a_load_names_what_it_loaded(served_router):
+    r, c = served_router, client(served_router, None)
+    c.chat("tiny-b", messages=[], keep_alive=0)
+    # `first` pins `lost`, whose file is missing: its next target serves, as through /v1.
+    load = post(r, "/api/generate", {"model": "first"}, None)
+    assert load.status_code == 200 and load.json()["model"] == "tiny-a", load.text
+    assert load.json()["done_reason"] == "load" and loaded(c) == ["tiny-a:latest"]
+    assert (load.headers["X-Selector"], load.headers["X-Fallback-From"], load.headers["X-Fallback-Reason"]) == (
+        "first", "lost", "file_missing")
+    chat = post(r, "/api/chat", {"model": "first", "messages": HI, "options": SHORT, "stream": False}, None)
+    assert chat.status_code == 200 and chat.json()["model"] == "tiny-a" and chat.json()["message"]["content"]
+    assert chat.headers["X-Fallback-From"] == "lost"
+    # Nothing loaded: a load through the warm selector loads the target its strategy picks, and says so.
+    c.chat("tiny-a", messages=[], keep_alive=0)
+    warm = post(r, "/api/chat", {"model": "coding", "messages": []}, None)
+    assert warm.status_code == 200 and warm.json()["model"] == "tiny-a", warm.text
+    assert warm.headers["X-Selector"] == "coding" and loaded(c) == ["tiny-a:latest"]
+
+
+def test_a_model_whose_file_is_missing_falls_back_and_the_reply_says_so(served_router):
+    r, c = served_router, client(served_router, None)
+
+    def fell_back(resp: requests.Response, to: str, source: str = "gone") -> None:
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["X-Fallback-From"] == source and resp.headers["X-Fallback-Reason"] == "file_missing"
+        assert "X-Selector" not in resp.headers
+        whole = resp.headers["Content-Type"].startswith("application/json")
+        assert {ln.get("model", to) for ln in ([resp.json()] if whole else lines_of(resp))} == {to}
+
+    fell_back(post(r, "/api/chat", {"model": "gone", "messages": HI, "options": SHORT, "stream": False}, None),
+              "tiny-b")
+    fell_back(post(r, "/api/chat", {"model": "gone", "messages": HI, "options": SHORT}, None), "tiny-b")
+    fell_back(post(r, "/api/generate", {"model": "gone", "prompt": "hello", "options": SHORT}, None), "tiny-b")
+    parts = list(c.chat("gone", messages=HI, options=SHORT, stream=True))  # the official client
+    assert parts[-1].done and {p.model for p in parts} == {"tiny-b"}
+    # keep_alive is the model's that served: its TTL, and 0 unloads it after the reply.
+    fell_back(post(r, "/api/chat", {"model": "gone", "messages": HI, "options": SHORT, "stream": False,
+                                    "keep_alive": "10m"}, None), "tiny-b")
+    (ps,) = c.ps().models
+    assert ps.model == "tiny-b:latest" and ps.expires_at is not None
+    assert 500 < ps.expires_at.timestamp() - time.time() <= 601
+    fell_back(post(r, "/api/chat", {"model": "gone", "messages": HI, "options": SHORT, "stream": False,
+                                    "keep_alive": 0}, None), "tiny-b")
+    wait_until(lambda: loaded(c) == [], what="tiny-b unloaded after its reply")
+    load = post(r, "/api/generate", {"model": "gone"}, None)  # a load: the fallback's
+    fell_back(load, "tiny-b")
+    assert load.json()["done_reason"] == "load" and loaded(c) == ["tiny-b:latest"]
+    embed = post(r, "/api/embed", {"model": "gone-e", "input": ["hello", "world"]}, None)
+    fell_back(embed, "tiny-e", "gone-e")
+    assert len(embed.json()["embeddings"]) == 2
+    legacy = post(r, "/api/embeddings", {"model": "gone-e", "prompt": "hello"}, None)
+    fell_back(legacy, "tiny-e", "gone-e")
+    assert len(legacy.json()["embedding"]) == 64
+
+
 # ----- the real Gemma 3 270M model
 
 
