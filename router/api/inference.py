@@ -79,8 +79,8 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                 child = lease.child
                 child_id = child.ready_info.get("id") if child.plan.native else None
                 served = manager.config.models.get(lease.model, spec)  # a fallback's, when one serves
-                if stats is not None and lease.selector:
-                    stats["served_by"] = lease.model  # the metrics' model: the selector's choice
+                if stats is not None and (lease.selector or lease.fell_from):
+                    stats["served_by"] = lease.model  # the metrics' and keep_alive's model: the one that served
                 named = served.name if lease.fell_from or lease.selector else requested  # the reply's "model"
                 rewriter = ModelRewriter(child_id, named) if child_id and child_id != named else None
                 connect_timeout, read_timeout = manager.config.timeouts(served)
@@ -178,7 +178,11 @@ async def handle_inference(request: web.Request, body: bytes | None = None,
             return outcome.served(await serve_tracked(request, spec.name, lambda: proxy_to_model(  # listed in
                 request, spec, name, request.path, body or None, stats), stats))  # GET /admin/requests
     finally:
-        label = stats.get("served_by", label)
+        served_by = stats.get("served_by")
+        if served_by is not None and served_by != label:  # a fallback or a selector's target served
+            label = served_by
+            if keep_alive:
+                manager.keep_alive(label, keep_alive)
         request.app[METRICS].observe(label, request.path, outcome.status, started, stats.get("first_byte"),
                                      stats.get("waited"), stats.get("head", b""), stats.get("tail", b""),
                                      stats.get("streamed", False), request.get(REQUEST_ID, ""))

@@ -10,7 +10,7 @@ import threading
 import pytest
 import requests
 
-from tests.support.opskit import TIMEOUT, chat, tiny_catalogue, tiny_router, wait_until
+from tests.support.opskit import TIMEOUT, chat, model_state, tiny_catalogue, tiny_router, wait_until
 from tests.support.tinygguf import write_truncated_gguf
 
 pytestmark = pytest.mark.real
@@ -36,6 +36,13 @@ def test_a_model_whose_file_is_missing_falls_back(tmp_path, llama_server, tiny_d
             assert resp.status_code == 200 and resp.headers["X-Fallback-Reason"] == "file_missing"
             chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith(b"data: {")]
         assert chunks and {c["model"] for c in chunks} == {"tiny-b"}
+        # The metrics count the model that served; keep_alive 0 unloads it after the reply.
+        metrics = requests.get(r.url + "/metrics", timeout=TIMEOUT).text
+        assert 'llama_router_requests_total{endpoint="/v1/chat/completions",model="tiny-b",status="200"} 2.0' \
+            in metrics
+        assert 'llama_router_requests_total{endpoint="/v1/chat/completions",model="gone"' not in metrics
+        _fell_back(chat(r.url, "gone", keep_alive=0), "tiny-b", "file_missing")
+        wait_until(lambda: model_state(r.url, "tiny-b") == "unloaded", 30, "tiny-b unloaded after its reply")
 
 
 def test_a_model_whose_load_fails_falls_back(tmp_path, llama_server, tiny_dir):

@@ -40,7 +40,7 @@ def router(tmp_path_factory, llama_server):
                  "set_params_by_id": {"tiny:high": {"temperature": 0.75,
                                                     "chat_template_kwargs": {"reasoning_effort": "high"}}}},
         "echo": {"spawn": {"command": [sys.executable, "-m", "tests.support.fakebackend", "--port", "$port"]},
-                 "use_model_name": "org/served-name"},
+                 "use_model_name": "org/served-name", "set_params": {"max_tokens": 3}},
     }, router={"models_max": 2},
         spawn={"command": child_command(llama_server, "--chat-template-file", str(tmp / "template.jinja"))})
     with RouterProcess(cfg, tmp / "router.log") as r:
@@ -89,3 +89,11 @@ def test_v1_models_lists_the_virtual_id_with_its_models_description(router):
 def test_use_model_name_is_the_model_the_server_receives(router):
     reply = post(router, "/v1/chat/completions", {"model": "echo", "messages": HELLO, "max_tokens": 2})
     assert reply["model"] == "org/served-name"  # the stand-in echoes the model it received
+
+
+def test_ollama_routes_send_the_rewritten_body(router):
+    """Ollama's /api/chat and /api/generate are translated, then the model's rules apply as on
+    every route: the stand-in answers as many tokens as the max_tokens it received."""
+    reply = post(router, "/api/chat", {"model": "echo", "messages": HELLO, "stream": False,
+                                       "options": {"num_predict": 8}})
+    assert reply["message"]["content"] == "xxx" and reply["model"] == "echo"
