@@ -121,10 +121,11 @@ bench-full: setup
 bench-cluster: $(VENV)/.installed
 	$(BIN)/python -m bench.cluster
 
-# Fair share (docs/scheduling.md#figures): key X's burst to model A against key Y's chats to B,
-# llama-router fair share vs first come first served vs llama.cpp's router (a few minutes).
+# Fair share (docs/scheduling.md#figures): key X's 200 chats to model A against key Y's 20 chats to B,
+# llama-router fair share vs first come first served vs llama.cpp's router (about 2 minutes; the
+# `fairness` group of `make bench` runs a smaller burst, `python -m bench --full` this size).
 bench-fairness: $(VENV)/.installed
-	$(BIN)/python -m bench.fairness --model tiny --tokens 64 --y-requests 10 --y-interval 1.5
+	$(BIN)/python -m bench.fairness --model tiny --tokens 512 --y-requests 20 --y-interval 1.5
 
 # A stored conversation's next turn after a swap away and back (docs/conversations.md#figures): ~3,000
 # tokens by previous_response_id on Gemma with KV persistence, against a never-swapped llama-server
