@@ -134,12 +134,15 @@ class ModelManager:
         When `model` cannot serve it, the first of its fallbacks that can does (the lease
         says which, and why); when none can, the error is the one `model` gave.
         `model` may be a selector: its targets, in the order its strategy chooses, are tried
-        the same way, each followed by its fallbacks; `may_serve` (the API key's) skips those
-        the request may not use."""
+        the same way, each followed by its fallbacks; `may_serve` (the API key's) skips the
+        targets and fallbacks the request may not use."""
         selector = self.config.selectors.get(model)
         if selector is None:
-            return await self._acquire_chain(model, fallback.chain(self.config, model), light, priority, tenant,
-                                             deadline, queued)
+            chain = fallback.chain(self.config, model)
+            tried = chain if may_serve is None or len(chain) == 1 else \
+                [model, *(n for n in chain[1:] if may_serve(n))]  # the model asked for was checked already
+            return await self._acquire_chain(model, tried, light, priority, tenant, deadline, queued,
+                                             check_files=len(chain) > 1)
         targets, reserved = self.reservations.choose(selector, {t: self.state(t) for t in selector.targets})
         tried = [n for n in dict.fromkeys(n for t in targets for n in fallback.chain(self.config, t))
                  if may_serve is None or may_serve(n)]
@@ -147,7 +150,7 @@ class ModelManager:
             if not tried:
                 raise ModelUnavailable(f"selector {model!r}: none of its targets may be used")
             lease = await self._acquire_chain(tried[0], tried, light, priority, tenant, deadline, queued,
-                                              selector=True)
+                                              check_files=True)
         except BaseException:
             if reserved is not None:
                 self.reservations.release(model, reserved)
@@ -162,7 +165,7 @@ class ModelManager:
 
     async def _acquire_chain(self, model: str, tried: list[str], light: bool, priority: int, tenant: str | None,
                              deadline: float | None, queued: Callable[[int], None] | None,
-                             selector: bool = False) -> Lease:
+                             check_files: bool = False) -> Lease:
         """The first of `tried` that serves the request (`model`: the one asked for, tried first)."""
         first: ModelUnavailable | None = None
         for name in tried:
@@ -170,9 +173,9 @@ class ModelManager:
                 continue  # past its deadline: only a model that serves without a load
             try:
                 # Without fallbacks (or a selector) a missing file is the routes' 404
-                # (http/request.servable_model).
+                # (http/request.servable_model); `check_files` for a model that has some.
                 running = self.state(name) is not State.STOPPED
-                if (len(tried) > 1 or selector) and fallback.file_missing(self.config, name, running):
+                if check_files and fallback.file_missing(self.config, name, running):
                     spec = self.config.models[name]
                     raise ModelUnavailable(f"model {name!r} is missing: its file {spec.path} was moved or deleted",
                                            cause=fallback.FILE_MISSING)

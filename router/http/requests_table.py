@@ -214,12 +214,11 @@ async def acquire(request: web.Request, spec: ModelSpec, light: bool = False, na
         if at is not None:
             entry.last_estimate = table.estimate(manager, spec.name, at.position)
 
-    asked, may_serve = spec.name, None
-    if name is not None and name in manager.config.selectors:
-        asked, key, models = name, request.get(API_KEY), manager.config.models
-        if key is not None and key.models:
-            def may_serve(model: str) -> bool:  # the key's own models only (docs/scheduling.md#selectors)
-                return model in models and may_use(key, models[model])
+    asked = name if name is not None and name in manager.config.selectors else spec.name
+    key, models, may_serve = request.get(API_KEY), manager.config.models, None
+    if key is not None and key.models:
+        def may_serve(model: str) -> bool:  # a selector's targets, fallbacks: the key's own models only
+            return model in models and may_use(key, models[model])
     lease = await manager.acquire(asked, light=light, priority=terms.priority, tenant=terms.tenant,
                                   deadline=terms.deadline(time.monotonic()), queued=queued, may_serve=may_serve)
     if entry is not None:

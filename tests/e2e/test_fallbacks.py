@@ -89,3 +89,13 @@ def test_without_fallbacks_the_errors_are_unchanged(tmp_path, llama_server, tiny
         failed = chat(r.url, "cut")
         assert failed.status_code == 503 and failed.json()["error"]["code"] == "model_unavailable"
         assert "X-Fallback-From" not in failed.headers
+
+
+def test_a_key_limited_to_some_models_is_served_only_by_fallbacks_it_may_use(tmp_path, llama_server, tiny_dir):
+    """A fallback never widens what an API key reaches: one the key may not use is skipped."""
+    models = {"gone": {"path": str(tmp_path / "deleted.gguf"), "fallbacks": ["tiny-b", "tiny-a"]},
+              **tiny_catalogue(tiny_dir, "tiny-a", "tiny-b")}
+    keys = [{"key": "sk-scoped-0123456789", "models": ["gone", "tiny-a"]}, {"key": "sk-every-0123456789"}]
+    with tiny_router(tmp_path, llama_server, models, api_keys=keys) as r:
+        _fell_back(chat(r.url, "gone", {"Authorization": "Bearer sk-scoped-0123456789"}), "tiny-a", "file_missing")
+        _fell_back(chat(r.url, "gone", {"Authorization": "Bearer sk-every-0123456789"}), "tiny-b", "file_missing")
