@@ -34,13 +34,14 @@ def post_ok(url: str, body: Any, timeout: float = 60) -> Any:
     return reply
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `check` until it returns something truthy; the bound only guards against hangs."""
+def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy; the bound only guards against hangs
+    (a failed wait is a failed test: AssertionError)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout} s for {what}")
+            raise AssertionError(f"waited {timeout} s for {what}")
         time.sleep(0.1)

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from tests.support.http import wait_until as wait_until  # the one poll-until, re-exported
 from tests.support.routerproc import RouterProcess, child_command, write_config
 
 TIMEOUT = 30
@@ -45,14 +46,6 @@ def chat(url: str, model: str, headers: dict[str, str] | None = None, **body: An
     return requests.post(url + "/v1/chat/completions", json=payload, headers=headers, timeout=TIMEOUT)
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def model_state(url: str, name: str, headers: dict[str, str] | None = None) -> str:
