@@ -6,6 +6,8 @@ one host (router.admin_token, or an API key with the admin role: http/access.py)
 - POST /admin/reload, /admin/rescan: the catalogue read again (its sources
   too) and handed to every agent, answered with what changed;
 - POST /admin/models/{name}/load, /unload: as /models/load and /models/unload.
+- GET /admin/requests, DELETE /admin/requests/{id}: the front's own requests,
+  listed with their host and cancelled (cluster/requests.py).
 
 Downloads, deletes and the config API stay single-host (docs/cluster.md).
 """

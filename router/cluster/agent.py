@@ -43,7 +43,8 @@ from router.backend.child import Child, EventSink
 from router.backend.launch import LaunchPlan
 from router.backend.logring import LogRing
 from router.catalogue.config import Config
-from router.cluster.nodes import NodeSettings, node_config
+from router.cluster.nodes import NodeSettings, node_config, rebind
+from router.cluster.places import Places
 from router.cluster.terms import HostTerms
 from router.core.kv_persistence import KVPersistence
 from router.core.lifecycle import unload_idle
@@ -79,16 +80,6 @@ class NodeChild(Child):
         return f"http://{host}:{self.port}"
 
 
-def rebind(argv: tuple[str, ...], address: str) -> tuple[str, ...]:
-    """`--host 127.0.0.1` (the default command's `$host`) becomes `--host ADDRESS`;
-    a host the catalogue chose itself (0.0.0.0...) is kept."""
-    out = list(argv)
-    for i, arg in enumerate(out[:-1]):
-        if arg == "--host" and out[i + 1] == "127.0.0.1":
-            out[i + 1] = address
-    return tuple(out)
-
-
 class HostAgent:
     """Wrapped by `ray.remote` in cluster/front.py; every method is a coroutine on the actor's loop."""
 
@@ -102,6 +93,7 @@ class HostAgent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._leases: dict[int, Lease] = {}
         self._unload_after: set[int] = set()  # leases whose request asked keep_alive 0
+        self._places = Places()  # where the front's listed requests wait here (cluster/places.py)
         self._ids = itertools.count(1)
         self._figured: set[str] = set()
         self._lock = asyncio.Lock()
@@ -173,20 +165,24 @@ class HostAgent:
 
     # ----- requests --------------------------------------------------------
     async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None,
-                      terms: HostTerms | None = None) -> dict[str, Any]:
+                      terms: HostTerms | None = None, rid: str | None = None) -> dict[str, Any]:
         """Wait until `model` is ready here and hold one request's lease on it, under the
         request's `terms` (priority, tenant, the seconds it may still wait: cluster/terms.py).
         The model's `fallbacks` serve it here as on one host: the grant names the model that
         serves (`model`) and why (`fell_from`, `fallback_reason`). A request's `keep_alive`
-        applies here as on one host (0: unload once this request is done)."""
+        applies here as on one host (0: unload once this request is done). `rid`: a request the
+        front lists: its place while it waits is in `report`, where it joined in the grant."""
         self._touch()
         terms = terms or HostTerms()
         manager = await self._ready()
         try:
             lease = await manager.acquire(model, light, priority=terms.priority, tenant=terms.tenant,
-                                          deadline=terms.deadline(time.monotonic()))
+                                          deadline=terms.deadline(time.monotonic()),
+                                          queued=self._places.watch(rid, manager.scheduler))
         except ModelUnavailable as e:
             return {"error": str(e), "busy": e.busy, "expired": e.expired, "cause": e.cause}
+        finally:  # granted, refused, or abandoned by the front (ray.cancel)
+            joined = self._places.done(rid)
         if keep_alive:
             manager.keep_alive(model, keep_alive)
         lease_id = next(self._ids)
@@ -196,7 +192,8 @@ class HostAgent:
         child = lease.child
         return {"lease": lease_id, "base_url": child.base_url, "pid": child.pid,
                 "child_id": child.ready_info.get("id") if child.plan.native else None,
-                "model": lease.model or model, "fell_from": lease.fell_from, "fallback_reason": lease.fallback_reason}
+                "model": lease.model or model, "fell_from": lease.fell_from, "fallback_reason": lease.fallback_reason,
+                "joined": joined}
 
     async def release(self, lease_id: int) -> None:
         self._touch()
@@ -243,7 +240,7 @@ class HostAgent:
 
     # ----- what the front needs ----------------------------------------------
     async def report(self) -> dict[str, Any]:
-        """Models held (loading, loaded, unloading, or queued for), memory, queue."""
+        """Models held (loading, loaded, unloading, or queued for), memory, queue, places (cluster/places.py)."""
         self._touch()
         manager = await self._ready()
         sched = manager.scheduler
@@ -275,7 +272,8 @@ class HostAgent:
         return {"node_id": self.node.node_id, "name": self.node.name, "address": self.node.address,
                 "pid": os.getpid(), "budget": manager.memory.budget, "used": sched.used(),
                 "models_max": manager.config.router.models_max, "models": models, "figures": figures,
-                "serves": serves, "queue": sched.waiting(), "incarnation": self.incarnation}
+                "serves": serves, "queue": sched.waiting(), "places": self._places.now(sched),
+                "incarnation": self.incarnation}
 
     async def pids(self) -> list[int]:
         """The children's process ids (tests check none survives)."""

@@ -29,6 +29,8 @@ from router.cluster.admin import Loader, add_cluster_admin_routes, load_model, u
 from router.cluster.front import ClusterManager, RemoteLease
 from router.cluster.logs import add_cluster_log_routes
 from router.cluster.metrics import ClusterMetrics
+from router.cluster.requests import add_request_routes
+from router.cluster.requests import install as install_requests
 from router.cluster.views import dashboard_rows, model_entries
 from router.core.manager import ModelUnavailable
 from router.http.access import INFERENCE, PUBLIC, READ, Models, admin_app, declare, deny_undeclared, require_auth
@@ -50,7 +52,7 @@ from router.http.request import (
     take_keep_alive,
 )
 from router.http.request_id import with_request_id
-from router.http.requests_table import unavailable
+from router.http.requests_table import entry_of, serve_tracked, unavailable
 from router.http.rewrite import rewrite_body
 from router.ui.dashboard import handle_page as dashboard_page
 from router.ui.webui import add_webui_routes
@@ -76,6 +78,7 @@ def create_cluster_app(config: Config, secret: str, loader: Loader | None = None
 
     app.on_shutdown.append(on_shutdown)
     app[CLUSTER_METRICS] = ClusterMetrics(cluster)
+    table = install_requests(app, cluster)  # GET /admin/requests, X-Queue-Position (cluster/requests.py)
 
     async def lifetime(app: web.Application):
         follow = asyncio.create_task(cluster.run())
@@ -107,6 +110,7 @@ def create_cluster_app(config: Config, secret: str, loader: Loader | None = None
     r.add_get("/v1/health", handle_health)
     admin = admin_app()  # /admin: its own middleware, as on one host (router/http/access.py)
     add_cluster_admin_routes(admin, cluster, loader)
+    add_request_routes(admin, table, app[CLUSTER_METRICS])
     add_profile_routes(admin, app, cluster)  # the front's own active profile (and llama-swap's /api/profiles)
     app.add_subapp("/admin", admin)
     add_cluster_log_routes(app, cluster)
@@ -149,7 +153,8 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
             capped = data is not None and default_reply_cap(request.path, data, cluster.config.max_tokens_default(spec))
             if keep_alive is not None or capped or rewritten:  # the child never sees keep_alive
                 body = json.dumps(data).encode()
-            return outcome.served(await _relay(request, cluster, spec, name, body or None, stats, keep_alive))
+            return outcome.served(await serve_tracked(request, spec.name, lambda: _relay(  # listed in
+                request, cluster, spec, name, body or None, stats, keep_alive), stats))  # GET /admin/requests
     finally:
         request.app[CLUSTER_METRICS].observe(stats.get("served_by", label), request.path, outcome.status,
                                              stats.get("host", "-"), started, stats.get("first_byte"),
@@ -207,16 +212,27 @@ async def _acquire(request: web.Request, cluster: ClusterManager, model: str, li
     A selector's targets are those the request's API key may use (docs/scheduling.md#selectors)."""
     terms = queue_terms(request)
     key, models = request.get(API_KEY), cluster.config.models
+    entry = entry_of(request)  # listed in GET /admin/requests: with its host, once placed
+    if entry is not None:
+        entry.state = "waiting"  # (again, when a lost child's request is placed once more)
 
     def may_serve(name: str) -> bool:
         return name in models and may_use(key, models[name])
 
+    def placed(host: str) -> None:
+        if entry is not None:
+            entry.host = host
+
     try:
-        return await cluster.acquire(model, light, keep_alive, terms.priority, terms.tenant,
-                                     terms.deadline(time.monotonic()),
-                                     may_serve if key is not None and key.models else None)
+        lease = await cluster.acquire(model, light, keep_alive, terms.priority, terms.tenant,
+                                      terms.deadline(time.monotonic()),
+                                      may_serve if key is not None and key.models else None,
+                                      entry.id if entry is not None else None, placed)
     except ModelUnavailable as e:
         raise unavailable(e, request) from None
+    if entry is not None:
+        entry.state, entry.joined = "in_flight", lease.joined  # X-Queue-Position: its place on joining
+    return lease
 
 
 @declare(READ, Models.FILTERED, when={"reload": (INFERENCE, Models.EVERY)})
@@ -263,8 +279,8 @@ async def handle_models_unload(request: web.Request) -> web.Response:
 @declare(INFERENCE, Models.EVERY)  # every host's models
 async def handle_cluster(request: web.Request) -> web.Response:
     """Every host's last report: budget, memory used, models, queue."""
-    hosts = [{"host": h.name, **{k: v for k, v in h.report.items() if k != "name"}}
-             for h in request.app[CLUSTER].hosts.values()]
+    hosts = [{"host": h.name, **{k: v for k, v in h.report.items() if k not in ("name", "places")}}
+             for h in request.app[CLUSTER].hosts.values()]  # (places: the requests' ids, for the admin only)
     return web.json_response({"hosts": hosts, "request_id": request.get(REQUEST_ID)})
 
 

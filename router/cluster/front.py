@@ -195,14 +195,16 @@ class ClusterManager:
 
     async def acquire(self, model: str, light: bool = False, keep_alive: float | None = None,
                       priority: int = DEFAULT_PRIORITY, tenant: str | None = None,
-                      deadline: float | None = None, may_serve: Callable[[str], bool] | None = None) -> RemoteLease:
+                      deadline: float | None = None, may_serve: Callable[[str], bool] | None = None,
+                      rid: str | None = None, placed: Callable[[str], None] | None = None) -> RemoteLease:
         """Place one request for `model` and wait for its lease, under its queue terms as on one
         host: the host's queue orders it by `priority` and `tenant`, and past `deadline` (this
         process's time.monotonic()) it stops waiting: ModelUnavailable(expired=True). A model
         no host can take is served by its fallbacks (cluster/fallbacks.py); a selector by its
-        targets, those `may_serve` (the API key's) allows (cluster/selectors.py)."""
+        targets, those `may_serve` (the API key's) allows (cluster/selectors.py). `rid`: the id of
+        a request the front lists (cluster/requests.py), `placed` told each host it is sent to."""
         async def one(name: str) -> RemoteLease:
-            return await self._acquire_one(name, light, keep_alive, priority, tenant, deadline)
+            return await self._acquire_one(name, light, keep_alive, priority, tenant, deadline, rid, placed)
 
         def loaded(name: str) -> bool:
             return any(h.report.get("models", {}).get(name, {}).get("state") == "loaded"
@@ -217,15 +219,18 @@ class ClusterManager:
                                       may_serve)
 
     async def _acquire_one(self, model: str, light: bool, keep_alive: float | None, priority: int,
-                           tenant: str | None, deadline: float | None) -> RemoteLease:
+                           tenant: str | None, deadline: float | None, rid: str | None = None,
+                           placed: Callable[[str], None] | None = None) -> RemoteLease:
         """The lease of `model` on the host placement picks; a host that leaves meanwhile is
         forgotten and the request placed again."""
         for _ in range(PLACEMENTS):
             host = await self._place(model, deadline)
             host.pending[model] += 1
+            if placed is not None:
+                placed(host.name)
             terms = HostTerms.sent(priority, tenant, deadline, time.monotonic())  # the seconds left (terms.py)
             try:
-                grant = await self._call_on(host, host.handle.acquire.remote(model, light, keep_alive, terms))
+                grant = await self._call_on(host, host.handle.acquire.remote(model, light, keep_alive, terms, rid))
             finally:
                 host.pending[model] -= 1
             if grant is None:

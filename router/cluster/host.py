@@ -138,6 +138,7 @@ class RemoteLease:
         self.base_url: str = grant["base_url"]
         self.child_id: str | None = grant.get("child_id")
         self.pid: int | None = grant.get("pid")
+        self.joined: int = grant.get("joined", 0)  # its place in the host's queue when it joined (0: at once)
         self.selector: str | None = None
         self.on_release: Callable[[], None] | None = None  # a spillover selector's reservation
         self._released = False

@@ -27,6 +27,9 @@ class ClusterMetrics:
                               ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait = Histogram("llama_router_queue_wait_seconds", "Waiting for a placement, load or slot.",
                                     ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.cancelled = Counter("llama_router_requests_cancelled",
+                                 "Requests cancelled by an operator (DELETE /admin/requests/{id}), by the state "
+                                 "they were in (waiting, in_flight).", ["model", "state"], registry=r)
         r.register(_Hosts(cluster))
 
     def observe(self, model: str, endpoint: str, status: int, host: str, started: float,

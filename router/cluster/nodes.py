@@ -1,7 +1,8 @@
 """Each Ray node's settings, read from its labels (`ray start --labels`).
 
 Pure: `node_settings` turns one entry of `ray.nodes()` into `NodeSettings`;
-`node_config` lays them over the shared catalogue for that node's agent. A
+`node_config` lays them over the shared catalogue for that node's agent, and
+`rebind` points its children's `--host` at the node's address. A
 node without labels gets the catalogue's own `router.port_range` and
 `router.memory` (`ram: auto` is then that node's RAM less the reserve,
 read on the node itself).
@@ -83,3 +84,13 @@ def node_config(config: Config, node: NodeSettings) -> Config:
     base = Path(r.slot_save_path).expanduser() if r.slot_save_path else default_slot_save_path()
     return config.with_router(port_range=node.port_range or r.port_range, memory=memory,
                               slot_save_path=str(base.parent / "nodes" / node.node_id[:12] / base.name))
+
+
+def rebind(argv: tuple[str, ...], address: str) -> tuple[str, ...]:
+    """`--host 127.0.0.1` (the default command's `$host`) becomes `--host ADDRESS`;
+    a host the catalogue chose itself (0.0.0.0...) is kept."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--host" and out[i + 1] == "127.0.0.1":
+            out[i + 1] = address
+    return tuple(out)

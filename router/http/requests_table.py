@@ -26,7 +26,7 @@ from router.catalogue.config import ApiKey, ModelSpec
 from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.scheduler import State
 from router.http.api_keys import as_key, may_use
-from router.http.app_keys import API_KEY, MANAGER, REQUEST_ID, state, state_or_none
+from router.http.app_keys import API_KEY, MANAGER, REQUEST_ID, ROUTER_SETTINGS, state, state_or_none
 from router.http.errors import HTTPError, error_body
 from router.http.queue_terms import MAX_WAIT_HEADER, PRIORITY_HEADER, queue_terms
 
@@ -54,10 +54,13 @@ class Tracked:
     last_estimate: float | None = None
     cancelled: bool = False
     response: web.StreamResponse | None = None  # once its reply began
+    host: str | None = None  # in cluster mode, the host it was placed on (router/cluster/requests.py)
     stats: dict[str, Any] = field(default_factory=dict)
 
 
 class RequestsTable:
+    hosts = False  # the cluster front's lists the host of each request (router/cluster/requests.py)
+
     def __init__(self) -> None:
         self.entries: dict[str, Tracked] = {}
         self.typical_s: dict[str, float] = {}  # each model's request time (grant to end), averaged
@@ -87,9 +90,9 @@ class RequestsTable:
             seconds += (status.last_load_s or 0.0) if status is not None else 0.0
         return seconds
 
-    def where(self, manager: ModelManager, entry: Tracked) -> tuple[int, float | None] | None:
+    def where(self, manager: ModelManager | None, entry: Tracked) -> tuple[int, float | None] | None:
         """A waiting request's place in its model's queue (1: next) and the estimate; None when not waiting."""
-        if entry.ticket is None or entry.state != "waiting":
+        if manager is None or entry.ticket is None or entry.state != "waiting":
             return None
         at = manager.scheduler.queue_position(entry.ticket)
         if at is None:
@@ -97,14 +100,15 @@ class RequestsTable:
         entry.last_estimate = self.estimate(manager, entry.model, at.position)
         return at.position, entry.last_estimate
 
-    def listing(self, manager: ModelManager) -> list[dict[str, Any]]:
+    def listing(self, manager: ModelManager | None) -> list[dict[str, Any]]:
         now = time.monotonic()
         out = []
         for e in list(self.entries.values()):
             place = self.where(manager, e)
             out.append({"id": e.id, "model": e.model, "key": e.key, "state": e.state,
                         "age_s": round(now - e.since, 3), "position": place[0] if place else None,
-                        "estimate_s": _rounded(place[1]) if place else None, "tokens": _tokens(e.stats)})
+                        "estimate_s": _rounded(place[1]) if place else None, "tokens": _tokens(e.stats),
+                        **({"host": e.host} if self.hosts else {})})
         return out
 
     def cancel(self, rid: str) -> Tracked | None:
@@ -141,7 +145,7 @@ def key_name(request: web.Request, key: ApiKey | None) -> str | None:
     """The API key's entry as an operator names it: its index in router.api_keys."""
     if key is None:
         return None
-    for i, entry in enumerate(state(request, MANAGER).config.router.api_keys):
+    for i, entry in enumerate(state(request, ROUTER_SETTINGS)().api_keys):
         if as_key(entry) == key:
             return f"api_keys[{i}]"
     return "api_keys[?]"  # removed by a reload since

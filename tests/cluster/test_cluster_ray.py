@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -468,6 +469,89 @@ async def test_priority_and_deadline_reach_the_host_that_queues_the_request(fron
     assert int(headers["Retry-After"]) >= 1 and 0.45 <= waited < SLOW_LOAD_S, (headers, waited)
     assert [(await t)[0] for t in (low, normal)] == [200, 200]
     assert finished == ["bad", "late", "normal", "low"], "the host served the higher priority first"
+
+
+async def test_the_admin_lists_and_cancels_the_fronts_requests_and_replies_say_their_place(front, tmp_path,
+                                                                                           llama_server, tiny_dir):
+    """GET /admin/requests lists the front's requests (waiting or in flight, with their host and
+    place there); DELETE /admin/requests/{id} cancels a waiting one (its client gets a 499
+    request_cancelled, its host's queue drops it) and one in flight (its stream ends with an
+    error event, the child stops); a request that waited says where it joined (X-Queue-Position)."""
+    token = "cluster-admin-token-2"
+    # A context of 16384 tokens: a reply runs on until cancelled (llama-server ends it at a full context).
+    long = {"path": str(tiny_dir / "tiny-a.gguf"), "args": ["--ctx-size", "16384"], "concurrency_limit": 1}
+    await with_models(front, tmp_path, llama_server, tiny_dir, {"long": long}, router={"admin_token": token})
+    admin = {"X-Admin-Token": token}
+
+    async def listed() -> dict[str, dict[str, Any]]:
+        async with aiohttp.ClientSession() as s, s.get(front.url + "/admin/requests", headers=admin) as r:
+            assert r.status == 200
+            return {x["id"]: x for x in (await r.json())["requests"]}
+
+    async def chat_as(rid: str) -> tuple[int, Any, Any]:
+        body = {"model": "long", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        async with aiohttp.ClientSession() as s, s.post(front.url + "/v1/chat/completions", json=body,
+                                                        headers={"X-Request-Id": rid},
+                                                        timeout=aiohttp.ClientTimeout(total=60)) as r:
+            return r.status, r.headers, await r.json()
+
+    async def poll(check, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = check(await listed())
+            if got:
+                return got
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+    runaway = {"model": "long", "messages": [{"role": "user", "content": "count"}], "max_tokens": 400000,
+               "ignore_eos": True, "stream": True}
+    async with aiohttp.ClientSession() as s, s.post(front.url + "/v1/chat/completions", json=runaway,
+                                                    headers={"X-Request-Id": "runaway"},
+                                                    timeout=aiohttp.ClientTimeout(total=90)) as stream:
+        assert stream.status == 200 and stream.headers["X-Queue-Position"] == "1", "first, it waited for the load"
+        async for line in stream.content:
+            if line.startswith(b"data: {"):
+                break  # it is generating
+        doomed = asyncio.create_task(chat_as("doomed"))
+        first = await poll(lambda x: x.get("doomed", {}).get("position") == 1 and x, 30, "doomed waiting, next")
+        patient = asyncio.create_task(chat_as("patient"))
+        now = await poll(lambda x: x.get("patient", {}).get("position") == 2 and x, 30, "patient behind doomed")
+        host = now["runaway"]["host"]
+        assert host in ("n1", "n2", "n3") and first["runaway"]["state"] == "in_flight"
+        assert [(now[r]["state"], now[r]["host"], now[r]["model"]) for r in ("doomed", "patient")] == [
+            ("waiting", host, "long")] * 2, now
+
+        async with aiohttp.ClientSession() as s, s.delete(front.url + "/admin/requests/doomed", headers=admin) as r:
+            assert r.status == 200 and (await r.json())["state"] == "waiting"
+        status, _, err = await asyncio.wait_for(doomed, 10)
+        assert status == 499 and err["error"]["code"] == "request_cancelled", err
+        await poll(lambda x: "doomed" not in x and x.get("patient", {}).get("position") == 1, 10,
+                   "patient next, the host's queue without doomed")
+        async with aiohttp.ClientSession() as s, s.delete(front.url + "/admin/requests/doomed", headers=admin) as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "request_not_found"
+
+        async with aiohttp.ClientSession() as s, s.delete(front.url + "/admin/requests/runaway",
+                                                          headers=admin) as r:
+            assert r.status == 200 and (await r.json())["state"] == "in_flight"
+        rest = [line async for line in stream.content if line.startswith(b"data: ")]
+    assert json.loads(rest[-1][6:])["error"]["code"] == "request_cancelled", rest[-3:]
+    status, headers, reply = await asyncio.wait_for(patient, 30)  # the child stopped the runaway: it serves
+    assert status == 200 and reply["choices"], reply
+    assert headers["X-Queue-Position"] == "2", "where it joined its host's queue"
+
+    async def stopped() -> list[int]:
+        async with aiohttp.ClientSession() as s, s.get(front.url + "/logs/long") as r:
+            return [int(n) for n in re.findall(r"stop processing: n_tokens = (\d+)", await r.text())]
+    deadline = time.monotonic() + 15
+    while not (cut := await stopped()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert cut and max(cut) < 16000, f"the child cut the runaway short, not a full context: {cut}"
+    assert await listed() == {}
+    async with aiohttp.ClientSession() as s, s.get(front.url + "/metrics") as r:
+        text = await r.text()
+    assert 'llama_router_requests_cancelled_total{model="long",state="waiting"} 1.0' in text
+    assert 'llama_router_requests_cancelled_total{model="long",state="in_flight"} 1.0' in text
 
 
 async def test_a_fallback_serves_when_no_host_can_take_the_model_or_its_load_fails(front, tmp_path, llama_server,

@@ -163,6 +163,7 @@ async def test_the_cluster_front_declares_its_routes_as_one_host_does(tmp_path):
     served = {f"{r.method} {r.resource.canonical}" for _, r in routes(front) if r.resource}
     assert {"GET /admin/profiles", "PUT /admin/profiles/active", "GET /api/profiles",
             "PUT /api/profiles/active"} <= served, "the front switches its own profile"
+    assert {"GET /admin/requests", "DELETE /admin/requests/{id}"} <= served, "the front lists and cancels its own"
     cluster = access_for(await front.router.resolve(make_mocked_request("GET", "/cluster")), {})
     assert (cluster.role, cluster.models) == (INFERENCE, Models.EVERY), "every host's models: not for a scoped key"
 
