@@ -178,7 +178,8 @@ class HostAgent:
         try:
             lease = await manager.acquire(model, light, priority=terms.priority, tenant=terms.tenant,
                                           deadline=terms.deadline(time.monotonic()),
-                                          queued=self._places.watch(rid, manager.scheduler))
+                                          queued=self._places.watch(rid, manager.scheduler),
+                                          may_serve=terms.may_serve())
         except ModelUnavailable as e:
             return {"error": str(e), "busy": e.busy, "expired": e.expired, "cause": e.cause}
         finally:  # granted, refused, or abandoned by the front (ray.cancel)

@@ -40,6 +40,7 @@ from router.cluster.selectors import cluster_states, through_selector
 from router.cluster.startup import FirstReports
 from router.cluster.terms import HostTerms
 from router.core.events import EventBus
+from router.core.fallback import chain
 from router.core.manager import ModelUnavailable
 from router.core.profiles import ActiveProfile
 from router.core.queue_order import DEFAULT_PRIORITY
@@ -203,8 +204,13 @@ class ClusterManager:
         no host can take is served by its fallbacks (cluster/fallbacks.py); a selector by its
         targets, those `may_serve` (the API key's) allows (cluster/selectors.py). `rid`: the id of
         a request the front lists (cluster/requests.py), `placed` told each host it is sent to."""
+        def allowed(name: str) -> frozenset[str] | None:
+            """The models of `name`'s fallback chain the key may use (its host's fallbacks: terms.py)."""
+            return None if may_serve is None else frozenset(n for n in chain(self.config, name) if may_serve(n))
+
         async def one(name: str) -> RemoteLease:
-            return await self._acquire_one(name, light, keep_alive, priority, tenant, deadline, rid, placed)
+            return await self._acquire_one(name, light, keep_alive, priority, tenant, deadline, rid, placed,
+                                           allowed(name))
 
         def loaded(name: str) -> bool:
             return any(h.report.get("models", {}).get(name, {}).get("state") == "loaded"
@@ -212,7 +218,10 @@ class ClusterManager:
 
         selector = self.config.selectors.get(model)
         if selector is None:
-            return await first_that_serves(self.config, model, one, loaded)
+            names = chain(self.config, model)
+            if may_serve is not None:  # the model asked for was checked already; its fallbacks the key's only
+                names = [model, *(n for n in names[1:] if may_serve(n))]
+            return await first_that_serves(self.config, model, one, loaded, names)
         await self.first_reports.wait(deadline)  # the states it chooses by come from the reports
         return await through_selector(self.config, self.reservations, selector, self.states(selector.targets),
                                       lambda names: first_that_serves(self.config, names[0], one, loaded, names),
@@ -220,7 +229,8 @@ class ClusterManager:
 
     async def _acquire_one(self, model: str, light: bool, keep_alive: float | None, priority: int,
                            tenant: str | None, deadline: float | None, rid: str | None = None,
-                           placed: Callable[[str], None] | None = None) -> RemoteLease:
+                           placed: Callable[[str], None] | None = None,
+                           allowed: frozenset[str] | None = None) -> RemoteLease:
         """The lease of `model` on the host placement picks; a host that leaves meanwhile is
         forgotten and the request placed again."""
         for _ in range(PLACEMENTS):
@@ -228,7 +238,7 @@ class ClusterManager:
             host.pending[model] += 1
             if placed is not None:
                 placed(host.name)
-            terms = HostTerms.sent(priority, tenant, deadline, time.monotonic())  # the seconds left (terms.py)
+            terms = HostTerms.sent(priority, tenant, deadline, time.monotonic(), allowed)  # seconds left: terms.py
             try:
                 grant = await self._call_on(host, host.handle.acquire.remote(model, light, keep_alive, terms, rid))
             finally:

@@ -13,6 +13,7 @@ millisecond on one network).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from router.core.queue_order import DEFAULT_PRIORITY
@@ -23,12 +24,21 @@ class HostTerms:
     priority: int = DEFAULT_PRIORITY
     tenant: str | None = None  # the API key's identity (a digest, never the secret); None: no key
     max_wait: float | None = None  # seconds left to wait when the front sent the call; None: no limit
+    # The fallbacks the request's API key may use (None: every one): a host's own fallbacks never
+    # widen what the key reaches, as on one host (docs/scheduling.md#fallbacks).
+    allowed: frozenset[str] | None = None
 
     @classmethod
-    def sent(cls, priority: int, tenant: str | None, deadline: float | None, now: float) -> HostTerms:
+    def sent(cls, priority: int, tenant: str | None, deadline: float | None, now: float,
+             allowed: frozenset[str] | None = None) -> HostTerms:
         """The terms of a request whose `deadline` is on the front's clock (`now`: that clock's
         reading); a deadline already past leaves no time (served at once or not at all)."""
-        return cls(priority, tenant, None if deadline is None else max(0.0, deadline - now))
+        return cls(priority, tenant, None if deadline is None else max(0.0, deadline - now), allowed)
+
+    def may_serve(self) -> Callable[[str], bool] | None:
+        """ModelManager.acquire's filter of the fallbacks, or None when every one may serve."""
+        allowed = self.allowed
+        return None if allowed is None else allowed.__contains__
 
     def deadline(self, now: float) -> float | None:
         """The deadline on the agent's clock (`now`: its reading as the call arrives)."""

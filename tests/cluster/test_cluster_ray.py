@@ -582,6 +582,25 @@ async def test_a_fallback_serves_when_no_host_can_take_the_model_or_its_load_fai
     assert not front.where("huge") and not front.where("broken")
 
 
+async def test_a_key_limited_to_some_models_is_served_only_by_fallbacks_it_may_use(front, tmp_path, llama_server,
+                                                                                   tiny_dir):
+    """A fallback never widens what an API key reaches, at the front (a model no host can take)
+    and on the host (a load that fails there): the fallbacks the key may not use are skipped."""
+    scoped, every = "sk-cluster-scoped-0123", "sk-cluster-every-0123"
+    await with_models(front, tmp_path, llama_server, tiny_dir, {
+        "huge": {"path": str(tiny_dir / "tiny-c.gguf"), "args": ["--ctx-size", "262144"],
+                 "fallbacks": ["tiny-a", "tiny-b"]},
+        "broken": {"path": str(tiny_dir / "tiny-b.gguf"), "spawn": {"command": ["/bin/sh", "-c", "exit 3"]},
+                   "fallbacks": ["tiny-a", "tiny-b"]}},
+        {"api_keys": [{"key": scoped, "models": ["huge", "broken", "tiny-b"]}, every]})
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    for asked in ("huge", "broken"):  # no host can take huge (the front falls back); broken fails to load
+        for key, served in ((scoped, "tiny-b"), (every, "tiny-a")):
+            status, reply = await request(front.url, "POST", "/v1/chat/completions", key, {**body, "model": asked})
+            assert status == 200, reply
+            assert reply["model"] == served, (asked, key)
+
+
 async def test_selectors_and_profiles_at_the_front(front, tmp_path, llama_server, tiny_dir):
     """A warm selector is served by its target loaded on one host, without loading the other
     (the reply names it, X-Selector says which selector); /v1/models lists the selector. A
