@@ -185,7 +185,7 @@ class HostAgent:
         finally:  # granted, refused, or abandoned by the front (ray.cancel)
             joined = self._places.done(rid)
         if keep_alive:
-            manager.keep_alive(model, keep_alive)
+            manager.keep_alive(lease.model or model, keep_alive)  # the model that serves: a fallback's
         lease_id = next(self._ids)
         self._leases[lease_id] = lease
         if keep_alive == 0:
