@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -66,9 +67,11 @@ FAKE_TIMING_S = 2.0 if os.environ.get("LLAMA_SERVER_DEBUG_FAKE_TIMING") else 0.0
 
 
 async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, path: str,
-                         body: bytes | None, stats: dict[str, Any] | None = None) -> web.StreamResponse:
+                         body: bytes | None, stats: dict[str, Any] | None = None,
+                         body_for: Callable[[ModelSpec], bytes] | None = None) -> web.StreamResponse:
     """Wait for `spec`'s child (loading it, swapping others out), then relay the request.
-    `stats` receives how long it waited, and what forward() records."""
+    `stats` receives how long it waited, and what forward() records. `body_for`: the body
+    written for another model, when a fallback or a selector's other target serves."""
     manager = request.app[MANAGER]
 
     async def relay(lease: Lease, into: web.StreamResponse | None = None) -> web.StreamResponse:
@@ -84,8 +87,9 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                 named = served.name if lease.fell_from or lease.selector else requested  # the reply's "model"
                 rewriter = ModelRewriter(child_id, named) if child_id and child_id != named else None
                 connect_timeout, read_timeout = manager.config.timeouts(served)
+                sent = body if body_for is None or served is spec else body_for(served)
                 try:
-                    return await forward(request, request.app[UPSTREAM], child.base_url, path, body, light=light,
+                    return await forward(request, request.app[UPSTREAM], child.base_url, path, sent, light=light,
                                          # a server with no process here (a `url` model) is never restarted
                                          replayable=not replay and into is None and child.pid is not None,
                                          connect_timeout=connect_timeout, read_timeout=read_timeout,
@@ -165,6 +169,7 @@ async def handle_inference(request: web.Request, body: bytes | None = None,
             assert isinstance(name, str)  # resolve_model accepted it
             _check_autoload(request, spec)
             keep_alive = take_keep_alive(data) if data is not None else None
+            body_for = _rewriter_for(request, data, spec, name)  # another model may serve: its own rules
             rewritten = data is not None and rewrite_body(data, spec, name)  # the model's filters, then the cap
             capped = data is not None and default_reply_cap(request.path, data, manager.config.max_tokens_default(spec))
             if keep_alive is not None or capped or rewritten:
@@ -174,9 +179,10 @@ async def handle_inference(request: web.Request, body: bytes | None = None,
             request.app[CONVERSATIONS].remember_request(request, spec.name)
             if is_light(request) and manager.state(spec.name) is State.READY:
                 # Answered at once (it takes no slot, waits for nothing): not worth listing.
-                return outcome.served(await proxy_to_model(request, spec, name, request.path, body or None, stats))
+                return outcome.served(await proxy_to_model(request, spec, name, request.path, body or None, stats,
+                                                           body_for))
             return outcome.served(await serve_tracked(request, spec.name, lambda: proxy_to_model(  # listed in
-                request, spec, name, request.path, body or None, stats), stats))  # GET /admin/requests
+                request, spec, name, request.path, body or None, stats, body_for), stats))  # GET /admin/requests
     finally:
         served_by = stats.get("served_by")
         if served_by is not None and served_by != label:  # a fallback or a selector's target served
@@ -188,6 +194,25 @@ async def handle_inference(request: web.Request, body: bytes | None = None,
                                      stats.get("streamed", False), request.get(REQUEST_ID, ""))
         if keep_alive == 0:
             manager.unload(label, "keep_alive")  # once idle, after this reply
+
+
+def _rewriter_for(request: web.Request, data: dict[str, Any] | None, spec: ModelSpec,
+                  name: str) -> Callable[[ModelSpec], bytes] | None:
+    """For a request that another model may serve (`spec` has fallbacks, or `name` is a
+    selector): the body as that model's rules write it (its filters, its reply cap) from the
+    body as the client sent it. None when only `spec` serves."""
+    config = request.app[MANAGER].config
+    if data is None or not (spec.fallbacks or name in config.selectors):
+        return None
+    sent = dict(data)  # the rules set and remove top-level keys only
+
+    def body_for(served: ModelSpec) -> bytes:
+        again = dict(sent)
+        rewrite_body(again, served, served.name)
+        default_reply_cap(request.path, again, config.max_tokens_default(served))
+        return json.dumps(again).encode()
+
+    return body_for
 
 
 def _check_autoload(request: web.Request, spec: ModelSpec) -> None:

@@ -41,6 +41,8 @@ def router(tmp_path_factory, llama_server):
                                                     "chat_template_kwargs": {"reasoning_effort": "high"}}}},
         "echo": {"spawn": {"command": [sys.executable, "-m", "tests.support.fakebackend", "--port", "$port"]},
                  "use_model_name": "org/served-name", "set_params": {"max_tokens": 3}},
+        "gone": {"path": str(tmp / "deleted.gguf"), "fallbacks": ["echo"],
+                 "use_model_name": "org/gone-name", "set_params": {"max_tokens": 5}},
     }, router={"models_max": 2},
         spawn={"command": child_command(llama_server, "--chat-template-file", str(tmp / "template.jinja"))})
     with RouterProcess(cfg, tmp / "router.log") as r:
@@ -97,3 +99,10 @@ def test_ollama_routes_send_the_rewritten_body(router):
     reply = post(router, "/api/chat", {"model": "echo", "messages": HELLO, "stream": False,
                                        "options": {"num_predict": 8}})
     assert reply["message"]["content"] == "xxx" and reply["model"] == "echo"
+
+
+def test_a_fallback_gets_the_body_its_own_rules_write(router):
+    """`gone` (its file deleted) falls back to `echo`: the body echo's server receives is
+    written by echo's rules (its use_model_name, its max_tokens), not gone's."""
+    reply = post(router, "/v1/chat/completions", {"model": "gone", "messages": HELLO})
+    assert reply["model"] == "org/served-name" and reply["choices"][0]["message"]["content"] == "xxx"
