@@ -48,7 +48,7 @@ from typing import Any
 import psutil
 import yaml
 
-from .targets import ROOT, free_port, llama_server_or_say, stop_tree
+from .targets import ROOT, free_port, llama_server_or_say, stop_tree, wait_healthy
 
 GOAL_EXTRA_S = 0.05  # beyond the child's load time
 GEMMA_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
@@ -248,28 +248,13 @@ def _turn(text: str | list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {"model": "gemma", "input": text, "max_output_tokens": REPLY_TOKENS, "temperature": 0, **extra}
 
 
-def _wait_health(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not healthy in {START_TIMEOUT_S:g} s; see {log}")
-
-
 def _start(argv: list[str], port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_health(url, proc, log)
+        wait_healthy(url, proc, repr(argv), log, START_TIMEOUT_S)
     except BaseException:
         stop_tree(proc)
         raise

@@ -162,18 +162,25 @@ def stop_tree(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S,
 
 
 def _wait_health(t: Target, timeout: float = START_TIMEOUT_S) -> None:
+    wait_healthy(t.url, t.proc, t.label, t.log_path, timeout)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], label: str, log_path: Path,
+                 timeout: float = START_TIMEOUT_S) -> None:
+    """Until `url`/health answers 200; an error naming `label` and its log when `proc` exits
+    first or the time is up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if t.proc.poll() is not None:
-            raise RuntimeError(f"{t.label} exited with {t.proc.returncode}; see {t.log_path}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"{label} exited with {proc.returncode}; see {log_path}")
         try:
-            with urllib.request.urlopen(t.url + "/health", timeout=2) as r:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"{t.label} not healthy in {timeout} s; see {t.log_path}")
+    raise TimeoutError(f"{label} not healthy in {timeout:g} s; see {log_path}")
 
 
 def _popen(argv: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], object]:
