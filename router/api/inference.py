@@ -82,9 +82,9 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
                 child = lease.child
                 child_id = child.ready_info.get("id") if child.plan.native else None
                 served = manager.config.models.get(lease.model, spec)  # a fallback's, when one serves
-                if stats is not None and (lease.selector or lease.fell_from):
+                if stats is not None and lease.stands_in:
                     stats["served_by"] = lease.model  # the metrics' and keep_alive's model: the one that served
-                named = served.name if lease.fell_from or lease.selector else requested  # the reply's "model"
+                named = served.name if lease.stands_in else requested  # the reply's "model"
                 rewriter = ModelRewriter(child_id, named) if child_id and child_id != named else None
                 connect_timeout, read_timeout = manager.config.timeouts(served)
                 sent = body if body_for is None or served is spec else body_for(served)

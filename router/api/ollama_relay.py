@@ -190,7 +190,7 @@ async def _child_reply(request: web.Request, named: Named, keep: float | None, p
     held = await lease(request, named)
     stats["waited"] = time.perf_counter() - waiting
     stats["served_model"] = held.model  # keep_alive 0 unloads it
-    if held.selector or held.fell_from:
+    if held.stands_in:
         stats["served_by"] = held.model  # the metrics' model: the one that served (as api/inference.py)
     if keep is not None and keep != 0:
         manager.keep_alive(held.model, keep)

@@ -33,7 +33,7 @@ class Served:
 
 def served(held: Lease, named: Named) -> Served:
     """As api/inference.py names it: the model that served when a fallback or a selector did."""
-    model = held.model if held.fell_from or held.selector else named.requested
+    model = held.model if held.stands_in else named.requested
     return Served(model, served_headers(held.fell_from, held.fallback_reason, held.selector))
 
 

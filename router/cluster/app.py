@@ -183,9 +183,9 @@ async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
         lease = await _acquire(request, cluster, asked, light, keep_alive)
         stats["waited"], stats["host"] = time.perf_counter() - waiting, lease.host.name
         served = cluster.config.models.get(lease.model, spec)  # a fallback's or a selector's choice
-        if lease.selector or lease.fell_from:
+        if lease.stands_in:
             stats["served_by"] = lease.model  # the metrics' model: the one that served (as on one host)
-        named = served.name if lease.fell_from or lease.selector else requested  # the reply's "model"
+        named = served.name if lease.stands_in else requested  # the reply's "model"
         rewriter = ModelRewriter(lease.child_id, named) if lease.child_id and lease.child_id != named else None
         connect_timeout, read_timeout = cluster.config.timeouts(served)
         try:

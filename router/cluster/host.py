@@ -143,6 +143,12 @@ class RemoteLease:
         self.on_release: Callable[[], None] | None = None  # a spillover selector's reservation
         self._released = False
 
+    @property
+    def stands_in(self) -> bool:
+        """Another model than the one the request named serves it (a fallback, or a selector's
+        target): the reply names `model`, and the metrics and keep_alive follow it."""
+        return self.fell_from is not None or self.selector is not None
+
     def release(self) -> None:
         if not self._released:
             self._released = True
