@@ -36,12 +36,12 @@ from router.cluster.fallbacks import Unplaced, first_that_serves
 from router.cluster.host import Host, RemoteLease, awaitable
 from router.cluster.nodes import NodeLabelError, node_settings
 from router.cluster.placement import HostView, NoPlacement, choose_host, round_robin
-from router.cluster.selectors import cluster_states, through_selector
+from router.cluster.selectors import cluster_states
 from router.cluster.startup import FirstReports
 from router.cluster.terms import HostTerms
 from router.core.events import EventBus
 from router.core.fallback import chain
-from router.core.manager import ModelUnavailable
+from router.core.manager import ModelUnavailable, through_selector
 from router.core.profiles import ActiveProfile
 from router.core.queue_order import DEFAULT_PRIORITY
 from router.core.scheduler import State

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from router.backend.argv import given_slots
 from router.backend.child import ChildFactory, ChildProcess, LoadError, free_port
@@ -22,7 +22,7 @@ from router.backend.container import make_child, port_answers
 from router.backend.launch import LaunchPlan, SpawnError, build_launch, slot_save_dir
 from router.backend.logring import LogRing
 from router.backend.memory_measure import gpu_used_by, tree_pids, tree_rss_bytes
-from router.catalogue.config import Config, ModelSpec
+from router.catalogue.config import Config, ModelSpec, SelectorSpec
 from router.catalogue.sources import gguf_meta
 from router.core import fallback
 from router.core.events import EventBus
@@ -88,6 +88,43 @@ class Lease:
         self.release()
 
 
+class _SelectorLease(Protocol):
+    model: str
+    selector: str | None
+    on_release: Callable[[], None] | None
+
+
+L = TypeVar("L", bound=_SelectorLease)
+
+
+async def through_selector(config: Config, reservations: Reservations, selector: SelectorSpec,
+                           states: Mapping[str, State], serve: Callable[[list[str]], Awaitable[L]],
+                           may_serve: Callable[[str], bool] | None = None) -> L:
+    """The lease of the first of the selector's targets (in its strategy's order, given the
+    targets' `states`; each followed by its fallbacks) that serves the request: `serve` tries
+    a list of models in order (one host's ModelManager, or the cluster front's placement).
+    `may_serve` (the API key's) skips the models the request may not use. The lease names the
+    selector; spillover's reservation is held until the lease is released."""
+    targets, reserved = reservations.choose(selector, states)
+    tried = [n for n in dict.fromkeys(n for t in targets for n in fallback.chain(config, t))
+             if may_serve is None or may_serve(n)]
+    try:
+        if not tried:
+            raise ModelUnavailable(f"selector {selector.id!r}: none of its targets may be used")
+        lease = await serve(tried)
+    except BaseException:
+        if reserved is not None:
+            reservations.release(selector.id, reserved)
+        raise
+    lease.selector = selector.id
+    if reserved is not None:
+        target = lease.model if lease.model in selector.targets else reserved
+        if target != reserved:
+            reservations.move(selector.id, reserved, target)
+        lease.on_release = lambda: reservations.release(selector.id, target)
+    return lease
+
+
 class ModelManager:
     def __init__(self, config: Config, client: ChildClient, router_port: int,
                  events: EventBus | None = None, child_factory: ChildFactory = make_child):
@@ -149,25 +186,10 @@ class ModelManager:
                 [model, *(n for n in chain[1:] if may_serve(n))]  # the model asked for was checked already
             return await self._acquire_chain(model, tried, light, priority, tenant, deadline, queued,
                                              check_files=len(chain) > 1)
-        targets, reserved = self.reservations.choose(selector, {t: self.state(t) for t in selector.targets})
-        tried = [n for n in dict.fromkeys(n for t in targets for n in fallback.chain(self.config, t))
-                 if may_serve is None or may_serve(n)]
-        try:
-            if not tried:
-                raise ModelUnavailable(f"selector {model!r}: none of its targets may be used")
-            lease = await self._acquire_chain(tried[0], tried, light, priority, tenant, deadline, queued,
-                                              check_files=True)
-        except BaseException:
-            if reserved is not None:
-                self.reservations.release(model, reserved)
-            raise
-        lease.selector = model
-        if reserved is not None:
-            target = lease.model if lease.model in selector.targets else reserved
-            if target != reserved:
-                self.reservations.move(model, reserved, target)
-            lease.on_release = lambda: self.reservations.release(model, target)
-        return lease
+        return await through_selector(
+            self.config, self.reservations, selector, {t: self.state(t) for t in selector.targets},
+            lambda tried: self._acquire_chain(tried[0], tried, light, priority, tenant, deadline, queued,
+                                              check_files=True), may_serve)
 
     async def _acquire_chain(self, model: str, tried: list[str], light: bool, priority: int, tenant: str | None,
                              deadline: float | None, queued: Callable[[int], None] | None,

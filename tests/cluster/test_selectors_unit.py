@@ -19,9 +19,9 @@ from router.api.profiles import add_profile_routes
 from router.catalogue.parse import parse_config
 from router.cluster.fallbacks import Unplaced, first_that_serves
 from router.cluster.host import RemoteLease
-from router.cluster.selectors import cluster_states, through_selector
+from router.cluster.selectors import cluster_states
 from router.core.events import EventBus
-from router.core.manager import ModelUnavailable
+from router.core.manager import ModelUnavailable, through_selector
 from router.core.profiles import ActiveProfile
 from router.core.scheduler import State
 from router.core.selector import Reservations
