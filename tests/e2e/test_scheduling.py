@@ -17,6 +17,7 @@ import requests
 
 from tests.support.opskit import TIMEOUT, chat, tiny_catalogue, tiny_router, wait_until
 from tests.support.routerproc import RouterProcess, child_command, write_config
+from tests.support.tinygguf import write_tiny_model
 
 pytestmark = pytest.mark.real
 
@@ -177,9 +178,12 @@ def test_an_operator_cancels_a_waiting_request(busy_router):
 
 
 @pytest.fixture
-def long_router(tmp_path, llama_server, tiny_dir):
+def long_router(tmp_path, llama_server):
     # A context of 16384 tokens: a reply runs on until cancelled (llama-server ends it at a full context).
-    cfg = write_config(tmp_path / "config.yaml", tiny_catalogue(tiny_dir, "tiny-a"),
+    # The model is trained for that context too: llama-server caps a slot's at the model's, and the tiny
+    # model's usual 2048 tokens could all be generated before the child notices a cancel.
+    model = write_tiny_model(tmp_path / "tiny-a.gguf", name="tiny-a", n_ctx_train=16384)
+    cfg = write_config(tmp_path / "config.yaml", {"tiny-a": {"path": str(model)}},
                        router={"watch_config": False, "admin_token": ADMIN},
                        spawn={"command": child_command(llama_server, ctx=16384)})
     with RouterProcess(cfg, tmp_path / "router.log") as r:
@@ -201,7 +205,7 @@ def cancel_when_generating(url: str, rid: str) -> None:
 
 def test_an_operator_cancels_a_whole_reply_in_flight_and_the_child_stops(long_router):
     """Its client gets a 499; the child says it stopped the task (its own log line) long
-    before its context (2048 tokens) would have ended the reply. Its slots are not polled
+    before its context (16384 tokens) would have ended the reply. Its slots are not polled
     meanwhile: llama-server checks a whole reply's connection only when no other request
     (a /slots poll) woke it within a second."""
     url = long_router.url
