@@ -34,6 +34,7 @@ import yaml
 from tests.cluster.conftest import LOOPBACK, NO_RAY
 from tests.support.opskit import wait_until
 from tests.support.routerproc import free_port
+from tests.support.tinygguf import write_tiny_model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real]
 
@@ -479,7 +480,10 @@ async def test_the_admin_lists_and_cancels_the_fronts_requests_and_replies_say_t
     error event, the child stops); a request that waited says where it joined (X-Queue-Position)."""
     token = "cluster-admin-token-2"
     # A context of 16384 tokens: a reply runs on until cancelled (llama-server ends it at a full context).
-    long = {"path": str(tiny_dir / "tiny-a.gguf"), "args": ["--ctx-size", "16384"], "concurrency_limit": 1}
+    # The model is trained for that context too: llama-server caps a slot's at the model's, and the tiny
+    # model's usual 2048 tokens could all be generated before the next request is seen waiting.
+    model = write_tiny_model(tiny_dir / "tiny-long.gguf", name="tiny-long", n_ctx_train=16384)
+    long = {"path": str(model), "args": ["--ctx-size", "16384"], "concurrency_limit": 1}
     await with_models(front, tmp_path, llama_server, tiny_dir, {"long": long}, router={"admin_token": token})
     admin = {"X-Admin-Token": token}
 
