@@ -25,7 +25,7 @@ from router.core.selector import SPILLOVER, order
 from router.core.snapshot import ModelSnapshot, listed_status, snapshots
 from router.discovery.huggingface import parse_hf_ref
 from router.http.access import INFERENCE, PUBLIC, READ, Models, declare
-from router.http.api_keys import may_see, may_use, may_use_selector
+from router.http.api_keys import listed_selectors, may_see, may_use
 from router.http.app_keys import API_KEY, DOWNLOADS, MANAGER, RELOADER, SHUTDOWN
 from router.http.errors import HTTPError
 from router.http.launch_args import load_overrides
@@ -108,9 +108,7 @@ def selector_entry(selector: SelectorSpec, states: dict[str, State], now: int) -
 
 def selector_entries(config: Config, states: dict[str, State], key: ApiKey | None, now: int) -> list[dict[str, Any]]:
     """The listed selectors `key` may use: its patterns match the id and one of the targets."""
-    return [selector_entry(s, states, now) for s in config.selectors.values()
-            if not s.unlisted and may_use_selector(key, s.id)
-            and any(may_use(key, config.models[t]) for t in s.targets if t in config.models)]
+    return [selector_entry(s, states, now) for s in listed_selectors(key, config)]
 
 
 @declare(READ, Models.FILTERED, when={"reload": (INFERENCE, Models.EVERY)})

@@ -37,11 +37,13 @@ from router.api.ollama_translate import (
     generate_request,
     wants_stream,
 )
+from router.catalogue.config import ModelSpec
 from router.core.lifecycle import ttls
 from router.core.scheduler import State
+from router.core.selector import order
 from router.core.snapshot import snapshots
 from router.http.access import INFERENCE, PUBLIC, READ, Models, declare
-from router.http.api_keys import may_use
+from router.http.api_keys import listed_selectors, may_use
 from router.http.app_keys import API_KEY, MANAGER, ROUTER_SETTINGS, state
 from router.http.request import default_reply_cap, pinned, take_keep_alive
 from router.http.rewrite import rewrite_body
@@ -58,9 +60,17 @@ async def handle_version(request: web.Request) -> web.Response:
 @declare(READ, Models.FILTERED)
 async def handle_tags(request: web.Request) -> web.Response:
     manager, key = request.app[MANAGER], request.get(API_KEY)
-    specs = [s for s in manager.config.models.values()
-             if not s.unlisted and s.name not in manager.config.missing and may_use(key, s)]
-    return web.json_response({"models": await asyncio.to_thread(lambda: [facts(s) for s in specs])})
+    config = manager.config
+    rows: list[tuple[ModelSpec, str | None]] = [(s, None) for s in config.models.values()
+                                               if not s.unlisted and s.name not in config.missing and may_use(key, s)]
+    states = {n: manager.state(n) for n in config.models} if config.selectors else {}
+    # A selector is listed with the facts of the target it would serve from now: the first in its
+    # strategy's order whose file is there (one with none is not listed, as such a model is not).
+    for sel in listed_selectors(key, config):
+        target = next((t for t in order(sel, states) if t in config.models and t not in config.missing), None)
+        if target is not None:
+            rows.append((config.models[target], sel.id))
+    return web.json_response({"models": await asyncio.to_thread(lambda: [facts(*row) for row in rows])})
 
 
 @declare(READ, Models.FILTERED)

@@ -96,8 +96,9 @@ def _stat(path: str) -> os.stat_result | None:
         return None
 
 
-def facts(spec: ModelSpec) -> dict[str, Any]:
-    """name, model, modified_at, size, digest and details: a /api/tags entry."""
+def facts(spec: ModelSpec, listed_as: str | None = None) -> dict[str, Any]:
+    """name, model, modified_at, size, digest and details: a /api/tags entry (`listed_as`: the
+    id it is listed under when that is not the model's, a selector's)."""
     meta = gguf_meta(spec.model_file)
     files = _shards(spec.model_file, meta) if spec.model_file else []
     stats = [s for s in map(_stat, [*files, *([spec.mmproj] if spec.mmproj else [])]) if s is not None]
@@ -111,7 +112,7 @@ def facts(spec: ModelSpec) -> dict[str, Any]:
     families = [arch] if arch else []
     if spec.mmproj:
         families.append("clip")
-    name = ollama_name(spec.name)
+    name = ollama_name(listed_as or spec.name)
     return {"name": name, "model": name, "modified_at": iso(mtime), "size": size,
             "digest": hashlib.sha256(ident.encode()).hexdigest(),
             "details": {"parent_model": "", "format": "gguf" if files else "", "family": arch or "",

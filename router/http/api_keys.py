@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from router.catalogue.config import ROLES, ApiKey, Config, ModelSpec
+from router.catalogue.config import ROLES, ApiKey, Config, ModelSpec, SelectorSpec
 
 READ, INFERENCE, ADMIN = ROLES
 _RANK = {role: i for i, role in enumerate(ROLES)}
@@ -98,6 +98,14 @@ def may_use_selector(key: ApiKey | None, selector_id: str) -> bool:
     if key is None or not key.models:
         return True
     return any(fnmatchcase(selector_id, pattern) for pattern in key.models)
+
+
+def listed_selectors(key: ApiKey | None, config: Config) -> list[SelectorSpec]:
+    """The selectors a model list offers `key` (/v1/models, Ollama's /api/tags): listed ones
+    whose id it may use, with a target it may use too."""
+    return [s for s in config.selectors.values()
+            if not s.unlisted and may_use_selector(key, s.id)
+            and any(may_use(key, config.models[t]) for t in s.targets if t in config.models)]
 
 
 def may_see(key: ApiKey | None, name: str, config: Config) -> bool:

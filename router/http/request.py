@@ -184,9 +184,13 @@ def pinned(manager: HoldsProfile, name: Any) -> Any:
         return name
     target = pin(profile, name)
     if target is None:
-        raise HTTPError(404, f"model '{short(name)}' not found (profile '{profile.name}' turns it off)",
-                        "invalid_request_error", "model_not_found")
+        raise _turned_off(name, profile.name)
     return target
+
+
+def _turned_off(name: str, profile: str) -> HTTPError:
+    return HTTPError(404, f"model '{short(name)}' not found (profile '{profile}' turns it off)",
+                     "invalid_request_error", "model_not_found")
 
 
 def pinned_request(manager: HoldsProfile, name: Any, data: dict[str, Any] | None) -> tuple[Any, bool]:
@@ -210,8 +214,7 @@ def pinned_upstream(manager: HoldsProfile, name: str, path: str) -> tuple[str, s
     if found is None:
         return name, path
     if found[1] is None:
-        raise HTTPError(404, f"model '{short(found[0])}' not found (profile '{profile.name}' turns it off)",
-                        "invalid_request_error", "model_not_found")
+        raise _turned_off(found[0], profile.name)
     return found[1], whole[len(found[0]):] or "/"
 
 

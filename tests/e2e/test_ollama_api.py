@@ -330,6 +330,11 @@ def test_a_warm_selector_is_served_by_its_loaded_target_which_every_line_names(s
     streamed = post(r, "/api/generate", {"model": "coding", "prompt": "hello", "options": SHORT}, None)
     assert {ln["model"] for ln in lines_of(streamed)} == {"tiny-b"} and streamed.headers["X-Selector"] == "coding"
     assert loaded(c) == ["tiny-b:latest"]  # tiny-a was never loaded for it
+    # Listed for Ollama's clients to pick, with the facts of the target that would serve it now
+    # (`first` pins `lost`, whose file is missing: tiny-a would serve).
+    listed = {m.model: m.digest for m in c.list().models}
+    assert listed["coding:latest"] == listed["tiny-b:latest"] and listed["first:latest"] == listed["tiny-a:latest"]
+    assert listed["tiny-a:latest"] != listed["tiny-b:latest"] and "lost:latest" not in listed
 
 
 def test_a_selector_falls_through_to_its_next_target_and_a_load_names_what_it_loaded(served_router):
