@@ -498,7 +498,7 @@ class ProfileSpec:
         "`set_params_by_id` id, a selector's id or a peer's model (never another pin: pins do not chain). A pin "
         "may be an id no model has (listed in `/v1/models` while the profile is active) or a model's own name "
         "(served by the target instead). `null` or `\"\"`: the id answers 404 while the profile is active. At "
-        "least one.", factory=dict, kind="name", items="The model that serves the id, or null (404).")
+        "least one.", factory=dict, kind="name", items="The model that serves the id, or null (404).", min_items=1)
 
 
 @dataclass(frozen=True)

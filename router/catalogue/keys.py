@@ -30,7 +30,7 @@ class Key:
     minimum: float | None = None  # of a number (None: 0), or of each number of a range
     maximum: float | None = None
     min_length: int | None = None  # of a string
-    min_items: int | None = None  # of a list
+    min_items: int | None = None  # of a list, or entries of a mapping
     pattern: str | None = None  # a regular expression a string value matches (re.search)
     # A value the Python type alone does not say, checked and drawn the same way wherever it is used:
     # "name" (a model name), "flag" (a llama-server flag a request may add), "size" (16GiB or bytes),

@@ -153,8 +153,10 @@ class _Drawer:
             # A mapping of sections (models:), or of names to a name or none (a profile's pins).
             entries = self.entry(value, key.items) if is_section(value) else {
                 "description": plain(key.items or ""), "type": ["string", "null"]}
-            return {"anyOf": [{"type": "object", "propertyNames": names, "additionalProperties": entries},
-                              {"$ref": "#/$defs/empty"}]}
+            mapping = {"type": "object", "propertyNames": names, "additionalProperties": entries}
+            if key.min_items:  # at least so many entries: never empty (a profile's pins)
+                return {**mapping, "minProperties": key.min_items}
+            return {"anyOf": [mapping, {"$ref": "#/$defs/empty"}]}
         if list_items(tp) == tuple[str, str]:  # NAME: value
             return {"anyOf": [{"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
                               {"$ref": "#/$defs/empty"}]}

@@ -242,6 +242,8 @@ BAD = {
     "capabilities with an unknown key": model(**P, capabilities={"vision": True}),
     "timeouts of zero": model(**P, timeouts={"connect": 0}),
     "log level loud": {"router": {"log_level": "loud"}},
+    "a profile without pins": {**model(**P), "profiles": {"p": {"pins": {}}}},
+    "a profile's pins as a list": {**model(**P), "profiles": {"p": {"pins": ["m"]}}},
 }
 
 GOOD = {
@@ -297,6 +299,7 @@ GOOD = {
                                                  "reranker": False, "context": 8192}),
     "per-model limits": model(**P, timeouts={"connect": 2, "read": "${TTL}"}, stop_timeout=3, swap_progress=False),
     "log settings": {"router": {"log_level": "debug", "log_format": "json", "log_file": "router.log"}},
+    "a profile": {**model(**P), "profiles": {"p": {"description": "d", "pins": {"x": "m", "m": None}}}},
 }
 
 ENVIRONMENT = {"PORT": "9000", "N": "2", "TTL": "30", "KEY": "environment-key", "ADMIN": "admin-token-123",
