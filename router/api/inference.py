@@ -17,7 +17,6 @@ from router.api.metrics import METRICS
 from router.api.model_api import router_props
 from router.api.peers import peer_route, relay_to_peer
 from router.catalogue.config import ModelSpec
-from router.core.fallback import FILE_MISSING
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.access import INFERENCE, READ, Models, declare
@@ -122,10 +121,7 @@ async def proxy_to_model(request: web.Request, spec: ModelSpec, requested: str, 
         if stats is not None:
             stats["waited"] = time.perf_counter() - waiting
     except ModelUnavailable as e:
-        if e.cause == FILE_MISSING:  # it and every fallback: as a model without fallbacks
-            raise HTTPError(404, f"{e}; it is served again once the file is back", "invalid_request_error",
-                            "model_missing") from None
-        raise unavailable(e, request) from None  # 429 (queue full), 503 (+ Retry-After past a deadline)
+        raise unavailable(e, request) from None  # 429 (queue full), 503 (+ Retry-After past a deadline), 404
     return await relay(lease)
 
 

@@ -32,7 +32,6 @@ from router.api.ollama_reply import ChildError, Reply, line
 from router.api.ollama_served import Named, Served, selector_headers, served
 from router.api.ollama_translate import now_iso
 from router.catalogue.config import ModelSpec
-from router.core.fallback import FILE_MISSING
 from router.core.manager import Lease, ModelUnavailable
 from router.core.scheduler import State
 from router.http.api_keys import may_use
@@ -97,9 +96,6 @@ async def lease(request: web.Request, named: Named, light: bool = False) -> Leas
     try:
         return await acquire(request, named.spec, light=light, name=named.asked)
     except ModelUnavailable as e:
-        if e.cause == FILE_MISSING:  # it and every fallback: as a model without fallbacks
-            raise HTTPError(404, f"{e}; it is served again once the file is back", "invalid_request_error",
-                            "model_missing") from None
         raise unavailable(e, request) from None
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from router.catalogue.config import ApiKey, ModelSpec
+from router.core.fallback import FILE_MISSING
 from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.scheduler import State
 from router.http.api_keys import as_key, may_use
@@ -245,8 +246,12 @@ def lease_at_once(request: web.Request, spec: ModelSpec, requested: str) -> Leas
 
 def unavailable(e: ModelUnavailable, request: web.Request) -> HTTPError:
     """The error a request gets when its model cannot serve it: a full queue is a 429, a
-    deadline passed a 503 with Retry-After (both: try again later), a model that cannot
-    load a 503."""
+    deadline passed a 503 with Retry-After (both: try again later), a model whose file is
+    gone (it and every fallback's, on one host or on every host of a cluster) a 404 as for
+    a model without fallbacks, a model that cannot load a 503."""
+    if e.cause == FILE_MISSING:
+        return HTTPError(404, f"{e}; it is served again once the file is back", "invalid_request_error",
+                         "model_missing")
     if e.busy:
         return HTTPError(429, str(e), "rate_limit_error", "model_busy", {"Retry-After": RETRY_AFTER_BUSY_S})
     if e.expired:

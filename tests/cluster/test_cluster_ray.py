@@ -586,6 +586,27 @@ async def test_a_fallback_serves_when_no_host_can_take_the_model_or_its_load_fai
     assert not front.where("huge") and not front.where("broken")
 
 
+async def test_a_model_whose_file_is_on_no_host_is_a_404_or_its_fallback_serves(front, tmp_path, llama_server,
+                                                                                tiny_dir):
+    """As on one host: a model whose file is gone is a 404 model_missing (not a 503: waiting
+    will not bring it back); with fallbacks, the first that can serves and says why."""
+    await with_models(front, tmp_path, llama_server, tiny_dir, {
+        "gone": {"path": str(tmp_path / "deleted.gguf")},
+        "gone-b": {"path": str(tmp_path / "deleted-b.gguf"), "fallbacks": ["tiny-b"]}})
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(front.url + "/v1/chat/completions", json={**body, "model": "gone"},
+                          timeout=aiohttp.ClientTimeout(total=60)) as r:
+            reply = await r.json()
+            assert r.status == 404 and reply["error"]["code"] == "model_missing", reply
+            assert "file" in reply["error"]["message"], reply
+        async with s.post(front.url + "/v1/chat/completions", json={**body, "model": "gone-b"},
+                          timeout=aiohttp.ClientTimeout(total=60)) as r:
+            reply = await r.json()
+            assert r.status == 200 and reply["model"] == "tiny-b", reply
+            assert (r.headers["X-Fallback-From"], r.headers["X-Fallback-Reason"]) == ("gone-b", "file_missing")
+
+
 async def test_a_key_limited_to_some_models_is_served_only_by_fallbacks_it_may_use(front, tmp_path, llama_server,
                                                                                    tiny_dir):
     """A fallback never widens what an API key reaches, at the front (a model no host can take)
