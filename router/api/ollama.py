@@ -125,7 +125,8 @@ async def _generation(request: web.Request, chat: bool) -> web.StreamResponse:
     """/api/chat and /api/generate: streamed unless `stream: false`; with nothing to
     generate (no messages, no prompt), a load, or with keep_alive 0 an unload. Every
     object names the model that served (a selector's target, a fallback) as /v1 replies do.
-    The body is written for the model resolved on arrival (its vision, its reply cap)."""
+    The body is written for the model resolved on arrival (its vision, its reply cap), and
+    again for another model that serves instead (a selector's other target, a fallback)."""
     started = time.perf_counter()
     data = await read_json(request)
     model = named(request, pinned(request.app[MANAGER], data.get("model")))  # the active profile's pin first
@@ -135,16 +136,21 @@ async def _generation(request: web.Request, chat: bool) -> web.StreamResponse:
     if not (data.get("messages") if chat else (data.get("prompt") or data.get("suffix") or data.get("images"))):
         empty = {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
         return await load_or_unload(request, model, keep, {"model": requested, **empty, "done": True})
-    if chat:
-        path = CHAT_PATH
-        body, launch = chat_request(data, bool(spec.mmproj), requested)
-    else:
-        path, body, launch = generate_request(data, bool(spec.mmproj), requested)
-    rewrite_body(body, spec, requested)  # the model's filters (set_params, strip_params...), then the cap
-    default_reply_cap(path, body, request.app[MANAGER].config.max_tokens_default(spec))
-    body["stream"] = streamed
-    if streamed and path == CHAT_PATH:
-        body["stream_options"] = {"include_usage": True}  # the counts, in the last chunk
+    def write(model: ModelSpec) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The child's path and body as `model`'s rules write them (its vision, its filters, its
+        reply cap), and the launch options."""
+        if chat:
+            path, (body, launch) = CHAT_PATH, chat_request(data, bool(model.mmproj), requested)
+        else:
+            path, body, launch = generate_request(data, bool(model.mmproj), requested)
+        rewrite_body(body, model, requested if model is spec else model.name)  # set_params, strip_params...
+        default_reply_cap(path, body, request.app[MANAGER].config.max_tokens_default(model))
+        body["stream"] = streamed
+        if streamed and path == CHAT_PATH:
+            body["stream_options"] = {"include_usage": True}  # the counts, in the last chunk
+        return path, body, launch
+
+    path, body, launch = write(spec)  # a bad request is a 400 here, before any lease
 
     async def answer(up: ChildReply, who: Served, stats: dict[str, Any]) -> web.StreamResponse:
         reply = Reply(who.model, chat, native=path != CHAT_PATH, thinking=data.get("think") is not False)
@@ -152,7 +158,7 @@ async def _generation(request: web.Request, chat: bool) -> web.StreamResponse:
             return await stream(request, up, reply, who.headers, started, stats)
         return await whole(up, reply, who.headers, started, stats)
 
-    return await serve(request, model, keep, launch, path, body, started, answer)
+    return await serve(request, model, keep, launch, path, body, lambda other: write(other)[1], started, answer)
 
 
 async def _embedding(request: web.Request, legacy: bool) -> web.StreamResponse:
@@ -176,9 +182,12 @@ async def _embedding(request: web.Request, legacy: bool) -> web.StreamResponse:
         out.pop("eval_count", None)
         return web.json_response(out, headers=who.headers)
 
-    body: dict[str, Any] = {"input": inputs, "encoding_format": "float"}
-    rewrite_body(body, model.spec, model.requested)  # the model's filters
-    return await serve(request, model, keep, {}, EMBED_PATH, body, started, answer)
+    def write(served: ModelSpec) -> dict[str, Any]:
+        body: dict[str, Any] = {"input": inputs, "encoding_format": "float"}
+        rewrite_body(body, served, model.requested if served is model.spec else served.name)  # its filters
+        return body
+
+    return await serve(request, model, keep, {}, EMBED_PATH, write(model.spec), write, started, answer)
 
 
 def is_ollama_port(request: web.Request) -> bool:

@@ -10,8 +10,9 @@ Retry-After, a model that cannot load a 503; the wait for the lease (a load, a
 swap) is Ollama's load_duration. A selector or a model with fallbacks is leased
 by its name (ModelManager.acquire tries the targets, the fallbacks); the model
 that serves is named in the reply (api/ollama_served.py) and takes keep_alive.
-The child's body is written for the model resolved on arrival, as api/inference.py
-writes it (the selector's first choice, or the model named: its reply cap).
+The child's body is written for the model resolved on arrival (the selector's first
+choice, or the model named: its vision, its filters, its reply cap), and again for
+another model that serves instead, by that model's own rules, as api/inference.py does.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ TAIL_BYTES = 4096  # the child's reply's first and last bytes, where the activit
 _UPSTREAM_ERRORS = (UpstreamError, TimeoutError, ConnectionError)
 _told: set[tuple[str, str]] = set()  # (model, option): launch options ignored, logged once each
 Answer = Callable[[ChildReply, Served, dict[str, Any]], Awaitable[web.StreamResponse]]
+Write = Callable[[ModelSpec], dict[str, Any]]  # the child's body, as a model's rules write it
 
 
 class _ClientGone(Exception):
@@ -124,8 +126,9 @@ async def load_or_unload(request: web.Request, named: Named, keep: float | None,
 
 
 async def serve(request: web.Request, named: Named, keep: float | None, launch: dict[str, Any], path: str,
-                body: dict[str, Any], started: float, answer: Answer) -> web.StreamResponse:
-    """Lease the model named, send `body` to its child's `path`, let `answer` translate the
+                body: dict[str, Any], write: Write, started: float, answer: Answer) -> web.StreamResponse:
+    """Lease the model named, send `body` to its child's `path` (`write`'s for another model
+    that serves instead: a selector's other target, a fallback), let `answer` translate the
     reply; record the request (metrics, activity) and apply its keep_alive to the model that
     served it."""
     manager, spec = request.app[MANAGER], named.spec
@@ -138,7 +141,7 @@ async def serve(request: web.Request, named: Named, keep: float | None, launch: 
     try:
         with outcome:
             return outcome.served(await serve_tracked(  # listed in GET /admin/requests
-                request, spec.name, lambda: _answer(request, named, keep, path, body, stats, answer), stats,
+                request, spec.name, lambda: _answer(request, named, keep, path, body, write, stats, answer), stats,
                 ollama=True))
     finally:
         request.app[METRICS].observe(stats.get("served_by", spec.name), request.path, outcome.status, started,
@@ -171,16 +174,17 @@ def _launch_options(request: web.Request, spec: ModelSpec, launch: dict[str, Any
 
 
 async def _answer(request: web.Request, named: Named, keep: float | None, path: str, body: dict[str, Any],
-                  stats: dict[str, Any], answer: Answer) -> web.StreamResponse:
-    async with _child_reply(request, named, keep, path, body, stats) as (up, who):
+                  write: Write, stats: dict[str, Any], answer: Answer) -> web.StreamResponse:
+    async with _child_reply(request, named, keep, path, body, write, stats) as (up, who):
         return await answer(up, who, stats)
 
 
 @asynccontextmanager
 async def _child_reply(request: web.Request, named: Named, keep: float | None, path: str, body: dict[str, Any],
-                       stats: dict[str, Any]) -> AsyncIterator[tuple[ChildReply, Served]]:
-    """The child's reply to `body`, under a lease of the model named (held until the reply is
-    read), and who served it; `keep` (keep_alive) is that model's from now on."""
+                       write: Write, stats: dict[str, Any]) -> AsyncIterator[tuple[ChildReply, Served]]:
+    """The child's reply to `body` (or `write`'s for another model that serves), under a lease
+    of the model named (held until the reply is read), and who served it; `keep` (keep_alive)
+    is that model's from now on."""
     manager = request.app[MANAGER]
     waiting = time.perf_counter()
     held = await lease(request, named)
@@ -195,6 +199,8 @@ async def _child_reply(request: web.Request, named: Named, keep: float | None, p
     if request.get(REQUEST_ID):
         headers["X-Request-Id"] = request[REQUEST_ID]
     async with held:
+        if held.model != named.spec.name and (other := manager.config.models.get(held.model)) is not None:
+            body = write(other)  # its own rules (within the lease: a 400 here releases it)
         where = endpoint(held.child.base_url)  # a child, or a `url` model: its TLS, root path and key
         headers.update(held.child.plan.headers)
         try:

@@ -106,3 +106,9 @@ def test_a_fallback_gets_the_body_its_own_rules_write(router):
     written by echo's rules (its use_model_name, its max_tokens), not gone's."""
     reply = post(router, "/v1/chat/completions", {"model": "gone", "messages": HELLO})
     assert reply["model"] == "org/served-name" and reply["choices"][0]["message"]["content"] == "xxx"
+
+
+def test_on_ollamas_routes_a_fallback_gets_the_body_its_own_rules_write(router):
+    """The same through /api/chat: echo's max_tokens (3 tokens), not gone's (5)."""
+    reply = post(router, "/api/chat", {"model": "gone", "messages": HELLO, "stream": False})
+    assert reply["message"]["content"] == "xxx" and reply["model"] == "echo", reply
