@@ -157,13 +157,14 @@ async def front(ray_cluster, tmp_path, llama_server, tiny_dir):
         watcher.cancel()
         await runner.cleanup()  # every agent stops its children
         await until(lambda: not [p for p in f.seen if psutil.pid_exists(p)], 15, "no child left running")
-        assert not _children_of(tiny_dir), "a llama-server child survived the front"
+        assert not _children_of(tiny_dir, tmp_path), "a llama-server child survived the front"
 
 
-def _children_of(tiny_dir: Path) -> list[int]:
+def _children_of(*dirs: Path) -> list[int]:
+    """The processes whose command line names a file in one of `dirs` (the models' folders)."""
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
-        if any(str(tiny_dir) in a for a in p.info["cmdline"] or ()):
+        if any(str(d) in a for a in p.info["cmdline"] or () for d in dirs):
             out.append(p.info["pid"])
     return out
 
@@ -482,7 +483,7 @@ async def test_the_admin_lists_and_cancels_the_fronts_requests_and_replies_say_t
     # A context of 16384 tokens: a reply runs on until cancelled (llama-server ends it at a full context).
     # The model is trained for that context too: llama-server caps a slot's at the model's, and the tiny
     # model's usual 2048 tokens could all be generated before the next request is seen waiting.
-    model = write_tiny_model(tiny_dir / "tiny-long.gguf", name="tiny-long", n_ctx_train=16384)
+    model = write_tiny_model(tmp_path / "tiny-long.gguf", name="tiny-long", n_ctx_train=16384)  # this test's own
     long = {"path": str(model), "args": ["--ctx-size", "16384"], "concurrency_limit": 1}
     await with_models(front, tmp_path, llama_server, tiny_dir, {"long": long}, router={"admin_token": token})
     admin = {"X-Admin-Token": token}
