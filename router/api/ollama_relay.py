@@ -10,9 +10,8 @@ Retry-After, a model that cannot load a 503; the wait for the lease (a load, a
 swap) is Ollama's load_duration. A selector or a model with fallbacks is leased
 by its name (ModelManager.acquire tries the targets, the fallbacks); the model
 that serves is named in the reply (api/ollama_served.py) and takes keep_alive.
-The child's body is written for the model resolved on arrival (the selector's first
-choice, or the model named: its vision, its filters, its reply cap), and again for
-another model that serves instead, by that model's own rules, as api/inference.py does.
+The child's body is written by the rules of the model that serves (its vision, its
+filters, its reply cap), as api/inference.py writes it.
 """
 
 from __future__ import annotations
