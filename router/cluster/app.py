@@ -21,26 +21,24 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from router.api.inference import LIGHT_PATHS, POST_ROUTES, UNKNOWN_MODEL
+from router.api.inference import POST_ROUTES, UNKNOWN_MODEL
 from router.api.model_api import relay_model_events, router_props
 from router.api.profiles import add_profile_routes
-from router.catalogue.config import Config, ModelSpec
+from router.catalogue.config import Config
 from router.cluster.admin import Loader, add_cluster_admin_routes, load_model, unload_model
-from router.cluster.front import ClusterManager, RemoteLease
+from router.cluster.front import ClusterManager
 from router.cluster.logs import add_cluster_log_routes
 from router.cluster.metrics import ClusterMetrics
+from router.cluster.relay import relay, relay_with_progress, wants_progress
 from router.cluster.requests import add_request_routes
 from router.cluster.requests import install as install_requests
 from router.cluster.views import dashboard_rows, model_entries
-from router.core.manager import ModelUnavailable
 from router.http.access import INFERENCE, PUBLIC, READ, Models, admin_app, declare, deny_undeclared, require_auth
-from router.http.api_keys import KeyLimits, may_use
+from router.http.api_keys import KeyLimits
 from router.http.app_keys import API_KEY, KEY_LIMITS, REQUEST_ID, ROUTER_SETTINGS, SHUTDOWN
-from router.http.errors import HTTPError, error_response, json_errors
-from router.http.fallback_headers import served_headers
+from router.http.errors import HTTPError, json_errors
 from router.http.launch_args import load_overrides
 from router.http.outcome import Outcome
-from router.http.proxy import ModelRewriter, UpstreamLost, forward
 from router.http.queue_terms import queue_terms
 from router.http.request import (
     default_reply_cap,
@@ -52,7 +50,7 @@ from router.http.request import (
     take_keep_alive,
 )
 from router.http.request_id import with_request_id
-from router.http.requests_table import entry_of, serve_tracked, unavailable
+from router.http.requests_table import serve_tracked
 from router.http.rewrite import rewrite_body
 from router.ui.dashboard import handle_page as dashboard_page
 from router.ui.webui import add_webui_routes
@@ -153,7 +151,8 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
             capped = data is not None and default_reply_cap(request.path, data, cluster.config.max_tokens_default(spec))
             if keep_alive is not None or capped or rewritten:  # the child never sees keep_alive
                 body = json.dumps(data).encode()
-            return outcome.served(await serve_tracked(request, spec.name, lambda: _relay(  # listed in
+            how = relay_with_progress if wants_progress(cluster, request, spec, body) else relay
+            return outcome.served(await serve_tracked(request, spec.name, lambda: how(  # listed in
                 request, cluster, spec, name, body or None, stats, keep_alive), stats))  # GET /admin/requests
     finally:
         request.app[CLUSTER_METRICS].observe(stats.get("served_by", label), request.path, outcome.status,
@@ -171,68 +170,6 @@ async def handle_props(request: web.Request) -> web.StreamResponse:
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
     """The front's own metrics, every host's and model's; ?model= that model's own."""
     return await handle_inference(request)
-
-
-async def _relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec, requested: str,
-                 body: bytes | None, stats: dict[str, Any], keep_alive: float | None = None) -> web.StreamResponse:
-    light = request.path in LIGHT_PATHS or request.method == "GET"
-    lost: Exception | None = None
-    for attempt in range(2):
-        waiting = time.perf_counter()
-        asked = requested if requested in cluster.config.selectors else spec.name
-        lease = await _acquire(request, cluster, asked, light, keep_alive)
-        stats["waited"], stats["host"] = time.perf_counter() - waiting, lease.host.name
-        served = cluster.config.models.get(lease.model, spec)  # a fallback's or a selector's choice
-        if lease.stands_in:
-            stats["served_by"] = lease.model  # the metrics' model: the one that served (as on one host)
-        named = served.name if lease.stands_in else requested  # the reply's "model"
-        rewriter = ModelRewriter(lease.child_id, named) if lease.child_id and lease.child_id != named else None
-        connect_timeout, read_timeout = cluster.config.timeouts(served)
-        try:
-            return await forward(request, lease.host.client, lease.base_url, request.path, body, light=light,
-                                 replayable=attempt == 0, connect_timeout=connect_timeout,
-                                 read_timeout=read_timeout, rewriter=rewriter, stats=stats,
-                                 reply_headers=served_headers(lease.fell_from, lease.fallback_reason,
-                                                              lease.selector))
-        except UpstreamLost as e:  # the child is gone, or its host left and its client was closed
-            lost = e
-        finally:
-            lease.release()
-        if attempt or not await cluster.settle(lease):
-            break
-        log.warning("[%s] child on %s lost before replying (%s): placing the request again", spec.name,
-                    lease.host.name, lost)
-    return error_response(502, f"upstream model server failed: {lost}", "upstream_error")
-
-
-async def _acquire(request: web.Request, cluster: ClusterManager, model: str, light: bool,
-                   keep_alive: float | None) -> RemoteLease:
-    """The lease under the request's queue terms (priority, tenant, deadline: docs/scheduling.md),
-    refused as on one host: 429 (queue full), 503 with Retry-After (deadline passed), 503.
-    A selector's targets are those the request's API key may use (docs/scheduling.md#selectors)."""
-    terms = queue_terms(request)
-    key, models = request.get(API_KEY), cluster.config.models
-    entry = entry_of(request)  # listed in GET /admin/requests: with its host, once placed
-    if entry is not None:
-        entry.state = "waiting"  # (again, when a lost child's request is placed once more)
-
-    def may_serve(name: str) -> bool:
-        return name in models and may_use(key, models[name])
-
-    def placed(host: str) -> None:
-        if entry is not None:
-            entry.host = host
-
-    try:
-        lease = await cluster.acquire(model, light, keep_alive, terms.priority, terms.tenant,
-                                      terms.deadline(time.monotonic()),
-                                      may_serve if key is not None and key.models else None,
-                                      entry.id if entry is not None else None, placed)
-    except ModelUnavailable as e:
-        raise unavailable(e, request) from None
-    if entry is not None:
-        entry.state, entry.joined = "in_flight", lease.joined  # X-Queue-Position: its place on joining
-    return lease
 
 
 @declare(READ, Models.FILTERED, when={"reload": (INFERENCE, Models.EVERY)})

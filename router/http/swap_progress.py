@@ -20,11 +20,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from router.catalogue.config import ModelSpec
+from router.core.events import EventBus
 from router.core.manager import Lease, ModelManager, ModelUnavailable
 from router.core.scheduler import State
 from router.http.app_keys import state_or_none
@@ -40,12 +41,24 @@ POSITION_EVERY_S = 1.0  # how often a waiting request's place is looked at (told
 Relay = Callable[[Lease, web.StreamResponse], Awaitable[web.StreamResponse]]
 
 
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
+
+L = TypeVar("L", bound=Releasable)  # one host's Lease, the cluster front's RemoteLease
+
+
 def wants_progress(manager: ModelManager, request: web.Request, spec: ModelSpec, body: bytes | None) -> bool:
     if not manager.config.swap_progress(spec) or request.path not in CHAT_PATHS:
         return False
     if manager.state(spec.name) is State.READY and not (manager.scheduler.waiting(spec.name)
                                                         or manager.scheduler.full(spec.name)):
         return False  # served at once (or after a short drain): nothing to tell
+    return streamed(body)
+
+
+def streamed(body: bytes | None) -> bool:
+    """The request body asks for a streamed reply (`"stream": true`)."""
     try:
         return json.loads(body or b"{}").get("stream") is True
     except (ValueError, AttributeError):
@@ -72,8 +85,9 @@ class _Chunks:
         await self.resp.write_eof()
 
 
-def _place(request: web.Request, manager: ModelManager) -> str | None:
-    """A waiting request's place in its model's queue, and the estimate when one is known."""
+def place_text(request: web.Request, manager: ModelManager | None) -> str | None:
+    """A waiting request's place in its model's queue, and the estimate when one is known
+    (`manager`: None at the cluster front, whose table knows each request's host)."""
     entry, table = entry_of(request), state_or_none(request, REQUESTS)
     if entry is None or table is None:
         return None
@@ -88,25 +102,41 @@ def _place(request: web.Request, manager: ModelManager) -> str | None:
 async def with_progress(request: web.Request, manager: ModelManager, spec: ModelSpec, requested: str,
                         relay: Relay, stats: dict[str, Any] | None = None) -> web.StreamResponse:
     """`stats`: receives "status" 503 when the load fails (the stream began as a 200)."""
-    resp = event_stream()
-    q = manager.events.subscribe()
+    def opening() -> list[str]:
+        going = [v for v in manager.scheduler.evictions_for(spec.name) if manager.state(v) is not State.STOPPED]
+        ready = manager.state(spec.name) is State.READY  # its slots are busy: it waits its turn
+        return [*(f"unloading {name} to make room for {spec.name}" for name in going),
+                f"waiting for {spec.name}" if ready else f"loading {spec.name}"]
+
     # Under the request's priority and deadline; a selector (`requested`) is chosen again there.
-    acquire = asyncio.ensure_future(acquire_lease(request, spec, name=requested))
+    return await stream_progress(request, manager.events, acquire_lease(request, spec, name=requested), spec.name,
+                                 requested, opening, lambda: place_text(request, manager), relay, stats,
+                                 lambda lease: f"{spec.name} ready")
+
+
+async def stream_progress(request: web.Request, events: EventBus, acquiring: Awaitable[L], model: str,
+                          requested: str, opening: Callable[[], list[str]], place: Callable[[], str | None],
+                          relay: Callable[[L, web.StreamResponse], Awaitable[web.StreamResponse]],
+                          stats: dict[str, Any] | None, ready: Callable[[L], str]) -> web.StreamResponse:
+    """The event stream of a chat whose lease (`acquiring`) is awaited: `opening`'s lines, then
+    the request's `place` whenever it changes, other models unloaded and `model`'s load
+    progress from `events`, then `ready`'s line and the reply `relay` writes into the same
+    stream; an error event when no lease comes. One host's and the cluster front's alike."""
+    resp = event_stream()
+    q = events.subscribe()
+    acquire = asyncio.ensure_future(acquiring)
     try:
         await asyncio.sleep(0)  # the request joins its queue: its place goes in X-Queue-Position
         await resp.prepare(request)
         out = _Chunks(resp, requested)
-        going = [v for v in manager.scheduler.evictions_for(spec.name) if manager.state(v) is not State.STOPPED]
-        for name in going:
-            await out.say(f"unloading {name} to make room for {spec.name}")
-        ready = manager.state(spec.name) is State.READY  # its slots are busy: it waits its turn
-        await out.say(f"waiting for {spec.name}" if ready else f"loading {spec.name}")
+        for text in opening():
+            await out.say(text)
         last_pct, last_place, told = -1, None, time.monotonic()
         while not acquire.done():
-            place = _place(request, manager)
-            if place is not None and place != last_place:
-                last_place = place
-                await out.say(place)
+            now_at = place()
+            if now_at is not None and now_at != last_place:
+                last_place = now_at
+                await out.say(now_at)
                 told = time.monotonic()
             getter = asyncio.ensure_future(q.get())
             done, _ = await asyncio.wait({acquire, getter}, timeout=POSITION_EVERY_S,
@@ -119,15 +149,15 @@ async def with_progress(request: web.Request, manager: ModelManager, spec: Model
                 continue
             told = time.monotonic()
             msg = getter.result()
-            status = msg["data"].get("status")
-            if msg["model"] != spec.name and status == "unloaded":
-                await out.say(f"{msg['model']} unloaded")
-            elif msg["model"] == spec.name and status == "loading":
+            status, host = msg["data"].get("status"), msg["data"].get("host")
+            if msg["model"] != model and status == "unloaded":
+                await out.say(f"{msg['model']} unloaded" + (f" on {host}" if host else ""))
+            elif msg["model"] == model and status == "loading":
                 progress = msg["data"].get("progress")
                 pct = int(progress * 100) if isinstance(progress, (int, float)) else None
                 if pct is not None and pct > last_pct:
                     last_pct = pct
-                    await out.say(f"loading {spec.name}: {pct}%")
+                    await out.say(f"loading {model}: {pct}%")
         try:
             lease = acquire.result()
         except ModelUnavailable as e:
@@ -135,7 +165,7 @@ async def with_progress(request: web.Request, manager: ModelManager, spec: Model
                 stats["status"] = 503
             await out.error(str(e))
             return resp
-        await out.say(f"{spec.name} ready")
+        await out.say(ready(lease))
     except BaseException:
         if not acquire.done():
             acquire.cancel()  # the client left: give up the place in the queue
@@ -143,5 +173,5 @@ async def with_progress(request: web.Request, manager: ModelManager, spec: Model
             acquire.result().release()
         raise
     finally:
-        manager.events.unsubscribe(q)
+        events.unsubscribe(q)
     return await relay(lease, resp)

@@ -587,6 +587,81 @@ async def test_a_fallback_serves_when_no_host_can_take_the_model_or_its_load_fai
     assert not front.where("huge") and not front.where("broken")
 
 
+async def test_a_streamed_chat_is_told_the_load_and_the_host_that_serves_it(front, tmp_path, llama_server,
+                                                                            tiny_dir):
+    """Swap progress at the front, as on one host (notify_model_swap): a streamed chat for a
+    model loaded on no host gets its event stream at once, told the load and the host that
+    serves it as reasoning_content, then the reply in the same stream; a load that fails
+    ends the stream with an error event; a model already loaded answers with no progress."""
+    await with_models(front, tmp_path, llama_server, tiny_dir, {
+        "broken": {"path": str(tiny_dir / "tiny-b.gguf"), "spawn": {"command": ["/bin/sh", "-c", "exit 3"]}}},
+        router={"notify_model_swap": True})
+
+    async def streamed(model: str) -> list[dict[str, Any]]:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+        async with aiohttp.ClientSession() as s, s.post(front.url + "/v1/chat/completions", json=body,
+                                                        timeout=aiohttp.ClientTimeout(total=60)) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+            return [json.loads(line[6:]) for line in (await r.text()).splitlines() if line.startswith("data: {")]
+
+    def told(events: list[dict[str, Any]]) -> str:
+        return "".join(e["choices"][0]["delta"].get("reasoning_content") or "" for e in events if e.get("choices"))
+
+    events = await streamed("tiny-a")
+    text, content = told(events), "".join(e["choices"][0]["delta"].get("content") or "" for e in events
+                                          if e.get("choices"))
+    (host,) = front.where("tiny-a")
+    assert text.startswith("loading tiny-a\n") and text.endswith(f"tiny-a ready on {host}\n"), text
+    assert content and "error" not in events[-1] and {e["model"] for e in events} == {"tiny-a"}
+    assert not told(await streamed("tiny-a")), "a model already loaded answers with no progress"
+
+    failed = await streamed("broken")
+    assert told(failed).startswith("loading broken\n") and "failed" in failed[-1]["error"]["message"], failed[-2:]
+
+
+async def test_a_streamed_chat_waiting_its_turn_at_the_front_is_told_its_place(front, tmp_path, llama_server,
+                                                                               tiny_dir):
+    """A streamed chat for a model whose one slot is busy on its host is told it waits, then
+    its place in that host's queue (from the agent's report), then the host that serves it."""
+    token = "cluster-admin-token-3"
+    model = write_tiny_model(tmp_path / "tiny-long.gguf", name="tiny-long", n_ctx_train=16384)  # runs on
+    one = {"path": str(model), "args": ["--ctx-size", "16384"], "concurrency_limit": 1}
+    await with_models(front, tmp_path, llama_server, tiny_dir, {"one": one},
+                      router={"admin_token": token, "notify_model_swap": True})
+
+    def said(line: bytes, key: str) -> str:
+        event = json.loads(line[6:]) if line.startswith(b"data: {") else {}
+        return "".join(c["delta"].get(key) or "" for c in event.get("choices", ()))
+
+    def inflight() -> int:
+        return sum(h.report.get("models", {}).get("one", {}).get("inflight", 0) for h in front.cluster.hosts.values())
+
+    runaway = {"model": "one", "messages": [{"role": "user", "content": "count"}], "max_tokens": 400000,
+               "ignore_eos": True, "stream": True}
+    body = {"model": "one", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+    timeout = aiohttp.ClientTimeout(total=90)
+    async with aiohttp.ClientSession() as s, s.post(front.url + "/v1/chat/completions", json=runaway,
+                                                    headers={"X-Request-Id": "runaway"}, timeout=timeout) as run:
+        async for line in run.content:
+            if said(line, "content"):
+                break  # it is generating
+        await until(lambda: inflight() >= 1, 5, "a report showing the runaway in flight")
+        async with s.post(front.url + "/v1/chat/completions", json=body, timeout=timeout) as r:
+            assert r.status == 200
+            told = ""
+            async for line in r.content:
+                told += said(line, "reasoning_content")
+                if "position 1 in the queue for one" in told:
+                    break
+            async with s.delete(front.url + "/admin/requests/runaway", headers={"X-Admin-Token": token}) as cut:
+                assert cut.status == 200
+            rest = [line async for line in r.content]
+    told += "".join(said(line, "reasoning_content") for line in rest)
+    (host,) = front.where("one")
+    assert told.startswith("waiting for one\n") and told.endswith(f"one ready on {host}\n"), told
+    assert "".join(said(line, "content") for line in rest), "the reply follows in the same stream"
+
+
 async def test_a_model_whose_file_is_on_no_host_is_a_404_or_its_fallback_serves(front, tmp_path, llama_server,
                                                                                 tiny_dir):
     """As on one host: a model whose file is gone is a 404 model_missing (not a 503: waiting
