@@ -613,6 +613,8 @@ async def test_a_streamed_chat_is_told_the_load_and_the_host_that_serves_it(fron
     (host,) = front.where("tiny-a")
     assert text.startswith("loading tiny-a\n") and text.endswith(f"tiny-a ready on {host}\n"), text
     assert content and "error" not in events[-1] and {e["model"] for e in events} == {"tiny-a"}
+    await until(lambda: front.reported("tiny-a") and not waiting_on_hosts(front, "tiny-a"), 10,
+                "a report of tiny-a loaded, nothing waiting for it")  # what the front decides by
     assert not told(await streamed("tiny-a")), "a model already loaded answers with no progress"
 
     failed = await streamed("broken")
