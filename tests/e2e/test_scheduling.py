@@ -221,7 +221,10 @@ def test_an_operator_cancels_a_whole_reply_in_flight_and_the_child_stops(long_ro
     assert results["runaway"].json()["error"]["code"] == "request_cancelled"
     stopped = wait_until(lambda: re.search(r"stop processing: n_tokens = (\d+)", long_router.log()), 15,
                          "the child to stop the task")
-    assert int(stopped[1]) < 2000  # cut short, not ended by a full context
+    # Cut short, not ended by a full context (16384 tokens). How far it got depends on the machine's
+    # speed: the child notices a gone client about once a second, and a quiet 2-core machine
+    # generates some 2,500 of the tiny model's tokens in that time.
+    assert int(stopped[1]) < 16000, stopped[0]
 
 
 def test_an_operator_cancels_a_streamed_request_in_flight_and_the_child_stops(long_router):
