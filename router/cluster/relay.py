@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.api.inference import LIGHT_PATHS
+from router.api.inference import is_light
 from router.catalogue.config import ModelSpec
 from router.cluster.front import ClusterManager, RemoteLease
 from router.core.manager import ModelUnavailable
@@ -74,7 +74,7 @@ async def relay(request: web.Request, cluster: ClusterManager, spec: ModelSpec, 
     """The request relayed to the child of a lease (`first`, one already taken; else one taken
     here). `into`: an event stream already sent to the client (swap progress); the child's
     stream continues it, and it is never sent twice."""
-    light = request.path in LIGHT_PATHS or request.method == "GET"
+    light = is_light(request)
     lost: Exception | None = None
     for attempt in range(2):
         if attempt == 0 and first is not None:
@@ -115,7 +115,7 @@ async def leased(request: web.Request, cluster: ClusterManager, spec: ModelSpec,
     selector's targets are those the request's API key may use (docs/scheduling.md#selectors)."""
     waiting = time.perf_counter()
     model = requested if requested in cluster.config.selectors else spec.name
-    light = request.path in LIGHT_PATHS or request.method == "GET"
+    light = is_light(request)
     terms = queue_terms(request)
     key, models = request.get(API_KEY), cluster.config.models
     entry = entry_of(request)  # listed in GET /admin/requests: with its host, once placed
